@@ -47,6 +47,7 @@ class LoRADense(nn.Module):
     kernel_axes: logical axis names of the kernel, e.g. ("embed", "mlp").
     rank: LoRA rank; 0 = no adapters (a plain Conv1D/Dense).
     alpha: LoRA alpha; the adapter is scaled by alpha / rank.
+    use_bias: False drops `bias` (Llama projections have none).
     dtype: compute dtype (params stay `param_dtype`).
   """
 
@@ -54,6 +55,7 @@ class LoRADense(nn.Module):
   kernel_axes: tuple[str | None, str | None]
   rank: int = 0
   alpha: float = 1.0
+  use_bias: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.normal(0.02)
@@ -64,10 +66,12 @@ class LoRADense(nn.Module):
     in_axis, out_axis = self.kernel_axes
     kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
                         (d_in, self.features), self.param_dtype)
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
-                      (self.features,), self.param_dtype)
     x = x.astype(self.dtype)
-    y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
+                        (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
     if self.rank > 0:
       a = self.param("lora_a", nn.with_logical_partitioning(lora_a_init, (in_axis, None)),
                      (d_in, self.rank), self.param_dtype)
