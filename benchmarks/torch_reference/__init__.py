@@ -1,0 +1,14 @@
+"""PyTorch reference implementations for side-by-side benchmarks (not part of the stjax package).
+
+- `st_llm.STLLM`: ST-LLM as its released code builds it (Hugging Face `GPT2Model`, node tokens,
+  causal mask, learned positions, partially frozen attention), written from the paper and
+  ../shared/PUBLISHED_CODE.md section 2.2.
+- `st_link.STLink`: the ST-LINK architecture as ../shared/DESIGN.md section 1.1 defines it (patch
+  tokens, SE-Attention with temporal + spatial rotary, MRFFN with top-k memory and a top-2 mixture
+  of experts, RevIN), on our own torch GPT-2 blocks.
+- `weights.load_stjax_params`: copies a stjax parameter tree (and memory state) into either model, so
+  both frameworks start from the same initialisation; the parity tests prove the forward passes agree.
+
+Both take the stjax batch dict (`x` [B, T_in, N, C_in], `tod` [B, T_in], `dow` [B, T_in]) as torch
+tensors and return `(pred [B, T_out, N, C_out], aux_loss scalar)`.
+"""

@@ -1,0 +1,196 @@
+"""ST-LINK in PyTorch, written from ../shared/DESIGN.md section 1.1 (the reference for benchmarks).
+
+Architecture (the same design stjax builds; every size comes from the stjax model config):
+
+- RevIN over time per (sample, node, feature), learnable affine per feature; predictions are
+  de-normalised with the same statistics.
+- Patch tokens: each node's window is cut into P = T_in / patch_len patches; a token is
+  Linear(concat[patch values, time-of-day emb, day-of-week emb, node emb]) -> d. N * P tokens.
+- GPT-2 blocks (pre-LN, fused q|k|v, tanh GELU) whose attention is SE-Attention: per head, the first
+  `temporal_dims` dims get RoPE at the time offset of the patch's last step, the rest get spatial
+  RoPE with per-node phases phi[n, j] = Linear(e_n)[j] * omega_j. Full (non-causal) attention through
+  `scaled_dot_product_attention`.
+- MRFFN added to the pretrained MLP in the upper blocks: cosine top-k read of a key-value memory
+  (keys a buffer, moved by EMA towards the queries that selected them in training), z = [h, r, a],
+  top-2 of E GELU experts with a Switch-style balance loss.
+- Head: per node, the P token outputs flattened -> Linear -> (T_out, C_out), RevIN de-norm.
+
+Pieces are small modules so `weights.py` can map the stjax tree onto them name by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+  """GPT-2's `gelu_new` = jax.nn.gelu(approximate=True)."""
+  return F.gelu(x, approximate="tanh")
+
+
+def rope_frequencies(dim: int, base: float = 10000.0) -> torch.Tensor:
+  """omega_j = base^(-2j/dim), j < dim/2: [dim // 2]."""
+  return base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+  """Rotate-half RoPE: pairs (x[j], x[j + dim/2]) turned by angles[j]. x: [..., dim]."""
+  half = x.shape[-1] // 2
+  cos, sin = torch.cos(angles), torch.sin(angles)
+  x1, x2 = x[..., :half], x[..., half:]
+  return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Conv1D(nn.Module):
+  """HF GPT-2 Conv1D: y = x @ weight + bias with weight [in, out] (the stjax kernel layout)."""
+
+  def __init__(self, n_in: int, n_out: int):
+    super().__init__()
+    self.weight = nn.Parameter(torch.randn(n_in, n_out) * 0.02)
+    self.bias = nn.Parameter(torch.zeros(n_out))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], -1)
+
+
+class SEAttention(nn.Module):
+  """GPT-2 attention (c_attn, c_proj) with optional rotary q/k.
+
+  `rotary(q, k)` is a callable given per forward (None = plain GPT-2 attention).
+  """
+
+  def __init__(self, d: int, n_head: int, attn_pdrop: float, resid_pdrop: float, causal: bool):
+    super().__init__()
+    self.n_head, self.head_dim = n_head, d // n_head
+    self.c_attn = Conv1D(d, 3 * d)
+    self.c_proj = Conv1D(d, d)
+    self.attn_pdrop, self.causal = attn_pdrop, causal
+    self.resid_dropout = nn.Dropout(resid_pdrop)
+
+  def forward(self, h: torch.Tensor, rotary=None) -> torch.Tensor:
+    b, s, d = h.shape
+    q, k, v = self.c_attn(h).split(d, dim=-1)
+    shape = (b, s, self.n_head, self.head_dim)
+    q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)
+    if rotary is not None:
+      q, k = rotary(q, k)
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       dropout_p=self.attn_pdrop if self.training else 0.0,
+                                       is_causal=self.causal)
+    return self.resid_dropout(self.c_proj(o.transpose(1, 2).reshape(b, s, d)))
+
+
+class MLP(nn.Module):
+  def __init__(self, d: int, inner: int, resid_pdrop: float):
+    super().__init__()
+    self.c_fc = Conv1D(d, inner)
+    self.c_proj = Conv1D(inner, d)
+    self.dropout = nn.Dropout(resid_pdrop)
+
+  def forward(self, h: torch.Tensor) -> torch.Tensor:
+    return self.dropout(self.c_proj(gelu_tanh(self.c_fc(h))))
+
+
+def _normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+  return x / torch.clamp(torch.linalg.vector_norm(x, dim=-1, keepdim=True), min=eps)
+
+
+class MemoryRetrieval(nn.Module):
+  """Cosine top-k key-value memory; keys are a buffer moved by EMA in training."""
+
+  def __init__(self, d: int, memory_size: int, key_dim: int, top_k: int, tau: float, alpha: float):
+    super().__init__()
+    self.query = nn.Linear(d, key_dim)
+    self.values = nn.Parameter(torch.randn(memory_size, d) * 0.02)
+    self.register_buffer("keys", _normalize(torch.randn(memory_size, key_dim)))
+    self.top_k, self.tau, self.alpha = top_k, tau, alpha
+
+  def forward(self, h: torch.Tensor) -> torch.Tensor:
+    lead = h.shape[:-1]
+    q = self.query(h).reshape(-1, self.keys.shape[1])
+    cos = _normalize(q) @ _normalize(self.keys).T
+    top_cos, idx = torch.topk(cos, self.top_k, dim=-1)
+    w = torch.softmax(top_cos / self.tau, dim=-1)
+    r = torch.einsum("tk,tkv->tv", w, self.values[idx])
+    if self.training:
+      self._ema_update(q.detach(), idx)
+    return r.reshape(*lead, -1)
+
+  @torch.no_grad()
+  def _ema_update(self, q: torch.Tensor, idx: torch.Tensor):
+    m = self.keys.shape[0]
+    qn = _normalize(q).repeat_interleave(idx.shape[1], dim=0)
+    flat = idx.reshape(-1)
+    sums = torch.zeros_like(self.keys).index_add_(0, flat, qn)
+    counts = torch.zeros(m, dtype=q.dtype, device=q.device).index_add_(0, flat, torch.ones_like(flat, dtype=q.dtype))
+    mean_q = sums / torch.clamp(counts, min=1.0)[:, None]
+    moved = _normalize((1 - self.alpha) * self.keys + self.alpha * mean_q)
+    self.keys.copy_(torch.where(counts[:, None] > 0, moved, self.keys))
+
+
+class ExpertMixture(nn.Module):
+  """Top-k of E GELU experts (all computed, gated), Switch balance loss E * sum f_e P_e."""
+
+  def __init__(self, dz: int, num_experts: int, top_k: int, hidden: int, d: int):
+    super().__init__()
+    self.router = nn.Linear(dz, num_experts)
+    self.w1 = nn.Parameter(torch.randn(num_experts, dz, hidden) * 0.02)
+    self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
+    self.w2 = nn.Parameter(torch.randn(num_experts, hidden, d) * 0.02)
+    self.b2 = nn.Parameter(torch.zeros(num_experts, d))
+    self.top_k = top_k
+
+  def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    e = self.w1.shape[0]
+    probs = torch.softmax(self.router(z), dim=-1)
+    top_p, top_i = torch.topk(probs, self.top_k, dim=-1)
+    choice = F.one_hot(top_i, e).to(z.dtype)  # [..., k, E]
+    gates = torch.einsum("...k,...ke->...e", top_p / top_p.sum(-1, keepdim=True), choice)
+    hid = gelu_tanh(torch.einsum("...d,edh->...eh", z, self.w1) + self.b1)
+    outs = torch.einsum("...eh,ehf->...ef", hid, self.w2) + self.b2
+    out = torch.einsum("...e,...ef->...f", gates, outs)
+    frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
+    balance = e * torch.sum(frac * probs.reshape(-1, e).mean(0))
+    return out, balance
+
+
+class MRFFN(nn.Module):
+  def __init__(self, d: int, memory_size: int, key_dim: int, top_k: int, tau: float, alpha: float,
+               num_experts: int, expert_top_k: int, expert_hidden: int, aux_weight: float):
+    super().__init__()
+    self.memory = MemoryRetrieval(d, memory_size, key_dim, top_k, tau, alpha)
+    self.experts = ExpertMixture(3 * d, num_experts, expert_top_k, expert_hidden, d)
+    self.aux_weight = aux_weight
+
+  def forward(self, h: torch.Tensor, attn_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r = self.memory(h)
+    out, balance = self.experts(torch.cat([h, r, attn_out], dim=-1))
+    return out, self.aux_weight * balance
+
+
+class Block(nn.Module):
+  """Pre-LN GPT-2 block; the optional extra FFN's output is added to the MLP's."""
+
+  def __init__(self, d: int, n_head: int, inner: int, eps: float, attn_pdrop: float, resid_pdrop: float,
+               causal: bool, extra_ffn: nn.Module | None = None):
+    super().__init__()
+    self.ln_1 = nn.LayerNorm(d, eps=eps)
+    self.attn = SEAttention(d, n_head, attn_pdrop, resid_pdrop, causal)
+    self.ln_2 = nn.LayerNorm(d, eps=eps)
+    self.mlp = MLP(d, inner, resid_pdrop)
+    self.extra_ffn = extra_ffn
+
+  def forward(self, x: torch.Tensor, rotary=None) -> tuple[torch.Tensor, torch.Tensor]:
+    a = self.attn(self.ln_1(x), rotary)
+    x = x + a
+    h2 = self.ln_2(x)
+    m = self.mlp(h2)
+    aux = x.new_zeros(())
+    if self.extra_ffn is not None:
+      extra, aux = self.extra_ffn(h2, a)
+      m = m + extra
+    return x + m, aux
