@@ -1,0 +1,289 @@
+"""Scalers, lazy windows and the data bundle a config builds.
+
+`build_data(config.data)` reads (or generates) a `Dataset`, resolves its `Protocol`, splits the
+windows chronologically, fits the `Scaler` on training data only, scales the input channels of the
+series once (O(T N C)) and returns a `DataBundle` whose three `WindowSource`s cut windows by index
+on demand: no [S, T, N, C] array is ever built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from stjax.data.dataset import Dataset
+from stjax.data.protocols import Protocol, get_protocol
+from stjax.errors import UserError
+
+_FIT_CHUNK = 2048  # time steps per chunk when fitting a scaler, bounds float64 temporaries
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+  """z-score `(v - mean) / std`, broadcast over [..., N, C].
+
+  Attributes:
+    mean: [1, C] (global) or [N, C] (per node) float32.
+    std: same shape as mean, float32, > 0.
+  """
+
+  mean: np.ndarray
+  std: np.ndarray
+
+  def transform(self, v):
+    """v: [..., N, C] NumPy or JAX array -> scaled, same type."""
+    return (v - self.mean) / self.std
+
+  def inverse(self, v):
+    """v: [..., N, C] scaled NumPy or JAX array -> original units, same type."""
+    return v * self.std + self.mean
+
+  def target(self, channels: Sequence[int] | None) -> "Scaler":
+    """The scaler of a subset of channels (None = all), e.g. the target channels."""
+    if channels is None:
+      return self
+    idx = list(channels)
+    return Scaler(self.mean[:, idx], self.std[:, idx])
+
+  @classmethod
+  def fit(cls, values: np.ndarray, weights: np.ndarray, rule: str, channels: Sequence[int],
+          name: str) -> "Scaler":
+    """Fits on the steps with weight > 0 (each counted `weight` times).
+
+    Args:
+      values: [T, N, C] series.
+      weights: [T] float64 multiplicity of each step (see `Protocol.scaler_weights`).
+      rule: "global" (per channel), "per_node" (per node and channel), "global_train_val" (one
+        scalar over `channels`, applied to every channel).
+      channels: the channels that "global_train_val" pools.
+      name: dataset name for error messages.
+    """
+    n, c = values.shape[1:]
+    used = np.nonzero(weights > 0)[0]
+    total = weights.sum()
+
+    def weighted_sum(fn) -> np.ndarray:  # sum_t w_t fn(v_t) -> [N, C], in float64 chunks
+      acc = np.zeros((n, c))
+      for lo in range(0, len(used), _FIT_CHUNK):
+        steps = used[lo:lo + _FIT_CHUNK]
+        acc += np.tensordot(weights[steps], fn(values[steps].astype(np.float64)), axes=(0, 0))
+      return acc
+
+    node_mean = weighted_sum(lambda v: v) / total
+    pool = list(channels)
+    if rule == "per_node":
+      mean = node_mean
+    elif rule == "global":
+      mean = node_mean.mean(axis=0, keepdims=True)
+    else:
+      mean = np.full((1, c), node_mean[:, pool].mean())
+    sq = weighted_sum(lambda v: (v - mean) ** 2) / total  # [N, C] weighted mean squared deviation
+    if rule == "per_node":
+      # sklearn's StandardScaler (STH-SepNet) leaves a constant column unscaled (std 1).
+      std = np.sqrt(sq)
+      std[std == 0] = 1.0
+    else:
+      std = (np.sqrt(sq.mean(axis=0, keepdims=True)) if rule == "global"
+             else np.full((1, c), np.sqrt(sq[:, pool].mean())))
+      if np.any(std == 0):
+        raise UserError(f"dataset {name}: the training data is constant (std 0), cannot z-score it")
+    return cls(mean.astype(np.float32), std.astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What models are built from.
+
+  Attributes:
+    num_nodes, input_len, output_len, in_channels, out_channels: sizes of x [T_in, N, C_in] and
+      y [T_out, N, C_out].
+    input_offsets, output_offsets: step offsets of x and y relative to the current step.
+    steps_per_day: time-of-day resolution (e.g. 288 for 5-minute data).
+    adjacency: [N, N] float32 graph or None.
+    channel_names: names of the target channels (y).
+  """
+
+  num_nodes: int
+  input_len: int
+  output_len: int
+  in_channels: int
+  out_channels: int
+  input_offsets: tuple[int, ...]
+  output_offsets: tuple[int, ...]
+  steps_per_day: int
+  adjacency: np.ndarray | None
+  channel_names: tuple[str, ...]
+
+
+class WindowSource:
+  """Random access to the windows of one split; grain `RandomAccessDataSource` compatible.
+
+  Each example is a dict: x [T_in, N, C_in] float32 (scaled), tod [T_in] float32, dow [T_in]
+  int32, y [T_out, N, C_out] float32 (original units), index [] int32 (window index in the split).
+  """
+
+  def __init__(self, split: str, scaled_inputs: np.ndarray, targets: np.ndarray,
+               time_of_day: np.ndarray, day_of_week: np.ndarray, times: np.ndarray,
+               input_offsets: Sequence[int], output_offsets: Sequence[int]):
+    self.split = split
+    self._x = scaled_inputs   # [T, N, C_in] float32, shared by all splits
+    self._y = targets         # [T, N, C_out] float32 original units (a view where possible)
+    self._tod = time_of_day
+    self._dow = day_of_week
+    self.times = times        # [S] int64 current step of each window
+    self.input_offsets = np.asarray(input_offsets, np.int64)
+    self.output_offsets = np.asarray(output_offsets, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.times)
+
+  def __repr__(self) -> str:
+    return f"WindowSource({self.split}, {len(self)} windows)"
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    i = int(i)
+    if not -len(self) <= i < len(self):
+      raise IndexError(f"window {i} out of range for {len(self)} {self.split} windows")
+    i %= len(self)
+    t = self.times[i]
+    ti, to = t + self.input_offsets, t + self.output_offsets
+    return {"x": self._x[ti], "tod": self._tod[ti], "dow": self._dow[ti], "y": self._y[to],
+            "index": np.int32(i)}
+
+  def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """Windows `indices` stacked along a leading batch axis B (one gather per key)."""
+    idx = np.asarray(indices, np.int64)
+    t = self.times[idx][:, None]
+    ti, to = t + self.input_offsets, t + self.output_offsets
+    return {"x": self._x[ti], "tod": self._tod[ti], "dow": self._dow[ti], "y": self._y[to],
+            "index": idx.astype(np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataBundle:
+  """A dataset under a protocol: its fitted scaler, three splits and the model-facing spec."""
+
+  dataset: Dataset
+  protocol: Protocol
+  scaler: Scaler                    # fitted on all dataset channels ([1 | N, C])
+  splits: dict[str, WindowSource]   # "train", "val", "test"
+  spec: DataSpec
+
+  @property
+  def target_scaler(self) -> Scaler:
+    """Scaler of the target channels: `target_scaler.inverse(pred)` gives original units."""
+    return self.scaler.target(self.protocol.target_channels)
+
+
+def _channels(sel: tuple[int, ...] | None, dataset: Dataset, field: str, protocol: str) -> list[int]:
+  if sel is None:
+    return list(range(dataset.num_channels))
+  bad = [c for c in sel if not 0 <= c < dataset.num_channels]
+  if bad:
+    raise UserError(f"protocol {protocol}: {field} {sel} but dataset {dataset.name} has channels "
+                    f"{dataset.channels}")
+  return list(sel)
+
+
+def _check_finite(dataset: Dataset, weights: np.ndarray):
+  finite = np.isfinite(dataset.values)
+  if finite.all():
+    return
+  bad_t, bad_n, _ = np.nonzero(~finite)
+  part = "training data" if np.any(weights[bad_t] > 0) else "series"
+  raise UserError(f"dataset {dataset.name}: {len(bad_t)} NaN/inf values in the {part} (first at step "
+                  f"{bad_t[0]}, node {bad_n[0]}); fill or drop them first")
+
+
+def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
+  """Splits, fits the scaler on training data, scales inputs once and builds the sources."""
+  times = protocol.split_times(dataset.num_steps)
+  weights = protocol.scaler_weights(dataset.num_steps, times)
+  _check_finite(dataset, weights)
+  in_ch = _channels(protocol.input_channels, dataset, "input_channels", protocol.name)
+  out_ch = _channels(protocol.target_channels, dataset, "target_channels", protocol.name)
+  scaler = Scaler.fit(dataset.values, weights, protocol.scaler_rule, in_ch, dataset.name)
+  x = scaler.target(in_ch).transform(dataset.values[:, :, in_ch]).astype(np.float32)
+  if out_ch == list(range(dataset.num_channels)):
+    y = dataset.values
+  elif len(out_ch) == 1:
+    y = dataset.values[:, :, out_ch[0]:out_ch[0] + 1]
+  else:
+    y = dataset.values[:, :, out_ch]
+  splits = {k: WindowSource(k, x, y, dataset.time_of_day, dataset.day_of_week, t,
+                            protocol.input_offsets, protocol.output_offsets) for k, t in times.items()}
+  spec = DataSpec(num_nodes=dataset.num_nodes, input_len=protocol.input_len,
+                  output_len=protocol.output_len, in_channels=len(in_ch), out_channels=len(out_ch),
+                  input_offsets=protocol.input_offsets, output_offsets=protocol.output_offsets,
+                  steps_per_day=dataset.steps_per_day, adjacency=dataset.adjacency,
+                  channel_names=tuple(dataset.channels[c] for c in out_ch))
+  return DataBundle(dataset, protocol, scaler, splits, spec)
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """`config.data` with every field documented; configs start from this and override."""
+  c = ml_collections.ConfigDict()
+  c.name = "synthetic"     # "synthetic" or a registry name (`python -m stjax.data list`)
+  c.path = ""              # series file/folder; "" = the registry's local copy of `name`
+  c.graph_path = ""        # adjacency file; "" = the registry's graph (or none / synthetic's own)
+  c.protocol = "dcrnn"     # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md)
+  c.input_len = 0          # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
+  c.output_len = 0         # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
+  c.reader = ml_collections.ConfigDict()  # extra keyword options for read_series (e.g. step_minutes)
+  s = c.synthetic = ml_collections.ConfigDict()
+  s.num_nodes = 48         # sensors on a generated road-like kNN graph
+  s.num_steps = 4032       # time steps (4032 x 5 min = 14 days)
+  s.step_minutes = 5       # sampling interval in minutes
+  s.seed = 0               # generator seed: same seed, same data
+  s.missing_rate = 0.01    # fraction of readings dropped to 0 (missing), in short outages
+  return c
+
+
+def _read(config: ml_collections.ConfigDict) -> Dataset:
+  from stjax.data import formats  # the readers' module; imported late so this file stays light
+  reader_opts = dict(config.reader) if config.get("reader") else {}
+  path, graph_path = config.path, config.graph_path
+  if not path:
+    from stjax.data import registry
+    entry = registry.resolve(config.name)
+    path = entry["series"]
+    graph_path = graph_path or entry.get("graph") or ""
+    reader_opts = {**entry.get("reader_options", {}), **reader_opts}
+  dataset = formats.read_series(path, **reader_opts)
+  if graph_path:
+    adj = formats.read_graph(graph_path, num_nodes=dataset.num_nodes, node_ids=dataset.node_ids)
+    dataset = dataset.replace(adjacency=np.asarray(adj, np.float32))
+  return dataset
+
+
+def build_data(config: ml_collections.ConfigDict) -> DataBundle:
+  """config.data -> DataBundle (see `default_data_config` for the fields)."""
+  unknown = sorted(set(config.keys()) - set(default_data_config().keys()))
+  if unknown:
+    raise UserError(f"config.data: unknown field(s) {', '.join(unknown)}")
+  base = get_protocol(config.protocol)
+  if config.name == "synthetic":
+    from stjax.data import synthetic
+    opts = dict(config.synthetic)
+    dataset = synthetic.generate(**opts)
+    if config.graph_path:
+      raise UserError("config.data.graph_path: the synthetic dataset makes its own graph; leave it empty")
+  else:
+    dataset = _read(config)
+  protocol = base.resolve(dataset.steps_per_day, config.input_len, config.output_len)
+  return bundle_from_dataset(dataset, protocol)
+
+
+def describe(bundle: DataBundle) -> str:
+  """One line: dataset, protocol, window counts."""
+  s = bundle.splits
+  return (f"{bundle.dataset.name} {tuple(bundle.dataset.values.shape)} under {bundle.protocol.name}: "
+          f"{bundle.spec.input_len} -> {bundle.spec.output_len}, windows train/val/test "
+          f"{len(s['train'])}/{len(s['val'])}/{len(s['test'])}")
+
+
+__all__: list[Any] = ["Scaler", "DataSpec", "WindowSource", "DataBundle", "bundle_from_dataset",
+                      "build_data", "default_data_config", "describe"]
