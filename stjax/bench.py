@@ -165,3 +165,175 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -
   for row in rows:
     lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
   return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark of a config: build (as the trainer does), compile, time, measure.
+
+
+def llm_tokens_per_sample(model_config, spec) -> int | None:
+  """Language-model tokens one sample feeds the backbone, or None when the model has no such notion.
+
+  ST-LINK: N * (T_in / patch_len) patch tokens; ST-LLM: N node tokens; STH-SepNet: the patches of
+  the node-pooled series, (T_in - patch_len) / stride + 2 (TimeLLM's replication-padded unfold).
+  """
+  name = model_config.name
+  if name == "st_link":
+    return spec.num_nodes * (spec.input_len // int(model_config.patch_len))
+  if name == "st_llm":
+    return spec.num_nodes
+  if name == "sth_sepnet" and "patch_len" in model_config and "stride" in model_config:
+    return (spec.input_len - int(model_config.patch_len)) // int(model_config.stride) + 2
+  return None
+
+
+def apply_overrides(config, *, batch: int, nodes: int, num_steps: int):
+  """The config the benchmark runs: synthetic data with `nodes` nodes, batch `batch`, random init.
+
+  Pretrained weights are not loaded (no network needed; the step's cost does not depend on the
+  values). Unknown fields fail in `stjax.trainer.validate_config` as they would for training.
+  """
+  config = config.copy_and_resolve_references()
+  if batch < 1:
+    raise UserError(f"--batch: must be >= 1, got {batch}")
+  if nodes < 2:
+    raise UserError(f"--nodes: must be >= 2, got {nodes}")
+  config.data.name = "synthetic"
+  config.data.path = ""
+  config.data.graph_path = ""
+  config.data.synthetic.num_nodes = nodes
+  config.data.synthetic.num_steps = num_steps
+  config.train.batch_size = batch
+  if "pretrained" in config.model:
+    config.model.pretrained = ""
+  return config
+
+
+def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_steps: int = 864,
+        data_batches: int = 20, peak_flops: float | None = None, num_distinct_batches: int = 4,
+        ) -> dict[str, Any]:
+  """Builds the experiment for `config` on synthetic data and benchmarks its train step.
+
+  Returns the result dict documented in the module docstring (plus shapes and environment).
+  """
+  from stjax import trainer
+
+  config = apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
+  exp = trainer.build_experiment(config)
+  bundle = exp.bundle
+  train = bundle.splits["train"]
+  if batch % exp.batch_shards:
+    raise UserError(f"--batch: {batch} is not divisible by the {exp.batch_shards} data shards of the mesh")
+  if len(train) < batch:
+    raise UserError(f"--batch: {batch} exceeds the {len(train)} training windows of {num_steps} synthetic "
+                    "steps; raise --num-steps")
+
+  step_fn = trainer.make_train_step(exp.model, exp.tx, trainer.make_loss_fn(bundle.protocol, bundle.target_scaler),
+                                    exp.trainable, config.train.compute_dtype, exp.schedule)
+  jitted = jax.jit(step_fn, in_shardings=(exp.state_shardings, exp.batch_sharding),
+                   out_shardings=(exp.state_shardings, None), donate_argnums=0)
+
+  rng = np.random.default_rng(0)
+  keys = ("x", "tod", "dow", "y")
+  batches = []
+  with exp.context():
+    state = exp.init_state()
+    for _ in range(num_distinct_batches):
+      host = train.batch(rng.choice(len(train), size=batch, replace=False))
+      batches.append(jax.device_put({k: host[k] for k in keys}, exp.batch_sharding))
+    compiled = compile_step(jitted, state, batches[0])
+    times, state = time_calls(compiled.fn, state, batches, steps=steps, warmup=warmup)
+    # One finite loss proves the timed step computed something real.
+    state, measurements = compiled.fn(state, batches[0])
+    loss = float(jax.device_get(measurements["loss"]))
+  if not math.isfinite(loss):
+    raise RuntimeError(f"benchmark step produced a non-finite loss {loss}")
+
+  devices = list(exp.mesh.devices.flat)
+  dtype = config.train.compute_dtype
+  result: dict[str, Any] = {
+      "model": config.model.name, "nodes": nodes, "batch": batch, "input_len": bundle.spec.input_len,
+      "output_len": bundle.spec.output_len, "compute_dtype": dtype,
+      "backend": jax.default_backend(), "device_kind": devices[0].device_kind, "num_devices": len(devices),
+      "steps": steps, "warmup": warmup, "loss": loss,
+  }
+  result.update(summarize_times(times))
+  step_time = result["step_time_s"]
+  result["compile_time_s"] = compiled.compile_time_s
+  result["samples_per_s"] = batch / step_time
+  tokens = llm_tokens_per_sample(config.model, bundle.spec)
+  result["tokens_per_sample"] = tokens
+  result["tokens_per_s"] = None if tokens is None else tokens * batch / step_time
+  flops = None if compiled.flops_per_device is None else compiled.flops_per_device * len(devices)
+  result["flops_per_step"] = flops
+  peak = peak_flops if peak_flops is not None else peak_flops_per_device(devices[0], dtype)
+  result["peak_flops_per_device"] = peak
+  result["mfu"] = None if (flops is None or peak is None) else flops / step_time / (peak * len(devices))
+  device_peak = device_peak_memory(devices)
+  if device_peak is not None:
+    result["peak_memory_bytes"], result["peak_memory_source"] = device_peak, "memory_stats"
+  elif compiled.memory_bytes is not None:
+    result["peak_memory_bytes"], result["peak_memory_source"] = compiled.memory_bytes, "compiled_memory_analysis"
+  else:
+    result["peak_memory_bytes"], result["peak_memory_source"] = None, None
+  result["data_samples_per_s"] = data_throughput(exp, batch, data_batches)
+  return result
+
+
+def data_throughput(exp, batch: int, num_batches: int) -> float | None:
+  """Samples/s of the training data pipeline alone (host side: windows, scaling, batching)."""
+  if num_batches <= 0:
+    return None
+  from stjax.data import pipeline
+
+  source = exp.bundle.splits["train"]
+  epochs = -(-(num_batches + 1) // pipeline.steps_per_epoch(source, batch))
+  it = iter(pipeline.train_batches(source, batch, seed=0, num_epochs=epochs))
+  next(it)  # start-up (worker threads, first read) is not throughput
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    next(it)
+  return num_batches * batch / (time.perf_counter() - start)
+
+
+COLUMNS = [("model", "model"), ("nodes", "N"), ("batch", "B"), ("compute_dtype", "dtype"),
+           ("step_time_s", "step (s)"), ("compile_time_s", "compile (s)"), ("samples_per_s", "samples/s"),
+           ("tokens_per_s", "tokens/s"), ("flops_per_step", "FLOPs/step"), ("mfu", "MFU"),
+           ("peak_memory_bytes", "peak mem (B)"), ("data_samples_per_s", "data samples/s")]
+
+
+def main(argv):
+  from absl import flags
+
+  del argv
+  f = flags.FLAGS
+  config = f.config
+  if config is None:
+    raise UserError("--config: required (a config file, e.g. configs/st_link_pemsbay.py)")
+  result = run(config, batch=f.batch, nodes=f.nodes, steps=f.steps, warmup=f.warmup, num_steps=f.num_steps,
+               data_batches=f.data_batches, peak_flops=f.peak_flops)
+  print(markdown_table([result], COLUMNS))
+  print(json.dumps(result), flush=True)
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "Training config file (as for stjax.train).")
+  flags.DEFINE_integer("batch", 8, "Global batch size B.")
+  flags.DEFINE_integer("nodes", 207, "Number of nodes N of the synthetic data.")
+  flags.DEFINE_integer("steps", 20, "Timed train steps (the median is reported).")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+  flags.DEFINE_integer("num_steps", 864, "Time steps of the synthetic series (windows to draw from).")
+  flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the data pipeline alone; 0 = skip.")
+  flags.DEFINE_float("peak_flops", None, "Peak FLOP/s per device for MFU when the device is not in the table.")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  from stjax.errors import cli_entry
+
+  _define_flags()
+  app.run(cli_entry(main))

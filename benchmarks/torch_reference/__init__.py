@@ -12,3 +12,15 @@
 Both take the stjax batch dict (`x` [B, T_in, N, C_in], `tod` [B, T_in], `dow` [B, T_in]) as torch
 tensors and return `(pred [B, T_out, N, C_out], aux_loss scalar)`.
 """
+
+
+def build_reference(model_config, spec):
+  """The torch reference for a stjax `config.model` and `DataSpec` (same sizes, same switches)."""
+  name = model_config.name
+  if name == "st_llm":
+    from benchmarks.torch_reference import st_llm
+    return st_llm.from_config(model_config, spec)
+  if name == "st_link":
+    from benchmarks.torch_reference import st_link
+    return st_link.from_config(model_config, spec)
+  raise ValueError(f"no PyTorch reference for model {name!r} (have: st_llm, st_link)")

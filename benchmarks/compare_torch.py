@@ -1,0 +1,208 @@
+"""stjax vs the PyTorch reference (eager and torch.compile), side by side in one run.
+
+    python benchmarks/compare_torch.py --config=configs/st_link_pemsbay.py --batch=8 --nodes=207 \
+        --steps=20 [--config.x=y ...] [--out=docs/compare.md] [--no_compile]
+
+Same shapes, settings, dtype (float32) and initialisation: the experiment is built once exactly as
+`python -m stjax.bench` builds it (synthetic data, the trainer's jitted step), and its initial
+parameters (and MRFFN memory keys) are copied into the torch model (`torch_reference.weights`).
+The torch step is what the research code does: forward, loss (masked MAE in original units + aux
+loss), backward, optimizer step, with the same frozen parameters (`requires_grad=False` from the
+stjax trainability mask) and an Adam-family optimizer (torch `AdamW` with the config's lr, betas,
+eps and weight decay; stjax's optax chain may add gradient clipping or lookahead, whose cost is
+negligible against the model). Times are medians of `--steps` steps after `--warmup` warm-up steps.
+
+Prints a markdown table and, as its last line, one JSON object with all measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `python benchmarks/compare_torch.py` from anywhere
+  sys.path.insert(0, str(_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.torch_reference import build_reference, weights  # noqa: E402
+from stjax import bench  # noqa: E402
+from stjax.errors import UserError  # noqa: E402
+
+
+def torch_batch(host: dict) -> dict[str, torch.Tensor]:
+  return {k: torch.from_numpy(np.ascontiguousarray(host[k])) for k in ("x", "tod", "dow", "y")}
+
+
+def masked_mae_torch(pred: torch.Tensor, y: torch.Tensor, null_rule: str) -> torch.Tensor:
+  """Same as `stjax.metrics.masked_mae` (original units)."""
+  if null_rule == "zero":
+    mask = y != 0
+  elif null_rule == "positive":
+    mask = y > 0
+  elif null_rule == "gt5":
+    mask = y > 5
+  elif null_rule == "none":
+    mask = torch.ones_like(y, dtype=torch.bool)
+  else:
+    raise UserError(f"unknown null rule {null_rule!r}")
+  err = torch.where(mask, (pred - y).abs(), torch.zeros_like(pred))
+  return err.sum() / torch.clamp(mask.sum(), min=1)
+
+
+def make_torch_loss(model, bundle):
+  """batch -> scalar training loss, as the stjax trainer computes it."""
+  protocol, scaler = bundle.protocol, bundle.target_scaler
+  mean = torch.from_numpy(np.asarray(scaler.mean, np.float32))
+  std = torch.from_numpy(np.asarray(scaler.std, np.float32))
+
+  def loss_fn(batch):
+    pred, aux = model({k: batch[k] for k in ("x", "tod", "dow")})
+    if protocol.loss == "masked_mae":
+      data_loss = masked_mae_torch(pred * std + mean, batch["y"], protocol.null_rule)
+    elif protocol.loss == "mse":
+      data_loss = ((pred - (batch["y"] - mean) / std) ** 2).mean()
+    else:
+      raise UserError(f"protocol {protocol.name}: unknown loss {protocol.loss!r}")
+    return data_loss + aux
+
+  return loss_fn
+
+
+def torch_optimizer(model: torch.nn.Module, optim_config) -> torch.optim.Optimizer:
+  """AdamW over the trainable parameters with the config's hyper-parameters."""
+  params = [p for p in model.parameters() if p.requires_grad]
+  get = lambda k, d: optim_config.get(k, d) if hasattr(optim_config, "get") else d  # noqa: E731
+  lr = float(get("learning_rate", get("lr", 1e-3)))
+  return torch.optim.AdamW(params, lr=lr, betas=(float(get("b1", 0.9)), float(get("b2", 0.999))),
+                           eps=float(get("eps", 1e-8)), weight_decay=float(get("weight_decay", 0.0)))
+
+
+def time_torch(loss_fn, model, opt, batches, steps: int, warmup: int) -> tuple[list[float], float]:
+  """Per-step seconds of forward + backward + optimizer step; returns (times, first-step seconds)."""
+  model.train()
+
+  def step(batch):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(batch)
+    loss.backward()
+    opt.step()
+    return loss
+
+  start = time.perf_counter()
+  loss = step(batches[0])
+  first = time.perf_counter() - start
+  if not torch.isfinite(loss):
+    raise RuntimeError(f"torch step produced a non-finite loss {loss.item()}")
+  for i in range(warmup):
+    step(batches[(1 + i) % len(batches)])
+  times = []
+  for i in range(steps):
+    b = batches[(1 + warmup + i) % len(batches)]
+    start = time.perf_counter()
+    step(b)
+    times.append(time.perf_counter() - start)
+  return times, first
+
+
+def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_steps: int = 864,
+            use_compile: bool = True, threads: int | None = None) -> dict:
+  """Runs stjax, torch eager and (optionally) torch.compile on one experiment; returns rows."""
+  import jax
+
+  from stjax import trainer
+
+  if threads:
+    torch.set_num_threads(threads)
+  stjax_result = bench.run(config, batch=batch, nodes=nodes, steps=steps, warmup=warmup, num_steps=num_steps,
+                           data_batches=0)
+  cfg = bench.apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
+  exp = trainer.build_experiment(cfg)
+  with exp.context():
+    state = exp.init_state()
+  variables = jax.device_get(state.variables())
+  trainable = weights.flatten({"params": jax.device_get(exp.trainable)})
+  train = exp.bundle.splits["train"]
+  rng = np.random.default_rng(0)
+  host_batches = [train.batch(rng.choice(len(train), size=batch, replace=False)) for _ in range(4)]
+  batches = [torch_batch(b) for b in host_batches]
+
+  rows = [dict(framework="stjax (jax.jit)", step_time_s=stjax_result["step_time_s"],
+               first_step_s=stjax_result["compile_time_s"], samples_per_s=stjax_result["samples_per_s"],
+               peak_memory_bytes=stjax_result["peak_memory_bytes"])]
+  modes = [("torch eager", False)] + ([("torch.compile", True)] if use_compile else [])
+  for label, compiled in modes:
+    model = build_reference(cfg.model, exp.bundle.spec)
+    name_map = model.name_map()
+    weights.load_stjax_params(model, variables, name_map, unused=model.unused_stjax())
+    for tname, p in model.named_parameters():
+      p.requires_grad_(bool(trainable[name_map[tname][0]]))
+    loss_fn = make_torch_loss(model, exp.bundle)
+    if compiled:
+      loss_fn = torch.compile(loss_fn)
+    opt = torch_optimizer(model, cfg.optim)
+    times, first = time_torch(loss_fn, model, opt, batches, steps, warmup)
+    med = statistics.median(times)
+    rows.append(dict(framework=label, step_time_s=med, first_step_s=first, samples_per_s=batch / med,
+                     peak_memory_bytes=None))
+  eager = rows[1]["step_time_s"]
+  for r in rows:
+    r["vs_torch_eager"] = r["step_time_s"] / eager
+  return {"model": cfg.model.name, "nodes": nodes, "batch": batch, "steps": steps, "warmup": warmup,
+          "dtype": "float32", "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
+          "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+          "device": stjax_result["device_kind"], "stjax_flops_per_step": stjax_result["flops_per_step"],
+          "rows": rows}
+
+
+COLUMNS = [("framework", "framework"), ("step_time_s", "step (s, median)"), ("vs_torch_eager", "x torch eager"),
+           ("samples_per_s", "samples/s"), ("first_step_s", "compile / first step (s)"),
+           ("peak_memory_bytes", "peak mem (B)")]
+
+
+def main(argv):
+  from absl import flags
+
+  del argv
+  f = flags.FLAGS
+  if f.config is None:
+    raise UserError("--config: required")
+  result = compare(f.config, batch=f.batch, nodes=f.nodes, steps=f.steps, warmup=f.warmup, num_steps=f.num_steps,
+                   use_compile=f.compile, threads=f.threads)
+  table = bench.markdown_table(result["rows"], COLUMNS)
+  header = (f"{result['model']}, N={result['nodes']}, B={result['batch']}, float32, median of {result['steps']} "
+            f"steps after {result['warmup']} warm-up; {result['machine']}, jax {result['jax']}, torch "
+            f"{result['torch']} ({result['torch_threads']} threads)")
+  print(header)
+  print(table)
+  if f.out:
+    out = pathlib.Path(f.out)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(header + "\n\n" + table + "\n")
+    tmp.replace(out)
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from stjax.errors import cli_entry
+
+  config_flags.DEFINE_config_file("config", None, "Training config file (as for stjax.train).")
+  flags.DEFINE_integer("batch", 8, "Global batch size.")
+  flags.DEFINE_integer("nodes", 207, "Nodes of the synthetic data.")
+  flags.DEFINE_integer("steps", 20, "Timed steps per framework.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps after the first.")
+  flags.DEFINE_integer("num_steps", 864, "Time steps of the synthetic series.")
+  flags.DEFINE_bool("compile", True, "Also time torch.compile.")
+  flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = torch's default).")
+  flags.DEFINE_string("out", "", "Write the markdown table here too.")
+  app.run(cli_entry(main))
