@@ -235,7 +235,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.reader = ml_collections.ConfigDict()  # extra keyword options for read_series (e.g. step_minutes)
   s = c.synthetic = ml_collections.ConfigDict()
   s.num_nodes = 48         # sensors on a generated road-like kNN graph
-  s.num_steps = 4032       # time steps (4032 x 5 min = 14 days)
+  s.num_steps = 8064       # time steps (8064 x 5 min = 28 days)
   s.step_minutes = 5       # sampling interval in minutes
   s.seed = 0               # generator seed: same seed, same data
   s.missing_rate = 0.01    # fraction of readings dropped to 0 (missing), in short outages

@@ -1,0 +1,158 @@
+"""Naive baselines every model must beat, scored by the same metrics code as the models.
+
+- last value: every horizon repeats the last observed input reading (under the "zero" null rule a
+  0 is a missing reading, so the last non-zero reading of the window is carried forward).
+- historical average: per node and channel, the mean of the TRAINING data (the steps the training
+  windows read) at the same time-of-week slot; missing readings (0 under "zero") are excluded. A
+  slot never seen in training falls back to the same time of day over all training days, then to
+  the node mean; the fraction of such predictions is reported.
+
+Run on any config: `python -m stjax.baselines --config=configs/quickstart.py` prints per-horizon
+tables for val and test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stjax.data.pipeline import eval_batches
+from stjax.data.windows import DataBundle, WindowSource
+from stjax.errors import UserError
+from stjax.metrics import Metrics, format_table
+
+
+def _target_positions(bundle: DataBundle) -> list[int]:
+  """Positions of the target channels within x's channels."""
+  p, c = bundle.protocol, bundle.dataset.num_channels
+  ins = list(p.input_channels) if p.input_channels is not None else list(range(c))
+  outs = list(p.target_channels) if p.target_channels is not None else list(range(c))
+  missing = [o for o in outs if o not in ins]
+  if missing:
+    raise UserError(f"protocol {p.name}: target channels {missing} are not inputs; last value is undefined")
+  return [ins.index(o) for o in outs]
+
+
+def last_value(bundle: DataBundle, batch: dict[str, np.ndarray]) -> np.ndarray:
+  """batch x [B, T_in, N, C_in] (scaled) -> predictions [B, T_out, N, C_out] in original units."""
+  p = bundle.protocol
+  pos = _target_positions(bundle)
+  in_ch = p.input_channels if p.input_channels is not None else range(bundle.dataset.num_channels)
+  raw = bundle.scaler.target(list(in_ch)).inverse(batch["x"])[..., pos]  # [B, T_in, N, C_out]
+  raw = np.asarray(raw, np.float32)
+  if p.null_rule == "zero":
+    # Index of the last non-zero reading along time (0 if all are missing: predicts 0 then).
+    observed = raw != 0
+    t_in = raw.shape[1]
+    last = t_in - 1 - np.argmax(observed[:, ::-1], axis=1)         # [B, N, C]
+    last = np.where(observed.any(axis=1), last, t_in - 1)
+    value = np.take_along_axis(raw, last[:, None], axis=1)[:, 0]    # [B, N, C]
+    value = np.where(observed.any(axis=1), value, 0.0)
+  else:
+    value = raw[:, -1]
+  return np.broadcast_to(value[:, None], (raw.shape[0], p.output_len) + value.shape[1:]).copy()
+
+
+class HistoricalAverage:
+  """Time-of-week means of the training data: table [7 * steps_per_day, N, C_out]."""
+
+  def __init__(self, bundle: DataBundle):
+    ds, p = bundle.dataset, bundle.protocol
+    self.steps_per_day = ds.steps_per_day
+    self._slots = self.slot(ds.time_of_day, ds.day_of_week)
+    train = bundle.splits["train"]
+    end = int(train.times[-1] + p.output_offsets[-1]) + 1   # every step a training window reads
+    start = int(train.times[0] + p.input_offsets[0])
+    outs = list(p.target_channels) if p.target_channels is not None else list(range(ds.num_channels))
+    v = ds.values[start:end][:, :, outs].astype(np.float64)  # [T_train, N, C_out]
+    seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
+    slots = self._slots[start:end]
+    n_slots = 7 * self.steps_per_day
+    total = np.zeros((n_slots,) + v.shape[1:])
+    count = np.zeros_like(total)
+    np.add.at(total, slots, np.where(seen, v, 0.0))
+    np.add.at(count, slots, seen)
+    tod_total = total.reshape(7, self.steps_per_day, *v.shape[1:]).sum(0)
+    tod_count = count.reshape(7, self.steps_per_day, *v.shape[1:]).sum(0)
+    node_mean = total.sum(0) / np.maximum(count.sum(0), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      week = total / count
+      day = np.tile(tod_total / tod_count, (7, 1, 1))
+    self.fallback = count == 0                           # [slots, N, C]: week slot unseen
+    self.table = np.where(count > 0, week, np.where(np.tile(tod_count, (7, 1, 1)) > 0, day, node_mean))
+    self.table = self.table.astype(np.float32)
+    self.fallback_used = 0.0
+
+  def slot(self, time_of_day: np.ndarray, day_of_week: np.ndarray) -> np.ndarray:
+    """Time-of-week slot index of each step: dow * steps_per_day + round(tod * steps_per_day)."""
+    k = np.rint(np.asarray(time_of_day, np.float64) * self.steps_per_day).astype(np.int64) % self.steps_per_day
+    return np.asarray(day_of_week, np.int64) * self.steps_per_day + k
+
+  def __call__(self, source: WindowSource, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Predictions [B, T_out, N, C_out] for the windows of `batch` (uses its `index`)."""
+    steps = source.times[batch["index"]][:, None] + source.output_offsets[None, :]  # [B, T_out]
+    slots = self._slots[steps]
+    return self.table[slots]
+
+
+BASELINES = ("last_value", "historical_average")
+
+
+def evaluate_baselines(bundle: DataBundle, splits=("val", "test"), batch_size: int = 256) -> dict:
+  """{baseline: {split: Metrics.compute() result (+ "fallback_fraction" for the HA)}}."""
+  ha = HistoricalAverage(bundle)
+  results: dict = {name: {} for name in BASELINES}
+  for split in splits:
+    source = bundle.splits[split]
+    metrics = {name: Metrics.for_protocol(bundle.protocol, bundle.spec) for name in BASELINES}
+    fallback, total = 0, 0
+    for batch in eval_batches(source, batch_size):
+      valid = batch["valid"]
+      metrics["last_value"].update(last_value(bundle, batch), batch["y"], valid)
+      metrics["historical_average"].update(ha(source, batch), batch["y"], valid)
+      steps = source.times[batch["index"][valid]][:, None] + source.output_offsets[None, :]
+      used = ha.fallback[ha._slots[steps]]
+      fallback, total = fallback + used.sum(), total + used.size
+    for name in BASELINES:
+      results[name][split] = metrics[name].compute()
+    results["historical_average"][split]["fallback_fraction"] = fallback / max(total, 1)
+  return results
+
+
+def format_results(bundle: DataBundle, results: dict) -> str:
+  """Markdown tables: one per baseline and split, listing the protocol's reported horizons."""
+  from stjax.data.windows import describe
+  p = bundle.protocol
+  horizons = p.report_horizons
+  avg = "mean of the per-horizon values" if p.average == "horizon_mean" else "pooled over all horizons"
+  out = [f"{describe(bundle)}; null rule {p.null_rule}; average = {avg}; MAPE/WAPE in %", ""]
+  for name, per_split in results.items():
+    for split, r in per_split.items():
+      title = f"**{name}**, {split}"
+      if "fallback_fraction" in r and r["fallback_fraction"] > 0:
+        title += f" ({100 * r['fallback_fraction']:.1f}% of predictions from unseen time-of-week slots)"
+      out += [format_table(r, horizons, title), ""]
+  return "\n".join(out)
+
+
+def main(argv) -> None:
+  from absl import flags
+
+  from stjax.data.windows import build_data
+  del argv
+  config = flags.FLAGS.config
+  if config is None:
+    raise UserError("--config: give a config file, e.g. --config=configs/quickstart.py")
+  if "data" not in config:
+    raise UserError("--config: the config has no `data` section")
+  bundle = build_data(config.data)
+  batch_size = config.eval.batch_size if "eval" in config and "batch_size" in config.eval else 256
+  print(format_results(bundle, evaluate_baselines(bundle, batch_size=batch_size)))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from stjax.errors import cli_entry
+  config_flags.DEFINE_config_file("config", None, "experiment config file (uses config.data)")
+  app.run(cli_entry(main))
