@@ -8,9 +8,8 @@ Same shapes, settings, dtype (float32) and initialisation: the experiment is bui
 parameters (and MRFFN memory keys) are copied into the torch model (`torch_reference.weights`).
 The torch step is what the research code does: forward, loss (masked MAE in original units + aux
 loss), backward, optimizer step, with the same frozen parameters (`requires_grad=False` from the
-stjax trainability mask) and an Adam-family optimizer (torch `AdamW` with the config's lr, betas,
-eps and weight decay; stjax's optax chain may add gradient clipping or lookahead, whose cost is
-negligible against the model). Times are medians of `--steps` steps after `--warmup` warm-up steps.
+stjax trainability mask) and the torch twin of the config's optimizer (`torch_optimizer`). Times are
+medians of `--steps` steps after `--warmup` warm-up steps.
 
 Prints a markdown table and, as its last line, one JSON object with all measurements.
 """
@@ -77,12 +76,22 @@ def make_torch_loss(model, bundle):
 
 
 def torch_optimizer(model: torch.nn.Module, optim_config) -> torch.optim.Optimizer:
-  """AdamW over the trainable parameters with the config's hyper-parameters."""
+  """The torch twin of `config.optim` over the trainable parameters.
+
+  adamw -> AdamW, adam -> Adam (L2 weight decay), ranger -> RAdam with decoupled weight decay (the
+  lookahead and gradient centralisation of ST-LLM's Ranger are elementwise passes, not modelled).
+  """
   params = [p for p in model.parameters() if p.requires_grad]
-  get = lambda k, d: optim_config.get(k, d) if hasattr(optim_config, "get") else d  # noqa: E731
-  lr = float(get("learning_rate", get("lr", 1e-3)))
-  return torch.optim.AdamW(params, lr=lr, betas=(float(get("b1", 0.9)), float(get("b2", 0.999))),
-                           eps=float(get("eps", 1e-8)), weight_decay=float(get("weight_decay", 0.0)))
+  c = optim_config
+  kw = dict(lr=float(c.learning_rate), betas=(float(c.b1), float(c.b2)), eps=float(c.eps),
+            weight_decay=float(c.weight_decay))
+  if c.name == "adamw":
+    return torch.optim.AdamW(params, **kw)
+  if c.name == "adam":
+    return torch.optim.Adam(params, **kw)
+  if c.name == "ranger":
+    return torch.optim.RAdam(params, decoupled_weight_decay=True, **kw)
+  raise UserError(f"config.optim.name: no torch twin for {c.name!r}")
 
 
 def time_torch(loss_fn, model, opt, batches, steps: int, warmup: int) -> tuple[list[float], float]:

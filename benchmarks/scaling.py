@@ -1,0 +1,111 @@
+"""Scaling curves: train-step time and peak memory vs number of nodes N and vs batch size.
+
+    python benchmarks/scaling.py --configs=configs/st_link_pemsbay.py,configs/sth_sepnet_pems03.py \
+        --nodes=200,500,1000,2000,4300,8600 --batches=8,16,32,64 --batch=8 --nodes_for_batch=207 \
+        --steps=10 --out_dir=docs [--set=train.compute_dtype=bfloat16 ...]
+
+Every point is one fresh `python -m stjax.bench` process (its last output line is the JSON result),
+so one point running out of memory or time is recorded as a failure and the sweep goes on.
+Writes `<out_dir>/scaling_nodes.png`, `<out_dir>/scaling_batch.png` and `<out_dir>/scaling.json`
+(all points, failures included with their error line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], timeout: int) -> dict:
+  """One benchmark process; returns its JSON result or {"error": ...}."""
+  cmd = [sys.executable, "-m", "stjax.bench", f"--config={config}", f"--batch={batch}", f"--nodes={nodes}",
+         f"--steps={steps}", "--warmup=2", "--data_batches=0"] + [f"--config.{s}" for s in sets]
+  try:
+    proc = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timeout after {timeout} s"}
+  lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+  if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+    err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"error": f"exit {proc.returncode}: {err}"}
+  return json.loads(lines[-1])
+
+
+def label_of(config: str) -> str:
+  return pathlib.Path(config.split(":")[0]).stem
+
+
+def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+  for label in sorted({p["label"] for p in points}):
+    ok = sorted((p for p in points if p["label"] == label and "error" not in p), key=lambda p: p[x_key])
+    if not ok:
+      continue
+    xs = [p[x_key] for p in ok]
+    ax_t.plot(xs, [p["step_time_s"] for p in ok], "o-", label=label)
+    mem = [(p[x_key], p["peak_memory_bytes"] / 2**30) for p in ok if p.get("peak_memory_bytes")]
+    if mem:
+      ax_m.plot(*zip(*mem), "o-", label=label)
+  for ax, ylabel in ((ax_t, "train step time (s, median)"), (ax_m, "peak memory (GiB)")):
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  tmp = path.with_suffix(".tmp.png")
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--configs", required=True, help="comma-separated config files")
+  ap.add_argument("--nodes", default="200,500,1000,2000,4300,8600", help="N values of the node sweep")
+  ap.add_argument("--batch", type=int, default=8, help="batch size of the node sweep")
+  ap.add_argument("--batches", default="4,8,16,32,64", help="B values of the batch sweep")
+  ap.add_argument("--nodes_for_batch", type=int, default=207, help="N of the batch sweep")
+  ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+  ap.add_argument("--timeout", type=int, default=1800, help="seconds per point")
+  ap.add_argument("--out_dir", default="docs")
+  args = ap.parse_args(argv)
+  out = pathlib.Path(args.out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  configs = [c for c in args.configs.split(",") if c]
+  points = []
+  for config in configs:
+    for n in [int(v) for v in args.nodes.split(",") if v]:
+      r = run_point(config, args.batch, n, args.steps, args.set, args.timeout)
+      points.append({"label": label_of(config), "sweep": "nodes", "nodes": n, "batch": args.batch, **r})
+      print(json.dumps(points[-1]), flush=True)
+    for b in [int(v) for v in args.batches.split(",") if v]:
+      r = run_point(config, b, args.nodes_for_batch, args.steps, args.set, args.timeout)
+      points.append({"label": label_of(config), "sweep": "batch", "nodes": args.nodes_for_batch, "batch": b, **r})
+      print(json.dumps(points[-1]), flush=True)
+  tmp = out / "scaling.json.tmp"
+  tmp.write_text(json.dumps(points, indent=1))
+  os.replace(tmp, out / "scaling.json")
+  device = next((p.get("device_kind") for p in points if "error" not in p), "?")
+  plot([p for p in points if p["sweep"] == "nodes"], "nodes", out / "scaling_nodes.png",
+       f"step time and memory vs N (batch {args.batch}, {device})")
+  plot([p for p in points if p["sweep"] == "batch"], "batch", out / "scaling_batch.png",
+       f"step time and memory vs batch (N = {args.nodes_for_batch}, {device})")
+
+
+if __name__ == "__main__":
+  main()
