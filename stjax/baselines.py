@@ -21,32 +21,26 @@ from stjax.errors import UserError
 from stjax.metrics import Metrics, format_table
 
 
-def _target_positions(bundle: DataBundle) -> list[int]:
-  """Positions of the target channels within x's channels."""
+def _target_channels(bundle: DataBundle) -> list[int]:
   p, c = bundle.protocol, bundle.dataset.num_channels
-  ins = list(p.input_channels) if p.input_channels is not None else list(range(c))
-  outs = list(p.target_channels) if p.target_channels is not None else list(range(c))
-  missing = [o for o in outs if o not in ins]
-  if missing:
-    raise UserError(f"protocol {p.name}: target channels {missing} are not inputs; last value is undefined")
-  return [ins.index(o) for o in outs]
+  return list(p.target_channels) if p.target_channels is not None else list(range(c))
 
 
-def last_value(bundle: DataBundle, batch: dict[str, np.ndarray]) -> np.ndarray:
-  """batch x [B, T_in, N, C_in] (scaled) -> predictions [B, T_out, N, C_out] in original units."""
+def last_value(bundle: DataBundle, source: WindowSource, batch: dict[str, np.ndarray]) -> np.ndarray:
+  """Predictions [B, T_out, N, C_out] for the windows of `batch` (by its `index`), original units.
+
+  Reads the raw input readings of the target channels (not the scaled x, whose inverse is not
+  exactly 0 where a reading is missing).
+  """
   p = bundle.protocol
-  pos = _target_positions(bundle)
-  in_ch = p.input_channels if p.input_channels is not None else range(bundle.dataset.num_channels)
-  raw = bundle.scaler.target(list(in_ch)).inverse(batch["x"])[..., pos]  # [B, T_in, N, C_out]
-  raw = np.asarray(raw, np.float32)
+  steps = source.times[batch["index"]][:, None] + source.input_offsets[None, :]    # [B, T_in]
+  raw = bundle.dataset.values[steps][..., _target_channels(bundle)]               # [B, T_in, N, C]
   if p.null_rule == "zero":
-    # Index of the last non-zero reading along time (0 if all are missing: predicts 0 then).
+    # The last non-zero reading along time; 0 (a miss under this rule) if the window has none.
     observed = raw != 0
     t_in = raw.shape[1]
-    last = t_in - 1 - np.argmax(observed[:, ::-1], axis=1)         # [B, N, C]
-    last = np.where(observed.any(axis=1), last, t_in - 1)
-    value = np.take_along_axis(raw, last[:, None], axis=1)[:, 0]    # [B, N, C]
-    value = np.where(observed.any(axis=1), value, 0.0)
+    last = t_in - 1 - np.argmax(observed[:, ::-1], axis=1)                       # [B, N, C]
+    value = np.take_along_axis(raw, last[:, None], axis=1)[:, 0]
   else:
     value = raw[:, -1]
   return np.broadcast_to(value[:, None], (raw.shape[0], p.output_len) + value.shape[1:]).copy()
@@ -62,8 +56,7 @@ class HistoricalAverage:
     train = bundle.splits["train"]
     end = int(train.times[-1] + p.output_offsets[-1]) + 1   # every step a training window reads
     start = int(train.times[0] + p.input_offsets[0])
-    outs = list(p.target_channels) if p.target_channels is not None else list(range(ds.num_channels))
-    v = ds.values[start:end][:, :, outs].astype(np.float64)  # [T_train, N, C_out]
+    v = ds.values[start:end][:, :, _target_channels(bundle)].astype(np.float64)  # [T_train, N, C_out]
     seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
     slots = self._slots[start:end]
     n_slots = 7 * self.steps_per_day
@@ -107,7 +100,7 @@ def evaluate_baselines(bundle: DataBundle, splits=("val", "test"), batch_size: i
     fallback, total = 0, 0
     for batch in eval_batches(source, batch_size):
       valid = batch["valid"]
-      metrics["last_value"].update(last_value(bundle, batch), batch["y"], valid)
+      metrics["last_value"].update(last_value(bundle, source, batch), batch["y"], valid)
       metrics["historical_average"].update(ha(source, batch), batch["y"], valid)
       steps = source.times[batch["index"][valid]][:, None] + source.output_offsets[None, :]
       used = ha.fallback[ha._slots[steps]]
