@@ -104,13 +104,15 @@ def abstract_like(tree) -> Any:
 class Checkpoints:
   """The last-K and best checkpoints of one workdir."""
 
-  def __init__(self, workdir: str | os.PathLike, keep: int = 3):
+  def __init__(self, workdir: str | os.PathLike, keep: int = 3, read_only: bool = False):
     root = pathlib.Path(workdir).resolve() / "checkpoints"
     self.root = root
+    if read_only and not root.is_dir():
+      raise UserError(f"--workdir {workdir}: no checkpoints folder")
 
     def options(max_to_keep):
-      return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                          cleanup_tmp_directories=True,
+      return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                          read_only=read_only, cleanup_tmp_directories=not read_only,
                                           enable_async_checkpointing=False)
 
     self._last = ocp.CheckpointManager(root / "last", options=options(max(1, keep)),
