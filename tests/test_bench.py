@@ -2,6 +2,8 @@
 line, and the PyTorch references' forward passes against stjax with copied weights."""
 
 import math
+import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,11 @@ import pytest
 
 from stjax import bench
 from stjax.models.gpt2 import GPT2Block, GPT2Config
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the benchmarks/ package
+torch = pytest.importorskip("torch")
+from benchmarks.torch_reference import st_link as torch_st_link  # noqa: E402
+from benchmarks.torch_reference import weights as torch_weights  # noqa: E402
 
 
 @pytest.mark.parametrize("batch,seq,width,heads", [(2, 64, 128, 4), (3, 32, 256, 8)])
@@ -60,3 +67,65 @@ def test_peak_flops_table():
   assert bench.peak_flops_per_device(Dev(), "bfloat16") == 989e12
   assert bench.peak_flops_per_device(Pcie(), "bfloat16") == 756e12
   assert bench.peak_flops_per_device(Cpu(), "float32") is None
+
+
+def _t(a) -> "torch.Tensor":
+  return torch.from_numpy(np.array(a, np.float32))
+
+
+def test_torch_se_mrffn_block_equals_stjax(rng):
+  """One ST-LINK block (SE-Attention split mode + MRFFN) in torch with copied weights equals the
+  stjax block: eval forward and aux loss, then a training forward and the EMA-updated memory keys."""
+  import flax.linen as nn
+
+  from stjax.models.memory import MRFFN
+  from stjax.models.se_attention import SEAttention
+
+  d, heads, td = 32, 2, 8
+  cfg = GPT2Config(n_embd=d, n_head=heads, n_layer=1, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, causal=False)
+  block = GPT2Block(cfg, attention_factory=lambda: SEAttention(cfg, mode="split", temporal_dims=td),
+                    extra_ffn_factory=lambda: MRFFN(d, memory_size=8, key_dim=16, top_k=3, expert_hidden=24))
+  x = jnp.asarray(rng.normal(size=(2, 12, d)), jnp.float32)
+  kw = {"time_angles": jnp.asarray(rng.normal(size=(12, td // 2)), jnp.float32),
+        "space_angles": jnp.asarray(rng.normal(size=(12, (d // heads - td) // 2)), jnp.float32)}
+  variables = nn.meta.unbox(block.init(jax.random.key(int(rng.integers(1 << 30))), x, deterministic=True,
+                                       attention_kwargs=kw))
+
+  ref = torch_st_link.Block(d, heads, 4 * d, 1e-5, 0.0, 0.0, False,
+                            torch_st_link.MRFFN(d, 8, 16, 3, 0.1, 0.1, 4, 2, 24, 0.01))
+  name_map = {k.replace("h.0.", ""): (p.replace("/h_0", ""), layout)
+              for k, (p, layout) in torch_weights.gpt2_block_map("", "params", 1).items() if not k.startswith("ln_f")}
+  name_map.update(torch_st_link.mrffn_map("extra_ffn", "params/extra_ffn", "memory/extra_ffn"))
+  torch_weights.load_stjax_params(ref, variables, name_map,
+                                  unused=("memory/extra_ffn/memory/usage", "memory/extra_ffn/memory/idle_steps"))
+  rotary = torch_st_link.split_rotary(_t(kw["time_angles"]), _t(kw["space_angles"]), td)
+
+  ref.eval()
+  out, aux = block.apply(variables, x, deterministic=True, attention_kwargs=kw)
+  with torch.no_grad():
+    t_out, t_aux = ref(_t(x), rotary)
+  np.testing.assert_allclose(t_out.numpy(), np.asarray(out), atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(float(t_aux), float(aux), rtol=1e-5)
+
+  ref.train()
+  (out, aux), new_state = block.apply(variables, x, deterministic=False, attention_kwargs=kw, mutable=["memory"],
+                                      rngs={"dropout": jax.random.key(0)})
+  t_out, _ = ref(_t(x), rotary)
+  np.testing.assert_allclose(t_out.detach().numpy(), np.asarray(out), atol=2e-5, rtol=1e-5)
+  new_keys = np.asarray(new_state["memory"]["extra_ffn"]["memory"]["keys"])
+  assert np.abs(new_keys - np.asarray(variables["memory"]["extra_ffn"]["memory"]["keys"])).max() > 1e-3
+  np.testing.assert_allclose(ref.extra_ffn.memory.keys.numpy(), new_keys, atol=1e-6)
+
+
+def test_weight_copy_is_strict():
+  """A name map that misses a torch tensor, or leaves a stjax leaf unused, is an error."""
+  lin = torch.nn.Linear(3, 2)
+  variables = {"params": {"dense": {"kernel": np.ones((3, 2)), "bias": np.zeros(2)}, "extra": np.ones(1)}}
+  full = torch_weights.dense_map("", "params/dense")
+  full = {k.lstrip("."): v for k, v in full.items()}
+  with pytest.raises(ValueError, match="not copied"):
+    torch_weights.load_stjax_params(lin, variables, full)
+  with pytest.raises(ValueError, match="no stjax source"):
+    torch_weights.load_stjax_params(lin, variables, {"weight": full["weight"]}, unused=("params/",))
+  torch_weights.load_stjax_params(lin, variables, full, unused=("params/extra",))
+  np.testing.assert_allclose(lin.weight.detach().numpy(), np.ones((2, 3)))

@@ -194,3 +194,34 @@ class Block(nn.Module):
       extra, aux = self.extra_ffn(h2, a)
       m = m + extra
     return x + m, aux
+
+
+def split_rotary(time_angles: torch.Tensor, space_angles: torch.Tensor, temporal_dims: int):
+  """SE-Attention `split` mode: per head, dims [:temporal_dims] turned by the time angles
+  [seq, td/2], the rest by the space angles [seq, sd/2]. Returns rotary(q, k) for `SEAttention`."""
+  t_ang, s_ang = time_angles[:, None, :], space_angles[:, None, :]
+
+  def rotate(x):
+    parts = []
+    if temporal_dims:
+      parts.append(apply_rotary(x[..., :temporal_dims], t_ang))
+    if temporal_dims < x.shape[-1]:
+      parts.append(apply_rotary(x[..., temporal_dims:], s_ang))
+    return torch.cat(parts, dim=-1)
+
+  return lambda q, k: (rotate(q), rotate(k))
+
+
+def mrffn_map(torch_prefix: str, params_prefix: str, memory_prefix: str) -> dict[str, tuple[str, str]]:
+  """torch `MRFFN` at `torch_prefix` <- stjax MRFFN params at `params_prefix` and its memory keys at
+  `memory_prefix` (paths start with the collection: "params/...", "memory/...")."""
+  from benchmarks.torch_reference import weights
+
+  m = {}
+  m.update(weights.dense_map(f"{torch_prefix}.memory.query", f"{params_prefix}/memory/query"))
+  m[f"{torch_prefix}.memory.values"] = (f"{params_prefix}/memory/values", "same")
+  m[f"{torch_prefix}.memory.keys"] = (f"{memory_prefix}/memory/keys", "same")
+  m.update(weights.dense_map(f"{torch_prefix}.experts.router", f"{params_prefix}/experts/router"))
+  for name in ("w1", "b1", "w2", "b2"):
+    m[f"{torch_prefix}.experts.{name}"] = (f"{params_prefix}/experts/{name}", "same")
+  return m
