@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from stjax.data.dataset import Dataset, calendar_features
-from stjax.data.formats.npz import regular_timestamps
+from stjax.data.formats.timeaxis import checked_step_minutes, regular_timestamps
 from stjax.errors import UserError
 from stjax.graph.gaussian import gaussian_kernel_adjacency
 
@@ -103,10 +103,8 @@ def read_node_csv(path: str | pathlib.Path, step_minutes: float | None = None, s
       timestamps = np.array(np.char.strip(dates), dtype="datetime64[s]")
     except ValueError as e:
       raise UserError(f"{path}: 'date' column: {e}") from None
-    if timestamps.shape[0] < 2:
-      raise UserError(f"{path}: fewer than 2 time steps")
-    if step_minutes is None:
-      step_minutes = float(np.median(np.diff(timestamps).astype(np.int64))) / 60.0
+    median_step = checked_step_minutes(timestamps, path)
+    step_minutes = median_step if step_minutes is None else step_minutes
   else:
     timestamps = regular_timestamps(values.shape[0], step_minutes, start, path)
   tod, dow = calendar_features(timestamps)

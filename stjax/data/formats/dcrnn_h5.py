@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from stjax.data.dataset import Dataset, calendar_features
+from stjax.data.formats.timeaxis import checked_step_minutes
 from stjax.errors import UserError
 
 
@@ -89,10 +90,8 @@ def read_dcrnn_h5(path: str | pathlib.Path, key: str | None = None, name: str | 
   except (OSError, KeyError, RuntimeError) as e:  # h5py raises these on a truncated or corrupt file.
     raise UserError(f"{path}: cannot read the HDF5 data ({e})") from None
   timestamps = index.astype(np.int64).astype("datetime64[ns]").astype("datetime64[s]")
-  if timestamps.shape[0] < 2:
-    raise UserError(f"{path}: fewer than 2 time steps")
-  step_seconds = float(np.median(np.diff(timestamps).astype(np.int64)))
+  step_minutes = checked_step_minutes(timestamps, path)
   tod, dow = calendar_features(timestamps)
   return Dataset(name=name or path.stem, values=values[:, :, None], channels=(channel,),
-                 step_minutes=step_seconds / 60.0, time_of_day=tod, day_of_week=dow,
+                 step_minutes=step_minutes, time_of_day=tod, day_of_week=dow,
                  timestamps=timestamps, node_ids=columns)

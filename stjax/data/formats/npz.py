@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 
 from stjax.data.dataset import Dataset, calendar_features
+from stjax.data.formats.timeaxis import regular_timestamps
 from stjax.errors import UserError
 
 STSSL_CHANNELS = ("inflow", "outflow", "time_of_day")
@@ -35,24 +36,6 @@ def load_npz(path: str | pathlib.Path, keys: tuple[str, ...]) -> dict[str, np.nd
       return {k: z[k] for k in keys}
   except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
     raise UserError(f"{path}: not a readable .npz file ({e})") from None
-
-
-def parse_start(start, path) -> np.datetime64:
-  try:
-    return np.datetime64(start, "s")
-  except (ValueError, TypeError):
-    raise UserError(f"{path}: start={start!r} is not a date/time like '2016-07-01' or '2012-03-01T00:00'") from None
-
-
-def regular_timestamps(num_steps: int, step_minutes: float, start, path) -> np.ndarray:
-  """[num_steps] datetime64[s] from a start and a step."""
-  if step_minutes is None or start is None:
-    raise UserError(f"{path}: the file has no dates; pass step_minutes= and start= "
-                    "(the registry knows them: python -m stjax.data list)")
-  if not step_minutes > 0:
-    raise UserError(f"{path}: step_minutes must be > 0, got {step_minutes}")
-  step = np.timedelta64(int(round(step_minutes * 60)), "s")
-  return parse_start(start, path) + step * np.arange(num_steps)
 
 
 def read_data_npz(path: str | pathlib.Path, step_minutes: float | None = None, start=None,

@@ -21,6 +21,7 @@ from stjax.errors import UserError
 # moved from numpy.core to numpy._core in NumPy 2).
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 _SCALAR = np.float32(0).__reduce__()[0]
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol-5 arrays: _frombuffer(bytes, dtype, shape, order)
 _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
@@ -28,6 +29,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _SCALAR,
     ("numpy._core.multiarray", "scalar"): _SCALAR,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
     # Python 3 protocol-2 pickles encode bytes as _codecs.encode(str, "latin1").
     ("_codecs", "encode"): __import__("_codecs").encode,
 }
