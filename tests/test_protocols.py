@@ -148,6 +148,10 @@ def test_bad_inputs_give_user_errors(rng):
   with pytest.raises(UserError, match="unknown protocol"):
     build_data(c)
   c = default_data_config()
+  c.name = "no-such-set"
+  with pytest.raises(UserError, match="unknown dataset 'no-such-set'"):
+    build_data(c)
+  c = default_data_config()
   c.unlisted = 1
   with pytest.raises(UserError, match="config.data: unknown field"):
     build_data(c)
@@ -174,7 +178,7 @@ def test_real_nycbike1_stssl_windows(shared_data):
   root = shared_data / "NYC_ST-SSL" / "NYCBike1"
   c = default_data_config()
   c.name, c.protocol = "nycbike1", "stssl"
-  c.path, c.graph_path = str(root / "NYCBike1.npz"), str(root / "adj_mx.npz")
+  c.path, c.graph_path = str(root / "NYCBike1.npz"), str(root / "adj_mx.npz")  # explicit files
   c.reader = ml_collections.ConfigDict({"step_minutes": 60, "start": "2014-04-01"})
   b = build_data(c)
   raw = np.load(root / "NYCBike1.npz")["data"][..., :2].astype(np.float64)
@@ -190,3 +194,13 @@ def test_real_nycbike1_stssl_windows(shared_data):
   ref = (materialise(raw, np.arange(3527, 4391), offs) - x.mean()) / x.std()
   np.testing.assert_allclose(test["x"], ref, atol=2e-5)
   assert b.spec.adjacency.shape == (128, 128) and b.spec.channel_names == ("inflow", "outflow")
+
+
+def test_registry_names_resolve_to_the_shared_files(shared_data):
+  c = default_data_config()
+  c.name = "metr-la-excerpt"   # protocol "" = the registry's (dcrnn)
+  b = build_data(c)
+  assert b.protocol.name == "dcrnn" and b.dataset.values.shape == (2016, 207, 1)
+  assert [len(b.splits[k]) for k in ("train", "val", "test")] == [1395, 199, 399]
+  assert (b.spec.adjacency > 0).sum() == 1722
+  assert b.dataset.timestamps[0] == np.datetime64("2012-03-01T00:00")

@@ -229,10 +229,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.name = "synthetic"     # "synthetic" or a registry name (`python -m stjax.data list`)
   c.path = ""              # series file/folder; "" = the registry's local copy of `name`
   c.graph_path = ""        # adjacency file; "" = the registry's graph (or none / synthetic's own)
-  c.protocol = "dcrnn"     # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md)
+  c.protocol = ""          # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md); "" = the
+                           # registry's protocol for `name` (dcrnn for synthetic)
   c.input_len = 0          # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
   c.output_len = 0         # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
-  c.reader = ml_collections.ConfigDict()  # extra keyword options for read_series (e.g. step_minutes)
+  c.reader = ml_collections.ConfigDict()  # read_series options (step_minutes, start, channel, ...),
+                                          # over the registry's own; needed for files without dates
   s = c.synthetic = ml_collections.ConfigDict()
   s.num_nodes = 48         # sensors on a generated road-like kNN graph
   s.num_steps = 8064       # time steps (8064 x 5 min = 28 days)
@@ -243,18 +245,24 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 def _read(config: ml_collections.ConfigDict) -> Dataset:
-  from stjax.data import formats  # the readers' module; imported late so this file stays light
-  reader_opts = dict(config.reader) if config.get("reader") else {}
-  path, graph_path = config.path, config.graph_path
-  if not path:
-    from stjax.data import registry
-    entry = registry.resolve(config.name)
-    path = entry["series"]
-    graph_path = graph_path or entry.get("graph") or ""
-    reader_opts = {**entry.get("reader_options", {}), **reader_opts}
-  dataset = formats.read_series(path, **reader_opts)
+  """The dataset of config.data: from `path` when given, else the registry's local files of `name`."""
+  from stjax.data import formats, registry  # imported late: readers pull in h5py
+  options = {"name": config.name, **(dict(config.reader) if config.get("reader") else {})}
+  graph_path, node_ids = config.graph_path, None
+  if config.path:
+    series_path = config.path
+  else:
+    info = registry.get(config.name)
+    paths = registry.resolve(config.name)
+    series_path = paths[info.series]
+    options = {**info.reader_options, **options}
+    if not graph_path and info.graph:
+      graph_path = paths[info.graph]
+      node_ids = paths[info.graph_node_ids] if info.graph_node_ids else None
+  dataset = formats.read_series(series_path, **options)
   if graph_path:
-    adj = formats.read_graph(graph_path, num_nodes=dataset.num_nodes, node_ids=dataset.node_ids)
+    adj = formats.read_graph(graph_path, num_nodes=dataset.num_nodes,
+                             node_ids=node_ids if node_ids is not None else dataset.node_ids)
     dataset = dataset.replace(adjacency=np.asarray(adj, np.float32))
   return dataset
 
@@ -264,16 +272,21 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   unknown = sorted(set(config.keys()) - set(default_data_config().keys()))
   if unknown:
     raise UserError(f"config.data: unknown field(s) {', '.join(unknown)}")
-  base = get_protocol(config.protocol)
+  protocol_name = config.protocol
   if config.name == "synthetic":
     from stjax.data import synthetic
-    opts = dict(config.synthetic)
-    dataset = synthetic.generate(**opts)
-    if config.graph_path:
-      raise UserError("config.data.graph_path: the synthetic dataset makes its own graph; leave it empty")
+    if config.graph_path or config.path:
+      raise UserError("config.data.path / graph_path: the synthetic dataset makes its own series and "
+                      "graph; leave them empty")
+    dataset = synthetic.generate(**dict(config.synthetic))
+    protocol_name = protocol_name or "dcrnn"
   else:
+    if not protocol_name:
+      from stjax.data import registry
+      protocol_name = registry.get(config.name).protocol  # UserError listing the known names
+    get_protocol(protocol_name)  # fail on a typo before reading any file
     dataset = _read(config)
-  protocol = base.resolve(dataset.steps_per_day, config.input_len, config.output_len)
+  protocol = get_protocol(protocol_name).resolve(dataset.steps_per_day, config.input_len, config.output_len)
   return bundle_from_dataset(dataset, protocol)
 
 
