@@ -1,0 +1,57 @@
+"""`python -m stjax.convert`: Hugging Face GPT-2 -> stjax checkpoint, and back.
+
+    python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
+    python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stjax.errors import cli_entry
+
+
+def _count(params) -> int:
+  import numpy as np
+  if isinstance(params, dict):
+    return sum(_count(v) for v in params.values())
+  return int(np.size(params))
+
+
+def _describe(config) -> str:
+  return (f"{config.n_layer} layers, width {config.n_embd}, {config.n_head} heads, "
+          f"mlp {config.inner_dim}, vocab {config.vocab_size}, positions {config.n_positions}")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m stjax.convert", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  gpt2 = sub.add_parser("gpt2", help="HF GPT-2 (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
+  gpt2.add_argument("--source", required=True, help="hub id (e.g. gpt2) or local HF folder")
+  gpt2.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
+  gpt2.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
+  export = sub.add_parser("export", help="stjax (or HF) GPT-2 -> HF folder (model.safetensors + config.json)")
+  export.add_argument("--source", required=True, help="stjax checkpoint folder (or anything hf_gpt2.load reads)")
+  export.add_argument("--output", required=True, help="new folder for the HF model")
+  export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
+  args = parser.parse_args(argv)
+
+  from stjax.convert import hf_gpt2
+
+  if args.command == "gpt2":
+    config, params, path = hf_gpt2.convert(args.source, args.output, args.num_layers)
+    print(f"converted {args.source}: GPT-2, {_describe(config)}")
+    print(f"parameters: {_count(params):,}")
+    print(f"wrote stjax checkpoint: {path} (config.json, params/)")
+  else:
+    config, params = hf_gpt2.load(args.source, args.num_layers)
+    path = hf_gpt2.export(config, params, args.output)
+    print(f"exported {args.source}: GPT-2, {_describe(config)}")
+    print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
