@@ -4,7 +4,7 @@ A file is fetched into `<target>.part` with HTTP Range requests (an interrupted 
 where it stopped, on the next attempt or the next run), hashed, and renamed to its final name only
 when the sha256 matches, so a final file is always complete and verified. Set
 `$STJAX_DOWNLOAD_MIRROR=https://host/path` to fetch `<mirror>/<dataset>/<file>` instead of the
-registry URLs (for mirrors and tests).
+registry URLs of the files that have one (for mirrors and tests).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None,
       error = e
       if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500:
         break  # not found / forbidden: retrying will not help
+  if isinstance(error, urllib.error.HTTPError) and 400 <= error.code < 500:
+    raise UserError(f"{url}: download failed ({error})")
   if error is not None:
     kept = part.stat().st_size if part.exists() else 0
     raise UserError(f"{url}: download failed ({error}); {kept} bytes kept in {part}, run the command again to resume")
@@ -99,7 +101,7 @@ def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None,
 
 def _url(info: registry.DatasetInfo, f: registry.RemoteFile) -> str | None:
   mirror = os.environ.get("STJAX_DOWNLOAD_MIRROR")
-  return f"{mirror.rstrip('/')}/{info.name}/{f.name}" if mirror else f.url
+  return f"{mirror.rstrip('/')}/{info.name}/{f.name}" if mirror and f.url else f.url
 
 
 def download(name: str, progress: bool = True, log=print) -> dict[str, pathlib.Path]:
