@@ -37,8 +37,9 @@ def gaussian_kernel_adjacency(src: np.ndarray, dst: np.ndarray, distance: np.nda
   if not np.all(np.isfinite(distance)) or np.any(distance < 0):
     raise UserError(f"{name}: distances must be finite and >= 0")
   for col, idx in (("from", src), ("to", dst)):
-    if idx.min() < 0 or idx.max() >= num_nodes:
-      raise UserError(f"{name}: '{col}' node index {int(idx.max())} outside 0..{num_nodes - 1}")
+    bad = idx[(idx < 0) | (idx >= num_nodes)]
+    if bad.size:
+      raise UserError(f"{name}: '{col}' node index {int(bad[0])} outside 0..{num_nodes - 1}")
   # float32 like DCRNN (its dist_mx is float32), so sigma and weights match its released graphs.
   dist = np.full((num_nodes, num_nodes), np.inf, np.float32)
   dist[src, dst] = distance.astype(np.float32)
