@@ -167,7 +167,8 @@ def format_table(results: dict, horizons: Sequence[int] | None = None, title: st
   lines = ([f"{title}", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
   for name, r in groups:
     rows = [(str(h["horizon"]), h) for h in r["per_horizon"] if not horizons or h["horizon"] in horizons]
-    rows.append(("average", r))
+    if len(r["per_horizon"]) > 1:
+      rows.append(("average", r))
     for label, m in rows:
       cells = ([name] if name else []) + [label] + [f"{m[k]:.3f}" for k in ("mae", "rmse")] + \
               [f"{m[k]:.2f}" for k in ("mape", "wape")]
