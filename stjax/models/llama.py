@@ -2,7 +2,9 @@
 
 Covers Llama 2 / 3 / 3.1 / 3.2 geometry: RMSNorm (pre-norm), rotary position embeddings
 ("rotate half" layout, optional Llama-3 frequency scaling), SwiGLU MLP, grouped-query attention,
-no biases, tied or untied output embeddings. Default config: Llama 3.2 1B.
+no biases. Default config: Llama 3.2 1B. Like `LlamaModel` it has no language-model head: tied
+checkpoints (3.2 1B/3B) need none (the head is `embed_tokens`), and an untied checkpoint's separate
+`lm_head` is not part of the backbone (`tie_word_embeddings` is kept only to round-trip the config).
 
 Parameter tree (HF names; kernels are [in, out], i.e. HF's `nn.Linear.weight` transposed):
 
@@ -14,7 +16,6 @@ Parameter tree (HF names; kernels are [in, out], i.e. HF's `nn.Linear.weight` tr
     layers_i/post_attention_layernorm/scale [embed]
     layers_i/mlp/{gate_proj,up_proj}/kernel [embed, mlp]   layers_i/mlp/down_proj/kernel [mlp, embed]
     norm/scale [embed]
-    lm_head [embed, vocab]                 (only when tie_word_embeddings=False)
     (+ lora_a [in, r], lora_b [r, out] beside kernels matching config.lora_targets when lora_rank > 0)
 
 Logical axes: embed, heads, kv_heads, mlp, vocab (see stjax/sharding.py for the mesh rules).
@@ -68,7 +69,7 @@ class LlamaConfig:
   rope_low_freq_factor: float = 1.0       # llama3: wavelengths > orig/low are fully scaled
   rope_high_freq_factor: float = 4.0      # llama3: wavelengths < orig/high are kept
   rope_original_max_positions: int = 8192  # llama3: pretraining context of the unscaled model
-  tie_word_embeddings: bool = True        # output head = embed_tokens (3.2 1B/3B) or own lm_head
+  tie_word_embeddings: bool = True        # HF flag, round-tripped (the trunk has no LM head)
   attention_dropout: float = 0.0          # dropout on attention probabilities (training only)
   causal: bool = True                     # causal attention (HF); False = full attention
   dtype: str = "float32"                  # compute dtype: "float32" or "bfloat16"; params float32
@@ -381,10 +382,6 @@ class Llama(nn.Module):
         for i in range(cfg.num_hidden_layers)
     ]
     self.norm = rms_norm(cfg)
-    if not cfg.tie_word_embeddings:
-      self.lm_head = self.param(
-          "lm_head", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "vocab")),
-          (cfg.hidden_size, cfg.vocab_size), jnp.float32)
 
   def __call__(self, inputs_embeds: jax.Array | None = None, *, input_ids: jax.Array | None = None,
                deterministic: bool = True, attention_kwargs: Mapping[str, Any] | None = None,
@@ -414,17 +411,6 @@ class Llama(nn.Module):
       aux = aux + block_aux
     x = self.norm(x)
     return (x, aux) if return_aux else x
-
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    """Language-model head: hidden [batch, seq, embed] -> [batch, seq, vocab] float32.
-
-    Call with `model.apply(variables, hidden, method=Llama.logits)`.
-    """
-    if self.config.tie_word_embeddings:
-      kernel = self.embed_tokens.embedding.T
-    else:
-      kernel = self.lm_head
-    return jnp.einsum("...e,ev->...v", hidden.astype(jnp.float32), jnp.asarray(kernel, jnp.float32))
 
 
 def num_params(config: LlamaConfig) -> int:

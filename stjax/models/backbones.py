@@ -1,0 +1,146 @@
+"""Pretrained language-model backbones behind one interface: GPT-2 and Llama.
+
+Every backbone is a Flax module with the same call and the same pluggable parts, so ST-LINK,
+ST-LLM and STH-SepNet are written once against this interface:
+
+    config, params = load_backbone("gpt2" | "meta-llama/Llama-3.2-1B" | FOLDER, num_layers=6)
+    model = build_backbone(backbone_name(config), config.replace(causal=False, dtype="bfloat16"))
+    hidden = model.apply({"params": params}, inputs_embeds,        # [batch, seq, embed]
+                         deterministic=True, attention_kwargs=None, return_aux=False)
+    table = token_embedding_table(params)                          # [vocab, embed]
+
+- `hidden` is the last hidden state after the final norm ([batch, seq, hidden_size(config)]),
+  exactly HF's `GPT2Model` / `LlamaModel(inputs_embeds=...).last_hidden_state`.
+- `build_backbone(..., attention_factory=i -> (() -> module), extra_ffn_factory=i -> ...)`
+  swaps a block's attention (a subclass keeping the projection names and overriding
+  `transform_qk`) or adds an extra FFN (`(out, aux_loss)`, summed into `return_aux`).
+- Positions: GPT-2 adds its learned table (`use_wpe`, GPT-2 only); Llama rotates q/k at
+  `attention_kwargs["positions"]` ([seq] or [batch, seq]; default 0..seq-1).
+- Config fields differ by family (GPT-2: n_embd, n_layer; Llama: hidden_size,
+  num_hidden_layers); use `hidden_size(config)` and `num_layers(config)`. Both configs have
+  `causal`, `dtype`, `lora_rank`, `lora_alpha`, `lora_targets` and `replace(**changes)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+
+from stjax.errors import UserError
+from stjax.models.gpt2 import GPT2, GPT2Config
+from stjax.models.llama import Llama, LlamaConfig
+
+# name -> (module class, config class, token-table param name, HF loader module)
+_BACKBONES: dict[str, tuple[type[nn.Module], type, str, str]] = {
+    "gpt2": (GPT2, GPT2Config, "wte", "stjax.convert.hf_gpt2"),
+    "llama": (Llama, LlamaConfig, "embed_tokens", "stjax.convert.hf_llama"),
+}
+
+
+def backbone_names() -> list[str]:
+  return sorted(_BACKBONES)
+
+
+def backbone_name(config: Any) -> str:
+  """'gpt2' or 'llama' for a backbone config instance."""
+  for name, (_, config_cls, _, _) in _BACKBONES.items():
+    if isinstance(config, config_cls):
+      return name
+  raise TypeError(f"not a backbone config: {type(config).__name__}")
+
+
+def hidden_size(config: Any) -> int:
+  """Model width d of a backbone config."""
+  return config.n_embd if isinstance(config, GPT2Config) else config.hidden_size
+
+
+def num_layers(config: Any) -> int:
+  """Number of blocks of a backbone config."""
+  return config.n_layer if isinstance(config, GPT2Config) else config.num_hidden_layers
+
+
+def build_backbone(name: str, config: Any = None,
+                   attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
+                   extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
+                   ) -> nn.Module:
+  """The backbone module `name` ('gpt2' | 'llama').
+
+  Args:
+    name: backbone family.
+    config: that family's config instance, or a mapping of its fields (None = its defaults:
+      124M GPT-2, Llama 3.2 1B).
+    attention_factory, extra_ffn_factory: per-block pluggable parts (see the module docstring).
+  """
+  if name not in _BACKBONES:
+    raise UserError(f"backbone: unknown backbone {name!r}; known: {', '.join(backbone_names())}")
+  module_cls, config_cls, _, _ = _BACKBONES[name]
+  if config is None:
+    config = config_cls()
+  elif isinstance(config, Mapping) or hasattr(config, "to_dict"):
+    fields = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    try:
+      config = config_cls(**fields)
+    except TypeError as e:
+      raise UserError(f"backbone {name}: bad config fields ({e})") from None
+  elif not isinstance(config, config_cls):
+    raise UserError(f"backbone {name}: expected a {config_cls.__name__}, got {type(config).__name__}")
+  return module_cls(config, attention_factory=attention_factory, extra_ffn_factory=extra_ffn_factory)
+
+
+def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
+  """Pretrained weights of any backbone -> (config truncated to num_layers, params NumPy tree).
+
+  The family is read from `config.json`: a stjax checkpoint's `format` ('stjax.gpt2',
+  'stjax.llama') or a Hugging Face `model_type` ('gpt2', 'llama'). Hub ids are downloaded first
+  (huggingface_hub; a clear error when offline).
+  """
+  import importlib
+
+  from stjax.convert import hf_gpt2
+
+  source = str(path_or_hub_id)
+  folder = pathlib.Path(source).expanduser()
+  if not folder.exists():
+    if hf_gpt2._looks_like_path(source):
+      raise UserError(f"{source}: no such folder")
+    folder = hf_gpt2.download(source)
+  if not folder.is_dir():
+    raise UserError(f"{folder}: expected a model folder, found a file")
+  name = _family(folder)
+  loader = importlib.import_module(_BACKBONES[name][3])
+  return loader.load(folder, num_layers)
+
+
+def _family(folder: pathlib.Path) -> str:
+  config_path = folder / "config.json"
+  if not config_path.is_file():
+    raise UserError(f"{folder}: no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
+  try:
+    meta = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f"{config_path}: invalid JSON ({e})") from None
+  if not isinstance(meta, dict):
+    raise UserError(f"{config_path}: expected a JSON object")
+  fmt = meta.get("format")
+  name = fmt[len("stjax."):] if isinstance(fmt, str) and fmt.startswith("stjax.") else meta.get("model_type")
+  if name not in _BACKBONES:
+    raise UserError(f"{config_path}: unsupported model (model_type={meta.get('model_type')!r}, "
+                    f"format={fmt!r}); supported backbones: {', '.join(backbone_names())}")
+  return name
+
+
+def token_embedding_table(params: Any) -> Any:
+  """The input token-embedding table [vocab, embed] of any backbone's params.
+
+  `params` is the backbone's own tree (e.g. `variables["params"]["llm"]`); STH-SepNet builds its
+  text prototypes from it.
+  """
+  for _, _, table_name, _ in _BACKBONES.values():
+    if table_name in params:
+      return nn.unbox(params[table_name]["embedding"])
+  raise UserError(f"params: no token embedding table (looked for "
+                  f"{', '.join(t for _, _, t, _ in _BACKBONES.values())}; keys: {sorted(params)[:8]})")
