@@ -165,6 +165,9 @@ def test_build_data_synthetic_and_overrides():
   assert b.spec.input_len == 24 and b.spec.output_len == 6 and b.spec.num_nodes == 6
   assert b.spec.steps_per_day == 288 and b.spec.adjacency.shape == (6, 6)
   assert b.scaler.mean.shape == (6, 1)  # per node
+  assert b.protocol.report_horizons == ()  # sthsepnet reports the average only
+  assert PROTOCOLS["dcrnn"].resolve(288, output_len=6).report_horizons == (3, 6)
+  assert PROTOCOLS["dcrnn"].resolve(288, output_len=24).report_horizons == (3, 6, 12, 24)
   # Every field of the default config carries a comment.
   import inspect
   from stjax.data import windows

@@ -121,9 +121,10 @@ class Protocol:
                         f"{p.input_offsets}; leave input_len at 0")
       p = dataclasses.replace(p, input_offsets=contiguous(-(input_len - 1), 0))
     if output_len:
-      p = dataclasses.replace(p, output_offsets=contiguous(1, output_len),
-                              report_horizons=tuple(h for h in p.report_horizons if h <= output_len)
-                              or (output_len,))
+      kept = tuple(h for h in p.report_horizons if h <= output_len)
+      if p.report_horizons and output_len not in kept:
+        kept += (output_len,)  # always report the last horizon of a protocol that lists horizons
+      p = dataclasses.replace(p, output_offsets=contiguous(1, output_len), report_horizons=kept)
     return p
 
   def split_times(self, num_steps: int) -> dict[str, np.ndarray]:
