@@ -69,10 +69,11 @@ def _has_llm(params: Any) -> bool:
 
 def _llm_layers(params: Any) -> int:
   llm = params[LLM_KEY] if _has_llm(params) else params
-  return sum(1 for k in llm.keys() if re.fullmatch(r"h_\d+", str(k)))
+  return sum(1 for k in llm.keys() if re.fullmatch(r"(h|layers)_\d+", str(k)))  # GPT-2 | Llama
 
 
-_FROZEN_PRETRAINED = re.compile(r"(^|/)(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj))/(kernel|bias)$")
+_FROZEN_PRETRAINED = re.compile(r"(^|/)(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj)"
+                                r"|self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/(kernel|bias)$")  # GPT-2 | Llama
 
 
 def _policy_fn(policy: str, params: Any):
@@ -93,12 +94,12 @@ def _policy_fn(policy: str, params: Any):
     first_unfrozen = layers - unfrozen
 
     def pfa(p: str) -> bool:
-      if p.startswith("wte/"):
+      if p.startswith(("wte/", "embed_tokens/")):
         return False
-      block = re.match(r"h_(\d+)/", p)
+      block = re.match(r"(?:h|layers)_(\d+)/", p)
       if block and _FROZEN_PRETRAINED.search(p):
         # Pretrained attention trains only in the last U blocks; the pretrained MLP never does.
-        return p[block.end():].startswith("attn/") and int(block.group(1)) >= first_unfrozen
+        return p[block.end():].startswith(("attn/", "self_attn/")) and int(block.group(1)) >= first_unfrozen
       return True  # LayerNorms, wpe, ln_f, new modules (extra_ffn, LoRA adapters, SE params)
 
     return pfa

@@ -292,3 +292,24 @@ def test_llama_3_2_1b_geometry_param_count_and_axes():
   for path, spec in jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)):
     assert all(a is not None for a in spec), path
   assert math.isclose(num_params(config) / 1e9, 1.24, abs_tol=0.005)
+
+
+def test_trainability_policies_know_llama_names():
+  """PFA(U) on Llama: embeddings frozen; q/k/v/o train only in the last U blocks; the SwiGLU MLP
+  stays frozen; RMSNorms and new modules train. LoRA: only the adapters train."""
+  from stjax import optim
+
+  cfg = LlamaConfig(**{**dataclasses.asdict(LlamaConfig.from_hf(_hf_config().to_dict())), "lora_rank": 2})
+  shapes = nn.unbox(jax.eval_shape(Llama(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 32)))["params"])
+  params = {"llm": shapes, "head": {"kernel": jax.ShapeDtypeStruct((32, 4), jnp.float32)}}
+  mask = optim.trainable_mask(params, "pfa(1)")["llm"]
+  assert not mask["embed_tokens"]["embedding"] and mask["norm"]["scale"]
+  for i in range(3):
+    layer = mask[f"layers_{i}"]
+    assert layer["self_attn"]["q_proj"]["kernel"] == (i == 2)
+    assert layer["self_attn"]["o_proj"]["kernel"] == (i == 2)
+    assert not layer["mlp"]["gate_proj"]["kernel"] and not layer["mlp"]["down_proj"]["kernel"]
+    assert layer["input_layernorm"]["scale"] and layer["post_attention_layernorm"]["scale"]
+    assert layer["mlp"]["up_proj"]["lora_a"]
+  lora = jax.tree_util.tree_leaves_with_path(optim.trainable_mask(params, "lora")["llm"])
+  assert {p[-1].key for p, t in lora if t} == {"lora_a", "lora_b"}
