@@ -1,0 +1,207 @@
+"""Whole train-and-evaluate runs on tiny configs (8 simulated CPU devices, data-parallel mesh).
+
+A tiny per-node MLP forecaster with a `memory` state collection is registered as model "tiny" so
+these tests exercise the trainer alone; the real models have their own tests and configs.
+"""
+
+import json
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from stjax import checkpoint, evaluate, optim, sharding, trainer
+from stjax.data.windows import default_data_config
+from stjax.errors import UserError
+from stjax.models import registry
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({"name": "tiny", "hidden": 32})
+
+
+class Tiny(nn.Module):
+  hidden: int
+  out_len: int
+  out_ch: int
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    x = batch["x"]                                                   # [B, T, N, C]
+    b, t, n, c = x.shape
+    h = x.transpose(0, 2, 1, 3).reshape(b, n, t * c)
+    tod = jnp.broadcast_to(batch["tod"][:, None, -1:], (b, n, 1)).astype(h.dtype)
+    h = jnp.concatenate([h, jnp.sin(2 * jnp.pi * tod), jnp.cos(2 * jnp.pi * tod)], -1)
+    h = nn.gelu(nn.Dense(self.hidden)(h))
+    h = nn.Dropout(0.1, deterministic=not train)(h)
+    usage = self.variable("memory", "usage", jnp.zeros, (self.hidden,), jnp.float32)
+    if train:
+      usage.value = 0.9 * usage.value + 0.1 * jax.lax.stop_gradient(h.mean((0, 1))).astype(jnp.float32)
+    out = nn.Dense(self.out_len * self.out_ch)(h).reshape(b, n, self.out_len, self.out_ch)
+    return out.transpose(0, 2, 1, 3), {"aux_loss": jnp.float32(0)}
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+  monkeypatch.setitem(registry._MODULES, "tiny", __name__)
+  monkeypatch.setitem(registry._BUILDERS, "tiny", lambda cfg, spec: Tiny(cfg.hidden, spec.output_len,
+                                                                          spec.out_channels))
+
+
+def tiny_config(**train) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.overwrite = False
+  c.data = default_data_config()
+  c.data.synthetic.num_nodes = 6
+  c.data.synthetic.num_steps = 1152  # 4 days of 5-minute steps
+  c.model = default_config()
+  c.optim = optim.default_optim_config()
+  c.optim.learning_rate = 3e-3
+  c.train = trainer.default_train_config()
+  c.train.batch_size = 64
+  c.train.num_epochs = 3
+  c.train.log_every_steps = 4
+  c.train.progress_bar = False
+  c.train.plot_nodes = 2
+  c.train.update(train)
+  c.mesh = sharding.default_mesh_config()
+  return c
+
+
+def _lines(path):
+  return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
+  cfg = tiny_config()
+  res = trainer.train_and_evaluate(cfg, str(tmp_path))
+  for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "predictions.png",
+               "training_curves.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert set(saved) >= {"test", "val", "baselines", "steps", "wall_time_s", "params_total", "params_trainable"}
+  assert set(saved["test"]) >= {"mae", "rmse", "mape", "wape", "per_horizon"}
+  assert len(saved["test"]["per_horizon"]) == 12
+  assert set(saved["baselines"]) == {"last_value", "historical_average"}
+  assert saved["params_total"] == saved["params_trainable"] > 0
+  records = _lines(tmp_path / "metrics.jsonl")
+  assert all({"step", "train_loss"} <= set(r) for r in records)
+  assert records[-1]["step"] == saved["steps"] and saved["steps"] % 3 == 0
+  assert sum("val_mae" in r for r in records) == 3  # one validation per epoch
+  # Training learned something (beating the baselines is the quickstart's job, not this tiny run's).
+  val = [r["val_mae"] for r in records if "val_mae" in r]
+  assert val[-1] < val[0] and saved["val"]["mae"] == min(val)
+  assert res["test"]["mae"] == saved["test"]["mae"]
+  # Re-evaluating the best checkpoint reproduces results.json exactly.
+  for split in ("test", "val"):
+    assert evaluate.compare(saved[split], evaluate.evaluate_workdir(tmp_path, split), split) == []
+  # Running the finished command again resumes at the end: nothing retrains, same results.
+  again = trainer.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert again["test"] == saved["test"]
+
+
+def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
+  cfg = tiny_config(checkpoint_every_steps=5, num_epochs=2)
+  full = trainer.train_and_evaluate(cfg, str(tmp_path / "full"))
+
+  real = trainer.jit_train_step
+
+  def dies_after(n):
+    def jit_train_step(*args, **kwargs):
+      step, calls = real(*args, **kwargs), {"n": 0}
+
+      def wrapped(state, batch):
+        calls["n"] += 1
+        if calls["n"] > n:
+          raise KeyboardInterrupt  # killed between checkpoints
+        return step(state, batch)
+      return wrapped
+    return jit_train_step
+
+  monkeypatch.setattr(trainer, "jit_train_step", dies_after(17))  # last checkpoint: step 15
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2), str(tmp_path / "cut"))
+  assert checkpoint.Checkpoints(tmp_path / "cut").latest_step() == 15
+  monkeypatch.setattr(trainer, "jit_train_step", real)
+  resumed = trainer.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2),
+                                       str(tmp_path / "cut"))
+  assert resumed["test"] == full["test"] and resumed["val"] == full["val"]  # bit-for-bit
+  assert resumed["best_step"] == full["best_step"] and resumed["steps"] == full["steps"]
+  a, b = _lines(tmp_path / "full" / "metrics.jsonl"), _lines(tmp_path / "cut" / "metrics.jsonl")
+  assert [r["step"] for r in a] == [r["step"] for r in b]
+  assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, monkeypatch):
+  real = trainer.evaluate_split
+  scripted = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0])  # best at the 2nd validation, patience 3
+
+  def evaluate_split(exp, state, split, *args, **kwargs):
+    metrics, trace = real(exp, state, split, *args, **kwargs)
+    if split == "val" and kwargs.get("keep_nodes") is None and args:  # the loop's validations
+      metrics = {**metrics, "mae": next(scripted)}
+    return metrics, trace
+
+  monkeypatch.setattr(trainer, "evaluate_split", evaluate_split)
+  res = trainer.train_and_evaluate(tiny_config(eval_every_steps=3, patience=3, num_epochs=10),
+                                   str(tmp_path))
+  assert res["steps"] == 15 and res["best_step"] == 6  # stopped after 3 validations without gain
+  ck = checkpoint.Checkpoints(tmp_path)
+  assert ck.best_step() == 6 and ck.latest_step() == 15
+  assert [r.get("val_mae") for r in _lines(tmp_path / "metrics.jsonl") if "val_mae" in r] == [
+      5.0, 4.0, 4.5, 4.2, 4.1]
+
+
+def test_diverging_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path):
+  cfg = tiny_config(checkpoint_every_steps=1)
+  cfg.optim.learning_rate = 1e30
+  with pytest.raises(UserError, match=r"training diverged: loss is (nan|inf) at step \d+; the last good "
+                                      r"checkpoint \(step \d+\) is intact") as e:
+    trainer.train_and_evaluate(cfg, str(tmp_path))
+  ck = checkpoint.Checkpoints(tmp_path)
+  step = int(str(e.value).split("(step ")[1].split(")")[0])
+  assert ck.latest_step() == step
+  records = _lines(tmp_path / "metrics.jsonl")
+  assert all(np.isfinite(r["train_loss"]) for r in records)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.train.__setattr__("nonsense", 1), r"config\.train: unknown field\(s\) nonsense"),
+    (lambda c: c.model.__setattr__("name", "gpt5"), r"config\.model\.name: unknown model 'gpt5'"),
+    (lambda c: c.update({"data": {**c.data.to_dict(), "name": "metr-la", "path": "/nonexistent/metr-la.h5"}}),
+     r"/nonexistent/metr-la\.h5"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, edit, message):
+  cfg = tiny_config()
+  edit(cfg)
+  with pytest.raises(UserError, match=message) as e:
+    trainer.train_and_evaluate(cfg, str(tmp_path))
+  assert "\n" not in str(e.value)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  cfg_file = tmp_path / "cfg.py"
+  cfg_file.write_text(
+      "from stjax import optim, sharding, trainer\n"
+      "from stjax.data.windows import default_data_config\n"
+      "import ml_collections\n"
+      "def get_config():\n"
+      "  return ml_collections.ConfigDict({'seed': 0, 'overwrite': False, 'data': default_data_config(),\n"
+      "      'model': {'name': 'gpt5'}, 'optim': optim.default_optim_config(),\n"
+      "      'train': trainer.default_train_config(), 'mesh': sharding.default_mesh_config()})\n")
+  run = lambda *a: subprocess.run([sys.executable, "-m", "stjax.train", f"--config={cfg_file}", *a],
+                                  capture_output=True, text=True, timeout=300)
+  r = run("--config.train.nonsense=3", f"--workdir={tmp_path / 'w'}")  # refused by the locked config
+  assert r.returncode != 0 and "nonsense" in r.stderr and "Traceback" not in r.stderr
+  r = run(f"--workdir={tmp_path / 'w'}")
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert r.stderr.strip().splitlines()[-1] == ("stjax: error: config.model.name: unknown model 'gpt5'; "
+                                               "known: " + ", ".join(registry.model_names()).replace(", tiny", ""))
+  assert not (tmp_path / "w").exists()  # nothing written for a refused config
