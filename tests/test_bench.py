@@ -18,6 +18,8 @@ torch = pytest.importorskip("torch")
 from benchmarks.torch_reference import st_link as torch_st_link  # noqa: E402
 from benchmarks.torch_reference import weights as torch_weights  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore:config.model.pretrained is empty")
+
 
 @pytest.mark.parametrize("batch,seq,width,heads", [(2, 64, 128, 4), (3, 32, 256, 8)])
 def test_gpt2_block_flops_match_hand_count(batch, seq, width, heads):
@@ -129,3 +131,68 @@ def test_weight_copy_is_strict():
     torch_weights.load_stjax_params(lin, variables, {"weight": full["weight"]}, unused=("params/",))
   torch_weights.load_stjax_params(lin, variables, full, unused=("params/extra",))
   np.testing.assert_allclose(lin.weight.detach().numpy(), np.ones((2, 3)))
+
+
+def _tiny_spec(num_nodes=5, input_len=12, output_len=6, in_channels=2, out_channels=1):
+  from stjax.data.windows import DataSpec
+
+  return DataSpec(num_nodes=num_nodes, input_len=input_len, output_len=output_len, in_channels=in_channels,
+                  out_channels=out_channels, input_offsets=tuple(range(-input_len + 1, 1)),
+                  output_offsets=tuple(range(1, output_len + 1)), steps_per_day=48, adjacency=None,
+                  channel_names=("speed",))
+
+
+def _tiny_model_config(name):
+  mod = __import__(f"stjax.models.{name}", fromlist=["default_config"])
+  mc = mod.default_config()
+  mc.update(dict(llm_layers=3, unfrozen_layers=2, trainable="pfa(2)", n_embd=48, n_head=2, vocab_size=64,
+                 n_positions=32, embed_dim=8 if name == "st_link" else 16))
+  if name == "st_link":
+    mc.update(dict(temporal_dims=8, memory_size=8, memory_key_dim=8, expert_hidden=16))
+  return mc
+
+
+def _random_batch(rng, spec, b=3):
+  return {"x": rng.normal(size=(b, spec.input_len, spec.num_nodes, spec.in_channels)).astype(np.float32) * 3 + 1,
+          "tod": rng.uniform(0, 1, size=(b, spec.input_len)).astype(np.float32),
+          "dow": rng.integers(0, 7, size=(b, spec.input_len)).astype(np.int32)}
+
+
+@pytest.mark.parametrize("name", ["st_llm", "st_link"])
+def test_torch_reference_forward_equals_stjax(name, rng):
+  """The whole torch reference with stjax's initial weights copied in gives stjax's forward output
+  (eval mode) on the same random batch; for ST-LINK also a training forward (MRFFN keys move)."""
+  import flax.linen as nn
+
+  from benchmarks.torch_reference import build_reference
+  from stjax.models import build_model
+
+  spec, mc = _tiny_spec(), _tiny_model_config(name)
+  model = build_model(mc, spec)
+  batch = _random_batch(rng, spec)
+  variables = nn.meta.unbox(model.init({"params": jax.random.key(int(rng.integers(1 << 30)))}, batch, train=False))
+  ref = build_reference(mc, spec)
+  torch_weights.load_stjax_params(ref, jax.device_get(variables), ref.name_map(), unused=ref.unused_stjax())
+  tb = {k: torch.from_numpy(v) for k, v in batch.items()}
+
+  ref.eval()
+  pred, aux = model.apply(variables, batch, train=False)
+  with torch.no_grad():
+    t_pred, t_aux = ref(tb)
+  assert t_pred.shape == pred.shape == (3, spec.output_len, spec.num_nodes, spec.out_channels)
+  np.testing.assert_allclose(t_pred.numpy(), np.asarray(pred), atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(float(t_aux), float(aux["aux_loss"]), rtol=1e-4, atol=1e-7)
+
+  if name == "st_link":  # no dropout randomness to match: set the rates to 0 for the train check
+    mc.update(dict(dropout=0.0))
+    model = build_model(mc, spec)
+    ref = build_reference(mc, spec)
+    torch_weights.load_stjax_params(ref, jax.device_get(variables), ref.name_map(), unused=ref.unused_stjax())
+    (pred, aux), new_state = model.apply(variables, batch, train=True, mutable=["memory"],
+                                         rngs={"dropout": jax.random.key(0)})
+    ref.train()
+    t_pred, t_aux = ref(tb)
+    np.testing.assert_allclose(t_pred.detach().numpy(), np.asarray(pred), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(t_aux.item(), float(aux["aux_loss"]), rtol=1e-4)
+    keys = np.asarray(new_state["memory"]["llm"]["h_2"]["extra_ffn"]["memory"]["keys"])
+    np.testing.assert_allclose(ref.h[2].extra_ffn.memory.keys.numpy(), keys, atol=1e-5)

@@ -225,3 +225,171 @@ def mrffn_map(torch_prefix: str, params_prefix: str, memory_prefix: str) -> dict
   for name in ("w1", "b1", "w2", "b2"):
     m[f"{torch_prefix}.experts.{name}"] = (f"{params_prefix}/experts/{name}", "same")
   return m
+
+
+class RevIN(nn.Module):
+  """Per (sample, node, feature) normalisation over time; learnable affine per feature."""
+
+  def __init__(self, num_features: int, affine: bool, eps: float = 1e-5):
+    super().__init__()
+    self.affine, self.eps = affine, eps
+    if affine:
+      self.weight = nn.Parameter(torch.ones(num_features))
+      self.bias = nn.Parameter(torch.zeros(num_features))
+
+  def normalize(self, x: torch.Tensor):
+    """x: [B, T, N, F] -> (normalised, (mean, std) each [B, 1, N, F], no gradient)."""
+    mean = x.mean(dim=1, keepdim=True).detach()
+    std = torch.sqrt(((x - mean) ** 2).mean(dim=1, keepdim=True) + self.eps).detach()
+    y = (x - mean) / std
+    return (y * self.weight + self.bias if self.affine else y), (mean, std)
+
+  def denormalize(self, y: torch.Tensor, stats, channels: int) -> torch.Tensor:
+    mean, std = stats
+    if self.affine:
+      y = (y - self.bias[:channels]) / (self.weight[:channels] + 1e-10)
+    return y * std[..., :channels] + mean[..., :channels]
+
+
+class STLink(nn.Module):
+  """ST-LINK (split SE-Attention or the no-SE ablation; see the module docstring).
+
+  Built by `from_config` with the sizes of a stjax `config.model` and `DataSpec`.
+  """
+
+  def __init__(self, *, num_nodes: int, input_offsets: tuple[int, ...], in_channels: int, output_len: int,
+               out_channels: int, steps_per_day: int, gpt2, patch_len: int, embed_dim: int, se_attention: bool,
+               temporal_dims: int, rope_base: float, mrffn_layers: tuple[int, ...], mrffn_kwargs: dict,
+               revin: bool, revin_affine: bool):
+    super().__init__()
+    t_in = len(input_offsets)
+    self.num_patches, self.patch_len = t_in // patch_len, patch_len
+    self.steps_per_day, self.output_len, self.out_channels = steps_per_day, output_len, out_channels
+    self.se_attention, self.temporal_dims, self.rope_base = se_attention, temporal_dims, rope_base
+    self.mrffn_layers = mrffn_layers
+    d, hd = gpt2.n_embd, gpt2.head_dim
+    self.time_day = nn.Parameter(torch.empty(steps_per_day, embed_dim))
+    self.time_week = nn.Parameter(torch.empty(7, embed_dim))
+    self.node_emb = nn.Parameter(torch.empty(num_nodes, embed_dim))
+    for p in (self.time_day, self.time_week, self.node_emb):
+      nn.init.xavier_uniform_(p)
+    self.token_embedding = nn.Linear(patch_len * in_channels + 3 * embed_dim, d)
+    self.norm = RevIN(in_channels, revin_affine) if revin else None
+    if se_attention:
+      self.node_phases = nn.Linear(embed_dim, (hd - temporal_dims) // 2) if hd > temporal_dims else None
+    else:
+      self.wpe = nn.Parameter(torch.zeros(gpt2.n_positions, d))
+    self.h = nn.ModuleList([
+        Block(d, gpt2.n_head, gpt2.inner_dim, gpt2.layer_norm_epsilon, gpt2.attn_pdrop, gpt2.resid_pdrop,
+              gpt2.causal, MRFFN(d, **mrffn_kwargs) if i in mrffn_layers else None)
+        for i in range(gpt2.n_layer)])
+    self.drop = nn.Dropout(gpt2.embd_pdrop)
+    self.ln_f = nn.LayerNorm(d, eps=gpt2.layer_norm_epsilon)
+    self.head = nn.Linear(self.num_patches * d, output_len * out_channels)
+    last = torch.arange(self.num_patches) * patch_len + patch_len - 1
+    self.register_buffer("last_step", last, persistent=False)
+    offsets = torch.tensor(input_offsets, dtype=torch.float32)[last]
+    self.register_buffer("time_pos", offsets.repeat(num_nodes), persistent=False)  # token s -> patch s % P
+    self.register_buffer("token_node", torch.arange(num_nodes).repeat_interleave(self.num_patches),
+                         persistent=False)
+
+  def rotary(self):
+    """The rotation of every token (computed once per forward, shared by all blocks)."""
+    hd = self.h[0].attn.head_dim
+    td, sd = self.temporal_dims, hd - self.temporal_dims
+    time_angles = self.time_pos[:, None] * rope_frequencies(td, self.rope_base).to(self.time_pos.device) if td else \
+        self.time_pos.new_zeros(len(self.time_pos), 0)
+    if sd:
+      phases = self.node_phases(self.node_emb) * rope_frequencies(sd, self.rope_base).to(self.node_emb.device)
+      space_angles = phases[self.token_node]
+    else:
+      space_angles = self.time_pos.new_zeros(len(self.time_pos), 0)
+    return split_rotary(time_angles, space_angles, td)
+
+  def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """batch: x [B, T, N, C], tod [B, T], dow [B, T] -> (pred [B, T_out, N, C_out], aux loss)."""
+    x = batch["x"]
+    b, t, n, c = x.shape
+    p, pl = self.num_patches, self.patch_len
+    if self.norm is not None:
+      x, stats = self.norm.normalize(x)
+    patches = x.permute(0, 2, 1, 3).reshape(b, n, p, pl * c)
+    tod, dow = batch["tod"][:, self.last_step], batch["dow"][:, self.last_step]
+    tod_idx = torch.clamp((tod * self.steps_per_day).floor().long(), 0, self.steps_per_day - 1)
+    e = self.node_emb.shape[1]
+    feats = torch.cat([patches,
+                       self.time_day[tod_idx][:, None].expand(b, n, p, e),
+                       self.time_week[torch.clamp(dow.long(), 0, 6)][:, None].expand(b, n, p, e),
+                       self.node_emb[None, :, None].expand(b, n, p, e)], dim=-1)
+    h = self.token_embedding(feats).reshape(b, n * p, -1)
+    if self.se_attention:
+      rotary = self.rotary()
+    else:
+      h = h + self.wpe[:p].repeat(n, 1)[None]
+      rotary = None
+    h = self.drop(h)
+    aux = h.new_zeros(())
+    for block in self.h:
+      h, block_aux = block(h, rotary)
+      aux = aux + block_aux
+    h = self.ln_f(h)
+    out = self.head(h.reshape(b, n, -1))
+    pred = out.reshape(b, n, self.output_len, self.out_channels).permute(0, 2, 1, 3)
+    if self.norm is not None:
+      pred = self.norm.denormalize(pred, stats, self.out_channels)
+    return pred, aux
+
+  def name_map(self) -> dict[str, tuple[str, str]]:
+    """torch name -> (stjax path, layout) for `weights.load_stjax_params`."""
+    from benchmarks.torch_reference import weights
+
+    m = {"time_day": ("params/calendar/time_day", "same"), "time_week": ("params/calendar/time_week", "same"),
+         "node_emb": ("params/nodes/node_emb", "same"), "ln_f.weight": ("params/llm/ln_f/scale", "same"),
+         "ln_f.bias": ("params/llm/ln_f/bias", "same")}
+    m.update(weights.dense_map("token_embedding", "params/token_embedding"))
+    m.update(weights.dense_map("head", "params/head"))
+    if self.norm is not None and self.norm.affine:
+      m["norm.weight"] = ("params/norm/weight", "same")
+      m["norm.bias"] = ("params/norm/bias", "same")
+    if self.se_attention and self.node_phases is not None:
+      m.update(weights.dense_map("node_phases", "params/rotary/node_phases/scale"))
+    if not self.se_attention:
+      m["wpe"] = ("params/llm/wpe/embedding", "same")
+    m.update({k: v for k, v in weights.gpt2_block_map("", "params/llm", len(self.h)).items()
+              if not k.startswith("ln_f")})
+    for i in self.mrffn_layers:
+      m.update(mrffn_map(f"h.{i}.extra_ffn", f"params/llm/h_{i}/extra_ffn", f"memory/llm/h_{i}/extra_ffn"))
+    return m
+
+  def unused_stjax(self) -> tuple[str, ...]:
+    """stjax leaves with no torch twin: wte (inputs are embeddings), wpe under SE-Attention, and
+    the memory usage statistics (logging only)."""
+    unused = ["params/llm/wte/"]
+    if self.se_attention:
+      unused.append("params/llm/wpe/")
+    for i in self.mrffn_layers:
+      unused += [f"memory/llm/h_{i}/extra_ffn/memory/usage", f"memory/llm/h_{i}/extra_ffn/memory/idle_steps"]
+    return tuple(unused)
+
+
+def from_config(mc, spec) -> STLink:
+  """The torch ST-LINK for a stjax `config.model` (split SE-Attention or none) and DataSpec."""
+  from stjax.models.pretrained import llm_config
+  from stjax.models.st_link import resolve_mrffn_layers
+
+  if mc.se_attention and mc.se_mode != "split":
+    raise ValueError(f"torch reference: se_mode={mc.se_mode!r} is not built (split only)")
+  if mc.node_emb_init != "xavier":
+    raise ValueError("torch reference: node_emb_init must be xavier (weights are copied from stjax anyway)")
+  gpt2 = llm_config(mc, causal=mc.causal, use_wpe=False)
+  mrffn_kwargs = dict(memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
+                      tau=mc.memory_tau, alpha=mc.memory_alpha, num_experts=mc.num_experts,
+                      expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight)
+  if mc.mrffn and mc.memory_reseed_after:
+    raise ValueError("torch reference: memory_reseed_after > 0 is not built")
+  return STLink(num_nodes=spec.num_nodes, input_offsets=tuple(int(o) for o in spec.input_offsets),
+                in_channels=spec.in_channels, output_len=spec.output_len, out_channels=spec.out_channels,
+                steps_per_day=spec.steps_per_day, gpt2=gpt2, patch_len=mc.patch_len, embed_dim=mc.embed_dim,
+                se_attention=mc.se_attention, temporal_dims=mc.temporal_dims, rope_base=mc.rope_base,
+                mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (), mrffn_kwargs=mrffn_kwargs,
+                revin=mc.revin, revin_affine=mc.revin_affine)

@@ -29,10 +29,9 @@ class STLLM(nn.Module):
   """
 
   def __init__(self, *, num_nodes: int, input_len: int, in_channels: int, output_len: int, out_channels: int,
-               steps_per_day: int, gpt2, token_features: int, stjax_names: dict[str, str]):
+               steps_per_day: int, gpt2, token_features: int):
     super().__init__()
     self.steps_per_day, self.output_len, self.out_channels = steps_per_day, output_len, out_channels
-    self._stjax = stjax_names
     self.start = nn.Linear(input_len * (in_channels + 2), token_features)
     self.time_day = nn.Parameter(torch.empty(steps_per_day, token_features))
     self.time_week = nn.Parameter(torch.empty(7, token_features))
@@ -62,14 +61,12 @@ class STLLM(nn.Module):
     return out, out.new_zeros(())
 
   def name_map(self) -> dict[str, tuple[str, str]]:
-    s = self._stjax
-    m = {}
-    m.update(weights.dense_map("start", f"params/{s['start']}"))
-    m["time_day"] = (f"params/{s['time_day']}", "same")
-    m["time_week"] = (f"params/{s['time_week']}", "same")
-    m["node_emb"] = (f"params/{s['node_emb']}", "same")
-    m.update(weights.dense_map("fusion", f"params/{s['fusion']}"))
-    m.update(weights.dense_map("head", f"params/{s['head']}"))
+    """torch name -> (stjax path, layout) for `weights.load_stjax_params`."""
+    m = {"time_day": ("params/calendar/time_day", "same"), "time_week": ("params/calendar/time_week", "same"),
+         "node_emb": ("params/nodes/node_emb", "same")}
+    m.update(weights.dense_map("start", "params/start_conv"))
+    m.update(weights.dense_map("fusion", "params/feature_fusion"))
+    m.update(weights.dense_map("head", "params/regression_layer"))
     m["llm.wte.weight"] = ("params/llm/wte/embedding", "same")
     m["llm.wpe.weight"] = ("params/llm/wpe/embedding", "same")
     m.update(weights.gpt2_block_map("llm.", "params/llm", self.llm.config.n_layer))
@@ -77,3 +74,15 @@ class STLLM(nn.Module):
 
   def unused_stjax(self) -> tuple[str, ...]:
     return ()
+
+
+def from_config(mc, spec) -> STLLM:
+  """The torch ST-LLM for a stjax `config.model` and DataSpec (same GPT-2 geometry and dropouts)."""
+  from stjax.models.pretrained import llm_config
+
+  gpt2 = llm_config(mc, causal=mc.causal, use_wpe=True)
+  if not mc.causal:
+    raise ValueError("torch reference: ST-LLM is built with GPT-2's causal mask only")
+  return STLLM(num_nodes=spec.num_nodes, input_len=spec.input_len, in_channels=spec.in_channels,
+               output_len=spec.output_len, out_channels=spec.out_channels, steps_per_day=spec.steps_per_day,
+               gpt2=gpt2, token_features=mc.embed_dim)

@@ -81,9 +81,8 @@ def load_stjax_params(model: torch.nn.Module, variables: Mapping[str, Any],
   Raises ValueError on a missing or extra tensor or a shape mismatch.
   """
   flat = flatten(variables)
-  tensors = dict(model.named_parameters())
-  tensors.update(dict(model.named_buffers()))
-  missing_torch = sorted(set(tensors) - set(name_map))
+  tensors = dict(model.state_dict(keep_vars=True))  # parameters + persistent buffers (memory keys)
+  missing_torch = sorted(set(tensors) - set(name_map))  # non-persistent buffers are constants
   if missing_torch:
     raise ValueError(f"torch tensors with no stjax source: {missing_torch}")
   used = set()
