@@ -196,3 +196,63 @@ def test_torch_reference_forward_equals_stjax(name, rng):
     np.testing.assert_allclose(t_aux.item(), float(aux["aux_loss"]), rtol=1e-4)
     keys = np.asarray(new_state["memory"]["llm"]["h_2"]["extra_ffn"]["memory"]["keys"])
     np.testing.assert_allclose(ref.h[2].extra_ffn.memory.keys.numpy(), keys, atol=1e-5)
+
+
+_TINY_CONFIG = '''
+import ml_collections
+from stjax import optim, sharding, trainer
+from stjax.data.windows import default_data_config
+from stjax.models import {name}
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.overwrite = False
+  c.data = default_data_config()
+  c.model = {name}.default_config()
+  c.model.update(dict(llm_layers=2, unfrozen_layers=1, trainable="pfa(1)", n_embd=32, n_head=2, vocab_size=64,
+                      n_positions=64, embed_dim=8))
+  c.optim = optim.default_optim_config()
+  c.train = trainer.default_train_config()
+  c.mesh = sharding.default_mesh_config()
+  return c
+'''
+
+
+def test_bench_cli_prints_json_last_line(tmp_path):
+  """`python -m stjax.bench` on CPU, CI-sized: the last line is JSON with positive finite times,
+  a positive FLOP count and memory; config overrides on the command line reach the model."""
+  import json
+  import os
+  import subprocess
+
+  cfg = tmp_path / "tiny_st_llm.py"
+  cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
+  env = dict(os.environ, PYTHONWARNINGS="ignore")
+  proc = subprocess.run(
+      [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--config.model.n_head=4", "--batch=8",
+       "--nodes=6", "--steps=3", "--warmup=1", "--num_steps=300", "--data_batches=3"],
+      capture_output=True, text=True, timeout=600, env=env, cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in ("step_time_s", "compile_time_s", "samples_per_s", "flops_per_step", "peak_memory_bytes",
+              "data_samples_per_s", "tokens_per_s"):
+    assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
+  assert result["nodes"] == 6 and result["batch"] == 8 and result["tokens_per_sample"] == 6
+  assert result["mfu"] is None  # CPU: no peak in the table and none given
+  assert result["samples_per_s"] == pytest.approx(8 / result["step_time_s"])
+  assert math.isfinite(result["loss"])
+
+
+def test_bench_cli_bad_batch_is_one_line_error(tmp_path):
+  import os
+  import subprocess
+
+  cfg = tmp_path / "tiny_st_llm.py"
+  cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
+  proc = subprocess.run([sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--batch=0", "--nodes=6"],
+                        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                        cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == "stjax: error: --batch: must be >= 1, got 0"
