@@ -11,7 +11,7 @@ import json
 import pathlib
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder written by stjax.train.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["val", "test"], "Split to evaluate.")
@@ -80,6 +80,9 @@ def main(argv) -> None:
   from stjax import distributed
   from stjax.errors import UserError, cli_entry
   from stjax.metrics import format_table
+
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
   @cli_entry
   def run():

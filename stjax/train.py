@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
@@ -50,6 +50,9 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from stjax import distributed
   from stjax.errors import cli_entry
+
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; -v 0 brings it back
 
   @cli_entry
   def run():

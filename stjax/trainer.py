@@ -78,6 +78,19 @@ def validate_config(config) -> None:
       raise UserError(f"config.train.{field}: must be >= 0, got {t[field]}")
 
 
+def trainability_policy(config):
+  """The freezing policy: `config.model.trainable` for models that define it (it is tied to their
+  architecture, e.g. pfa(U) with U = unfrozen_layers), else `config.optim.trainable`. Setting both
+  to different values is refused, so there is one source of truth."""
+  model_policy, optim_policy = config.model.get("trainable"), config.optim.trainable
+  if model_policy is None:
+    return optim_policy
+  if optim_policy not in ("full", model_policy):
+    raise UserError(f"config.optim.trainable: {optim_policy!r} conflicts with config.model.trainable "
+                    f"{model_policy!r}; set the policy in config.model.trainable only")
+  return model_policy
+
+
 def _model_defaults(name) -> ml_collections.ConfigDict:
   """The `default_config()` of the model module registered as `name` (UserError if unknown)."""
   import importlib
@@ -250,7 +263,7 @@ def build_experiment(config) -> Experiment:
   abstract_vars = sharding.unbox_abstract(boxed)
   params_abs, model_state_abs = split_variables(abstract_vars)
   param_shardings, model_state_shardings = split_variables(dict(var_shardings))
-  trainable = optim.trainable_mask(params_abs, config.optim)
+  trainable = optim.trainable_mask(params_abs, trainability_policy(config))
   steps_per_epoch, total_steps, _ = schedule_of(config, len(bundle.splits["train"]))
   tx, schedule = optim.make_optimizer(config.optim, params_abs, trainable,
                                       steps_per_epoch=steps_per_epoch, total_steps=total_steps)
@@ -583,7 +596,7 @@ def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
     print(table, flush=True)
     ckpt_lib.atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     ckpt_lib.atomic_write_text(workdir / "results.md", results_markdown(results, exp, table))
-    _plots(workdir, trace, nodes)
+    _plots(workdir, trace, nodes, exp.bundle.protocol.null_rule)
   return results
 
 
@@ -625,18 +638,23 @@ def results_markdown(results: dict, exp: Experiment, table: str) -> str:
   return "\n".join(lines)
 
 
-def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...]) -> None:
+def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...], null_rule: str) -> None:
+  """predictions.png (first-horizon forecasts vs truth of a few test nodes; readings the protocol
+  does not score are left out) and training_curves.png (train loss and val MAE per step)."""
   import matplotlib
+
+  from stjax.metrics import null_mask
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   if trace is not None and len(nodes):
     order = np.argsort(trace["index"])
+    true = np.where(np.asarray(null_mask(trace["true"], null_rule)), trace["true"], np.nan)
     fig, axes = plt.subplots(len(nodes), 1, figsize=(12, 2.2 * len(nodes)), sharex=True, squeeze=False)
     for i, node in enumerate(nodes):
       ax = axes[i, 0]
-      ax.plot(trace["index"][order], trace["true"][order, i], lw=0.8, label="truth")
+      ax.plot(trace["index"][order], true[order, i], lw=0.8, label="truth")
       ax.plot(trace["index"][order], trace["pred"][order, i], lw=0.8, label="prediction (+1 step)")
       ax.set_ylabel(f"node {node}")
     axes[0, 0].legend(loc="upper right")
