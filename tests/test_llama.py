@@ -313,3 +313,22 @@ def test_trainability_policies_know_llama_names():
     assert layer["mlp"]["up_proj"]["lora_a"]
   lora = jax.tree_util.tree_leaves_with_path(optim.trainable_mask(params, "lora")["llm"])
   assert {p[-1].key for p, t in lora if t} == {"lora_a", "lora_b"}
+
+
+def test_cli_convert_and_export(tied_model, tmp_path, capsys):
+  from stjax.convert.__main__ import main
+
+  _, folder = tied_model
+  main(["llama", f"--source={folder}", f"--output={tmp_path / 'ckpt'}", "--num-layers=2"])
+  out = capsys.readouterr().out
+  assert "Llama, 2 layers, width 32, 4 heads (2 K/V) of 8, mlp 48, vocab 96, rope llama3" in out
+  assert "parameters: 18,592" in out  # 96*32 + 2*(2*32*32 + 2*32*16 + 3*32*48 + 2*32) + 32
+  main(["export", f"--source={tmp_path / 'ckpt'}", f"--output={tmp_path / 'hf'}"])
+  assert "exported" in capsys.readouterr().out
+  assert transformers.LlamaModel.from_pretrained(tmp_path / "hf").config.num_hidden_layers == 2
+  capsys.readouterr()  # drop transformers' progress output
+  with pytest.raises(SystemExit) as e:
+    main(["llama", f"--source={folder}", f"--output={tmp_path / 'bad'}", "--num-layers=9"])
+  assert e.value.code == 2 and not (tmp_path / "bad").exists()
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("stjax: error: num_layers: 9 exceeds")

@@ -1,6 +1,7 @@
-"""`python -m stjax.convert`: Hugging Face GPT-2 -> stjax checkpoint, and back.
+"""`python -m stjax.convert`: Hugging Face GPT-2 / Llama -> stjax checkpoint, and back.
 
     python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
+    python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
     python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
 """
 
@@ -20,6 +21,14 @@ def _count(params) -> int:
 
 
 def _describe(config) -> str:
+  from stjax.models.llama import LlamaConfig
+  if isinstance(config, LlamaConfig):
+    rope = f"rope {config.rope_type} (theta {config.rope_theta:g}"
+    rope += f", factor {config.rope_factor:g})" if config.rope_type == "llama3" else ")"
+    return (f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
+            f"{config.num_attention_heads} heads ({config.num_key_value_heads} K/V) of {config.head_dim}, "
+            f"mlp {config.intermediate_size}, vocab {config.vocab_size}, {rope}, "
+            f"{'tied' if config.tie_word_embeddings else 'untied'} embeddings")
   return (f"{config.n_layer} layers, width {config.n_embd}, {config.n_head} heads, "
           f"mlp {config.inner_dim}, vocab {config.vocab_size}, positions {config.n_positions}")
 
@@ -32,23 +41,34 @@ def main(argv: list[str] | None = None) -> int:
   gpt2.add_argument("--source", required=True, help="hub id (e.g. gpt2) or local HF folder")
   gpt2.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
   gpt2.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
+  llama = sub.add_parser("llama", help="HF Llama (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
+  llama.add_argument("--source", required=True, help="hub id (e.g. meta-llama/Llama-3.2-1B) or local HF folder")
+  llama.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
+  llama.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
   export = sub.add_parser("export", help="stjax (or HF) GPT-2 -> HF folder (model.safetensors + config.json)")
-  export.add_argument("--source", required=True, help="stjax checkpoint folder (or anything hf_gpt2.load reads)")
+  export.add_argument("--source", required=True, help="stjax GPT-2/Llama checkpoint folder (or an HF folder / hub id)")
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
   args = parser.parse_args(argv)
 
-  from stjax.convert import hf_gpt2
+  from stjax.convert import hf_gpt2, hf_llama
 
   if args.command == "gpt2":
     config, params, path = hf_gpt2.convert(args.source, args.output, args.num_layers)
     print(f"converted {args.source}: GPT-2, {_describe(config)}")
     print(f"parameters: {_count(params):,}")
     print(f"wrote stjax checkpoint: {path} (config.json, params/)")
+  elif args.command == "llama":
+    config, params, path = hf_llama.convert(args.source, args.output, args.num_layers)
+    print(f"converted {args.source}: Llama, {_describe(config)}")
+    print(f"parameters: {_count(params):,}")
+    print(f"wrote stjax checkpoint: {path} (config.json, params/)")
   else:
-    config, params = hf_gpt2.load(args.source, args.num_layers)
-    path = hf_gpt2.export(config, params, args.output)
-    print(f"exported {args.source}: GPT-2, {_describe(config)}")
+    from stjax.models.backbones import backbone_name, load_backbone
+    config, params = load_backbone(args.source, args.num_layers)  # GPT-2 or Llama, by config.json
+    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama")}[backbone_name(config)]
+    path = family[0].export(config, params, args.output)
+    print(f"exported {args.source}: {family[1]}, {_describe(config)}")
     print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")
   return 0
 
