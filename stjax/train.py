@@ -32,6 +32,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with config errors (bad file, unknown or mistyped override) as one line."""
   import sys
 
+  from stjax.errors import UserError
+
   try:
     rest = flags.FLAGS(argv)
     _CONFIG.value.keys()  # config_flags defers file errors until first use
@@ -39,7 +41,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:
     message = (f"--config: unknown field {str(e).strip(chr(34))} in an override (the config is locked; "
                "check the spelling against the config file)")
-  except (flags.Error, OSError, TypeError, ValueError) as e:
+  except (flags.Error, OSError, TypeError, ValueError, UserError) as e:
     message = " ".join(str(e).split())  # config_flags errors span several lines
   print(f"stjax: error: {message}", file=sys.stderr)
   sys.exit(2)

@@ -45,6 +45,32 @@ def default_train_config() -> ml_collections.ConfigDict:
   return c
 
 
+def base_config(model_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A complete experiment config with every section at its documented default; config files
+  start from this and override (each default is commented where it is defined)."""
+  from stjax import optim
+  from stjax.data.windows import default_data_config
+
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # init, dropout and shuffle seed.
+  c.overwrite = False  # True: replace a run of a different config in --workdir.
+  c.data = default_data_config()  # stjax/data/windows.py
+  c.model = model_config  # the model module's default_config()
+  c.optim = optim.default_optim_config()  # stjax/optim.py
+  c.train = default_train_config()  # above
+  c.mesh = sharding.default_mesh_config()  # stjax/sharding.py
+  return c
+
+
+def parse_variant(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
+  """`--config=file.py:a,b` -> {"a", "b"}; UserError naming the allowed variants otherwise."""
+  tokens = {t.strip() for t in (arg or "").split(",") if t.strip()}
+  bad = sorted(tokens - set(allowed))
+  if bad:
+    raise UserError(f"--config variant {', '.join(bad)!r} unknown; allowed: {', '.join(allowed)}")
+  return tokens
+
+
 def validate_config(config) -> None:
   """UserError for unknown fields in the trainer-owned parts of the config."""
   known_top = {"seed", "overwrite", "data", "model", "optim", "train", "mesh"}
