@@ -102,6 +102,20 @@ def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   # Re-evaluating the best checkpoint reproduces results.json exactly.
   for split in ("test", "val"):
     assert evaluate.compare(saved[split], evaluate.evaluate_workdir(tmp_path, split), split) == []
+  # stjax.predict: raw history in original units -> the same forecasts as the evaluation path.
+  from stjax.predict import Forecaster
+
+  f = Forecaster.from_workdir(tmp_path)
+  src, ds = f.experiment.bundle.splits["test"], f.experiment.bundle.dataset
+  t = int(src.times[7])
+  span = slice(t - f.history_len + 1, t + 1)
+  got = f.predict(ds.values[span], time_of_day=ds.time_of_day[span], day_of_week=ds.day_of_week[span])
+  window = {k: v for k, v in src.batch([7]).items() if k in ("x", "tod", "dow")}
+  want = jax.jit(trainer.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(f.state, window)
+  assert got.shape == (12, 6, 1)
+  np.testing.assert_allclose(got, np.asarray(want)[0], rtol=1e-5, atol=1e-5)
+  with pytest.raises(UserError, match="history"):
+    f.predict(ds.values[span][:5], time_of_day=ds.time_of_day[span][:5], day_of_week=ds.day_of_week[span][:5])
   # Running the finished command again resumes at the end: nothing retrains, same results.
   again = trainer.train_and_evaluate(tiny_config(), str(tmp_path))
   assert again["test"] == saved["test"]
