@@ -75,7 +75,7 @@ def test_reference_matches_torch_and_gradients(rng):
   def loss(p, xe):
     return jnp.sum(GPT2(cfg).apply({"params": p}, xe) * w)
 
-  gp, gx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+  gp, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
   np.testing.assert_allclose(np.asarray(gx), xt.grad.numpy(), atol=1e-4, rtol=1e-4)
   grads = hf_gpt2.to_hf_tensors(cfg, jax.tree_util.tree_map(np.asarray, gp))
   torch_grads = {n: p.grad for n, p in hf.named_parameters()}
@@ -110,9 +110,8 @@ def test_dropout_is_active_in_training_only(rng):
   x = jnp.asarray(rng.standard_normal((1, 30, cfg.n_embd)).astype(np.float32))
   model = GPT2(cfg)
   det = model.apply({"params": params}, x)
-  a = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
-  b = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
-  c = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+  train = jax.jit(lambda key: model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key}))
+  a, b, c = train(jax.random.key(1)), train(jax.random.key(1)), train(jax.random.key(2))
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert np.abs(np.asarray(a) - np.asarray(det)).max() > 1e-2
   assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-2
@@ -125,7 +124,7 @@ def test_bfloat16_compute_keeps_float32_params(rng):
   assert out.dtype == jnp.bfloat16
   ref = golden.reference_forward(sd, x, cfg.n_layer, cfg.n_head)
   assert np.abs(np.asarray(out, np.float32) - ref).max() < 0.1
-  init = nn.unbox(GPT2(cfg).init(jax.random.key(0), jnp.asarray(x))["params"])
+  init = nn.unbox(jax.eval_shape(GPT2(cfg).init, jax.random.key(0), jnp.asarray(x))["params"])
   assert {a.dtype for a in jax.tree_util.tree_leaves(init)} == {jnp.dtype("float32")}
 
 
@@ -148,7 +147,7 @@ def test_pluggable_attention_and_extra_ffn(rng):
   x = rng.standard_normal((1, 40, cfg.n_embd)).astype(np.float32)
   plain = np.asarray(GPT2(cfg).apply({"params": params}, jnp.asarray(x)))
   se = GPT2(cfg, attention_factory=lambda i: (lambda: _ScaledQueries(cfg)))
-  assert jax.tree_util.tree_structure(nn.unbox(se.init(jax.random.key(0), jnp.asarray(x))["params"])) == \
+  assert jax.tree_util.tree_structure(nn.unbox(jax.eval_shape(se.init, jax.random.key(0), jnp.asarray(x))["params"])) == \
       jax.tree_util.tree_structure(params)
   np.testing.assert_array_equal(np.asarray(se.apply({"params": params}, jnp.asarray(x))), plain)
   scaled = se.apply({"params": params}, jnp.asarray(x), attention_kwargs={"q_scale": 0.0})
@@ -162,7 +161,7 @@ def test_pluggable_attention_and_extra_ffn(rng):
                              atol=1e-4)
   # Extra FFN on block 1 only: its output is added to the MLP's, i.e. like a shifted c_proj bias.
   ext = GPT2(cfg, extra_ffn_factory=lambda i: (lambda: _ConstantFFN()) if i == 1 else None)
-  init = nn.unbox(ext.init(jax.random.key(0), jnp.asarray(x))["params"])
+  init = nn.unbox(jax.eval_shape(ext.init, jax.random.key(0), jnp.asarray(x))["params"])
   assert "extra_ffn" in init["h_1"] and "extra_ffn" not in init["h_0"]
   p = {**params, "h_1": {**params["h_1"], "extra_ffn": {"c": np.full(cfg.n_embd, 0.25, np.float32)}}}
   out, aux = ext.apply({"params": p}, jnp.asarray(x), return_aux=True)
@@ -175,9 +174,9 @@ def test_pluggable_attention_and_extra_ffn(rng):
 
 def test_logical_axes_on_every_parameter():
   cfg = GPT2Config(**SMALL, lora_rank=2)
-  boxed = GPT2(cfg).init(jax.random.key(0), jnp.zeros((1, 4, cfg.n_embd)))["params"]
+  boxed = jax.eval_shape(GPT2(cfg).init, jax.random.key(0), jnp.zeros((1, 4, cfg.n_embd)))["params"]
   leaves = jax.tree_util.tree_leaves_with_path(boxed, is_leaf=lambda l: isinstance(l, nn.Partitioned))
-  assert leaves and all(isinstance(l, nn.Partitioned) and len(l.names) == l.value.ndim for _, l in leaves)
+  assert leaves and all(isinstance(l, nn.Partitioned) and len(l.names) == len(l.value.shape) for _, l in leaves)
   assert boxed["h_0"]["attn"]["c_attn"]["kernel"].names == ("embed", "qkv")
   assert boxed["h_0"]["mlp"]["c_fc"]["kernel"].names == ("embed", "mlp")
   assert boxed["wte"]["embedding"].names == ("vocab", "embed")
@@ -187,4 +186,4 @@ def test_logical_axes_on_every_parameter():
 def test_sequence_longer_than_position_table_is_a_user_error():
   cfg = GPT2Config(**{**SMALL, "n_positions": 16})
   with pytest.raises(UserError, match="n_positions=16"):
-    GPT2(cfg).init(jax.random.key(0), jnp.zeros((1, 17, cfg.n_embd)))
+    jax.eval_shape(GPT2(cfg).init, jax.random.key(0), jnp.zeros((1, 17, cfg.n_embd)))

@@ -19,15 +19,19 @@ SHAPE = dict(vocab_size=11, n_positions=64, n_embd=16, n_head=2, n_layer=2)
 
 def _pretrained(rng):
   cfg = GPT2Config(**SHAPE)
-  init = nn.unbox(GPT2(cfg).init(jax.random.key(1), jnp.zeros((1, 4, 16)))["params"])
-  return jax.tree_util.tree_map(lambda x: (np.asarray(x) + 0.1 * rng.standard_normal(x.shape)).astype(np.float32), init)
+  shapes = nn.unbox(jax.eval_shape(GPT2(cfg).init, jax.random.key(1), jnp.zeros((1, 4, 16)))["params"])
+  return jax.tree_util.tree_map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+
+
+def _init(model, x):
+  return nn.unbox(jax.jit(model.init)(jax.random.key(0), x)["params"])
 
 
 def test_lora_dense_math(rng):
   x = rng.standard_normal((3, 5, 6)).astype(np.float32)
   layer = LoRADense(4, kernel_axes=("embed", "mlp"), rank=2, alpha=3.0)
   p = jax.tree_util.tree_map(lambda v: rng.standard_normal(v.shape).astype(np.float32),
-                             nn.unbox(layer.init(jax.random.key(0), x)["params"]))
+                             nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x)["params"]))
   got = np.asarray(layer.apply({"params": p}, x))
   want = x @ p["kernel"] + p["bias"] + 1.5 * (x @ p["lora_a"]) @ p["lora_b"]
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -37,7 +41,7 @@ def test_adapters_where_selected_and_fresh_adapters_are_a_no_op(rng):
   pretrained = _pretrained(rng)
   cfg = GPT2Config(**SHAPE, lora_rank=4, lora_alpha=8.0, lora_targets=r"attn/c_attn|mlp/c_fc")
   x = jnp.asarray(rng.standard_normal((2, 30, 16)).astype(np.float32))
-  init = nn.unbox(GPT2(cfg).init(jax.random.key(0), x)["params"])
+  init = _init(GPT2(cfg), x)
   for i in range(2):
     block = init[f"h_{i}"]
     assert set(block["attn"]["c_attn"]) == set(block["mlp"]["c_fc"]) == {"kernel", "bias", "lora_a", "lora_b"}
@@ -56,7 +60,7 @@ def test_training_moves_only_adapters_and_merge_is_exact(rng):
   model = GPT2(cfg)
   x = jnp.asarray(rng.standard_normal((2, 20, 16)).astype(np.float32))
   y = jnp.asarray(rng.standard_normal((2, 20, 16)).astype(np.float32))
-  params = hf_gpt2.overlay(nn.unbox(model.init(jax.random.key(0), x)["params"]), _pretrained(rng))
+  params = hf_gpt2.overlay(_init(model, x), _pretrained(rng))
   mask = optim.trainable_mask(params, "lora")
   ocfg = optim.default_optim_config()
   ocfg.update(learning_rate=1e-2, weight_decay=0.1)
