@@ -39,7 +39,8 @@ class STLLM(nn.Module):
     for p in (self.time_day, self.time_week, self.node_emb):
       nn.init.xavier_uniform_(p)
     self.fusion = nn.Linear(3 * token_features, gpt2.n_embd)
-    hf = HFGPT2Config(**{**gpt2.to_hf(), "n_layer": gpt2.n_layer})
+    # No token ids are ever used (inputs are embeddings): drop GPT-2's bos/eos ids so small vocabularies validate.
+    hf = HFGPT2Config(**{**gpt2.to_hf(), "bos_token_id": None, "eos_token_id": None})
     hf._attn_implementation = "sdpa"
     self.llm = GPT2Model(hf)
     self.head = nn.Linear(gpt2.n_embd, output_len * out_channels)
