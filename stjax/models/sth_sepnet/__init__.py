@@ -116,7 +116,7 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
     width = hidden_size(llm)
     if not 1 <= cfg.d_ff <= width:
       bad("d_ff", f"must be in [1, LM width {width}], got {cfg.d_ff}")
-    if spec.input_len + cfg.stride < cfg.patch_len or num_patches(spec.input_len, cfg.patch_len, cfg.stride) < 1:
+    if num_patches(spec.input_len, cfg.patch_len, cfg.stride) < 1:
       bad("patch_len", f"{cfg.patch_len} is longer than the padded input ({spec.input_len} + {cfg.stride})")
 
 

@@ -90,8 +90,9 @@ class TemporalStream(nn.Module):
     b, t, n, c = x.shape
     series = jnp.moveaxis(jnp.mean(x, axis=2), -1, 1).reshape(b * c, t)  # [B*C, T]
     patches = replication_pad_patches(series, self.patch_len, self.stride)  # [B*C, P, patch_len]
-    h = nn.Conv(self.d_model, (3,), padding="CIRCULAR", use_bias=False, name="patch_embedding",
-                kernel_init=nn.initializers.variance_scaling(2.0 / (1 + 0.01**2), "fan_in", "normal"))(patches)
+    kaiming = nn.initializers.variance_scaling(2.0 / (1 + 0.01**2), "fan_in", "normal")
+    h = nn.Conv(self.d_model, (3,), padding="CIRCULAR", use_bias=False, kernel_init=kaiming,
+                name="patch_embedding")(patches)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if self.reprogramming:
       table = jax.lax.stop_gradient(getattr(self.llm, _TOKEN_TABLE[self.llm_family]).embedding)
