@@ -1,15 +1,22 @@
 """stjax vs the PyTorch reference (eager and torch.compile), side by side in one run.
 
-    python benchmarks/compare_torch.py --config=configs/st_link_pemsbay.py --batch=8 --nodes=207 \
-        --steps=20 [--config.x=y ...] [--out=docs/compare.md] [--no_compile]
+    python benchmarks/compare_torch.py --config=benchmarks/configs/st_link_cpu.py --batch=4 --nodes=64 \
+        --steps=10 [--config.x=y ...] [--out=docs/compare.md] [--no_compile]
 
 Same shapes, settings, dtype (float32) and initialisation: the experiment is built once exactly as
 `python -m stjax.bench` builds it (synthetic data, the trainer's jitted step), and its initial
 parameters (and MRFFN memory keys) are copied into the torch model (`torch_reference.weights`).
 The torch step is what the research code does: forward, loss (masked MAE in original units + aux
 loss), backward, optimizer step, with the same frozen parameters (`requires_grad=False` from the
-stjax trainability mask) and the torch twin of the config's optimizer (`torch_optimizer`). Times are
-medians of `--steps` steps after `--warmup` warm-up steps.
+stjax trainability mask) and the torch twin of the config's optimizer (`torch_optimizer`). Steps are
+interleaved (one step of each framework per round, `--steps` rounds after `--warmup`), so a change
+of machine load hits all frameworks alike; medians are reported.
+
+On a GPU both frameworks share the device: JAX's memory preallocation is switched off, torch runs
+on CUDA, every torch step ends with `torch.cuda.synchronize()`, and peak memories are JAX's
+`peak_bytes_in_use` and, per torch model, torch's `max_memory_allocated` over its first two steps
+above what was already allocated. On CPU the stjax peak is the compiled
+step's memory analysis and torch's is not measured.
 
 Prints a markdown table and, as its last line, one JSON object with all measurements.
 """
@@ -24,6 +31,8 @@ import statistics
 import sys
 import time
 
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with torch
+
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # `python benchmarks/compare_torch.py` from anywhere
   sys.path.insert(0, str(_ROOT))
@@ -36,8 +45,11 @@ from stjax import bench  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def torch_batch(host: dict) -> dict[str, torch.Tensor]:
-  return {k: torch.from_numpy(np.ascontiguousarray(host[k])) for k in ("x", "tod", "dow", "y")}
+  return {k: torch.from_numpy(np.ascontiguousarray(host[k])).to(DEVICE) for k in ("x", "tod", "dow", "y")}
 
 
 def masked_mae_torch(pred: torch.Tensor, y: torch.Tensor, null_rule: str) -> torch.Tensor:
@@ -59,8 +71,8 @@ def masked_mae_torch(pred: torch.Tensor, y: torch.Tensor, null_rule: str) -> tor
 def make_torch_loss(model, bundle):
   """batch -> scalar training loss, as the stjax trainer computes it."""
   protocol, scaler = bundle.protocol, bundle.target_scaler
-  mean = torch.from_numpy(np.asarray(scaler.mean, np.float32))
-  std = torch.from_numpy(np.asarray(scaler.std, np.float32))
+  mean = torch.from_numpy(np.asarray(scaler.mean, np.float32)).to(DEVICE)
+  std = torch.from_numpy(np.asarray(scaler.std, np.float32)).to(DEVICE)
 
   def loss_fn(batch):
     pred, aux = model({k: batch[k] for k in ("x", "tod", "dow")})
@@ -94,31 +106,35 @@ def torch_optimizer(model: torch.nn.Module, optim_config) -> torch.optim.Optimiz
   raise UserError(f"config.optim.name: no torch twin for {c.name!r}")
 
 
-def time_torch(loss_fn, model, opt, batches, steps: int, warmup: int) -> tuple[list[float], float]:
-  """Per-step seconds of forward + backward + optimizer step; returns (times, first-step seconds)."""
-  model.train()
+def torch_stepper(loss_fn, opt):
+  """One torch train step on a batch: zero grads, loss, backward, optimizer step -> loss."""
 
   def step(batch):
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(batch)
     loss.backward()
     opt.step()
+    if DEVICE.type == "cuda":
+      torch.cuda.synchronize()
     return loss
 
-  start = time.perf_counter()
-  loss = step(batches[0])
-  first = time.perf_counter() - start
-  if not torch.isfinite(loss):
-    raise RuntimeError(f"torch step produced a non-finite loss {loss.item()}")
+  return step
+
+
+def interleaved_times(runners: dict, num_batches: int, steps: int, warmup: int) -> dict[str, list[float]]:
+  """Times `steps` rounds; in each round every runner takes one step on the same batch, so a
+  change of machine load during the run hits all frameworks alike (the machine may be shared).
+  `runners[name](i)` runs one synchronised step on batch i."""
   for i in range(warmup):
-    step(batches[(1 + i) % len(batches)])
-  times = []
+    for run in runners.values():
+      run(i % num_batches)
+  times = {name: [] for name in runners}
   for i in range(steps):
-    b = batches[(1 + warmup + i) % len(batches)]
-    start = time.perf_counter()
-    step(b)
-    times.append(time.perf_counter() - start)
-  return times, first
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run((warmup + i) % num_batches)
+      times[name].append(time.perf_counter() - start)
+  return times
 
 
 def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_steps: int = 864,
@@ -126,52 +142,70 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
   """Runs stjax, torch eager and (optionally) torch.compile on one experiment; returns rows."""
   import jax
 
-  from stjax import trainer
-
   if threads:
     torch.set_num_threads(threads)
-  stjax_result = bench.run(config, batch=batch, nodes=nodes, steps=steps, warmup=warmup, num_steps=num_steps,
-                           data_batches=0)
-  cfg = bench.apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
-  exp = trainer.build_experiment(cfg)
-  with exp.context():
-    state = exp.init_state()
-  variables = jax.device_get(state.variables())
+  prep = bench.prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
+  cfg, exp = prep.config, prep.exp
+  variables = jax.device_get(prep.state.variables())
   trainable = weights.flatten({"params": jax.device_get(exp.trainable)})
-  train = exp.bundle.splits["train"]
-  rng = np.random.default_rng(0)
-  host_batches = [train.batch(rng.choice(len(train), size=batch, replace=False)) for _ in range(4)]
-  batches = [torch_batch(b) for b in host_batches]
+  batches = [torch_batch(b) for b in prep.host_batches]
 
-  rows = [dict(framework="stjax (jax.jit)", step_time_s=stjax_result["step_time_s"],
-               first_step_s=stjax_result["compile_time_s"], samples_per_s=stjax_result["samples_per_s"],
-               peak_memory_bytes=stjax_result["peak_memory_bytes"])]
+  carry = {"state": prep.state}
+
+  def run_stjax(i):
+    carry["state"], out = prep.step(carry["state"], prep.batches[i])
+    jax.block_until_ready((carry["state"], out))
+    return out["loss"]
+
+  runners = {"stjax (jax.jit)": run_stjax}
+  first = {"stjax (jax.jit)": prep.compiled.compile_time_s}
   modes = [("torch eager", False)] + ([("torch.compile", True)] if use_compile else [])
+  torch_peaks = {}
   for label, compiled in modes:
+    if DEVICE.type == "cuda":  # this model's own peak: allocations above what is already resident
+      torch.cuda.synchronize()
+      base = torch.cuda.memory_allocated()
+      torch.cuda.reset_peak_memory_stats()
     model = build_reference(cfg.model, exp.bundle.spec)
     name_map = model.name_map()
     weights.load_stjax_params(model, variables, name_map, unused=model.unused_stjax())
+    model.to(DEVICE)
     for tname, p in model.named_parameters():
       p.requires_grad_(bool(trainable[name_map[tname][0]]))
+    model.train()
     loss_fn = make_torch_loss(model, exp.bundle)
     if compiled:
       loss_fn = torch.compile(loss_fn)
-    opt = torch_optimizer(model, cfg.optim)
-    times, first = time_torch(loss_fn, model, opt, batches, steps, warmup)
-    med = statistics.median(times)
-    rows.append(dict(framework=label, step_time_s=med, first_step_s=first, samples_per_s=batch / med,
-                     peak_memory_bytes=None))
-  eager = rows[1]["step_time_s"]
+    step = torch_stepper(loss_fn, torch_optimizer(model, cfg.optim))
+    start = time.perf_counter()
+    loss = step(batches[0])
+    first[label] = time.perf_counter() - start
+    if not torch.isfinite(loss):
+      raise RuntimeError(f"{label}: non-finite loss {loss.item()}")
+    step(batches[1 % len(batches)])  # optimizer state now exists: the steady-state peak
+    torch_peaks[label] = torch.cuda.max_memory_allocated() - base if DEVICE.type == "cuda" else None
+    runners[label] = lambda i, step=step: step(batches[i])
+
+  times = interleaved_times(runners, len(batches), steps, warmup)
+  jax_peak = bench.device_peak_memory(list(exp.mesh.devices.flat)) or prep.compiled.memory_bytes
+  rows = []
+  for label, ts in times.items():
+    med = statistics.median(ts)
+    rows.append(dict(framework=label, step_time_s=med, step_time_min_s=min(ts), first_step_s=first[label],
+                     samples_per_s=batch / med,
+                     peak_memory_bytes=jax_peak if label.startswith("stjax") else torch_peaks[label]))
+  eager = times["torch eager"]
   for r in rows:
-    r["vs_torch_eager"] = r["step_time_s"] / eager
+    r["vs_torch_eager"] = r["step_time_s"] / statistics.median(eager)
   return {"model": cfg.model.name, "nodes": nodes, "batch": batch, "steps": steps, "warmup": warmup,
           "dtype": "float32", "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
           "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-          "device": stjax_result["device_kind"], "stjax_flops_per_step": stjax_result["flops_per_step"],
+          "device": jax.devices()[0].device_kind, "stjax_flops_per_step": prep.compiled.flops_per_device,
           "rows": rows}
 
 
-COLUMNS = [("framework", "framework"), ("step_time_s", "step (s, median)"), ("vs_torch_eager", "x torch eager"),
+COLUMNS = [("framework", "framework"), ("step_time_s", "step (s, median)"), ("step_time_min_s", "step (s, min)"),
+           ("vs_torch_eager", "x torch eager"),
            ("samples_per_s", "samples/s"), ("first_step_s", "compile / first step (s)"),
            ("peak_memory_bytes", "peak mem (B)")]
 

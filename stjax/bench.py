@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -209,13 +208,25 @@ def apply_overrides(config, *, batch: int, nodes: int, num_steps: int):
   return config
 
 
-def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_steps: int = 864,
-        data_batches: int = 20, peak_flops: float | None = None, num_distinct_batches: int = 4,
-        ) -> dict[str, Any]:
-  """Builds the experiment for `config` on synthetic data and benchmarks its train step.
+@dataclasses.dataclass
+class Prepared:
+  """A compiled train step ready to time: the experiment, its state and device batches."""
 
-  Returns the result dict documented in the module docstring (plus shapes and environment).
-  """
+  config: Any                     # the config actually run (after `apply_overrides`)
+  exp: Any                        # stjax.trainer.Experiment
+  compiled: Compiled
+  state: Any                      # TrainState (donated by each call: always use the returned one)
+  batches: list[dict[str, Any]]   # device batches x, tod, dow, y (sharded like the trainer's)
+  host_batches: list[dict[str, np.ndarray]]  # the same batches on the host (for other frameworks)
+
+  def step(self, state, batch):
+    """One train step: (state, batch) -> (new state, measurements)."""
+    with self.exp.context():
+      return self.compiled.fn(state, batch)
+
+
+def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinct_batches: int = 4) -> Prepared:
+  """Builds the experiment for `config` on synthetic data and compiles the trainer's step for it."""
   from stjax import trainer
 
   config = apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
@@ -226,26 +237,37 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
     raise UserError(f"--batch: {batch} is not divisible by the {exp.batch_shards} data shards of the mesh")
   if len(train) < batch:
     raise UserError(f"--batch: {batch} exceeds the {len(train)} training windows of {num_steps} synthetic "
-                    "steps; raise --num-steps")
+                    "steps; raise --num_steps")
 
   step_fn = trainer.make_train_step(exp.model, exp.tx, trainer.make_loss_fn(bundle.protocol, bundle.target_scaler),
                                     exp.trainable, config.train.compute_dtype, exp.schedule)
   jitted = jax.jit(step_fn, in_shardings=(exp.state_shardings, exp.batch_sharding),
                    out_shardings=(exp.state_shardings, None), donate_argnums=0)
-
   rng = np.random.default_rng(0)
   keys = ("x", "tod", "dow", "y")
-  batches = []
+  host_batches, batches = [], []
   with exp.context():
     state = exp.init_state()
     for _ in range(num_distinct_batches):
       host = train.batch(rng.choice(len(train), size=batch, replace=False))
-      batches.append(jax.device_put({k: host[k] for k in keys}, exp.batch_sharding))
+      host_batches.append({k: host[k] for k in keys})
+      batches.append(jax.device_put(host_batches[-1], exp.batch_sharding))
     compiled = compile_step(jitted, state, batches[0])
-    times, state = time_calls(compiled.fn, state, batches, steps=steps, warmup=warmup)
-    # One finite loss proves the timed step computed something real.
-    state, measurements = compiled.fn(state, batches[0])
-    loss = float(jax.device_get(measurements["loss"]))
+  return Prepared(config, exp, compiled, state, batches, host_batches)
+
+
+def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_steps: int = 864,
+        data_batches: int = 20, peak_flops: float | None = None) -> dict[str, Any]:
+  """Builds the experiment for `config` on synthetic data and benchmarks its train step.
+
+  Returns the result dict documented in the module docstring (plus shapes and environment).
+  """
+  prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
+  config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
+  times, state = time_calls(prep.step, prep.state, prep.batches, steps=steps, warmup=warmup)
+  # One finite loss proves the timed step computed something real.
+  state, measurements = prep.step(state, prep.batches[0])
+  loss = float(jax.device_get(measurements["loss"]))
   if not math.isfinite(loss):
     raise RuntimeError(f"benchmark step produced a non-finite loss {loss}")
 
