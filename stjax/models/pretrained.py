@@ -1,0 +1,85 @@
+"""The GPT-2 backbone of stjax models: its config from `config.model`, and pretrained weights.
+
+Every LLM-backed model (ST-LINK, ST-LLM, STH-SepNet) keeps GPT-2 under `params["llm"]` and reads
+the same config fields: `llm_layers`, `n_embd`, `n_head`, `vocab_size`, `n_positions`, `dropout`,
+`attention_dropout`, `dtype`, `pretrained`. `model.pretrained` is a converted stjax checkpoint
+folder, a Hugging Face folder or a hub id (see `stjax.convert.hf_gpt2.load`); empty = random init,
+which `warn_if_random` announces, since the published results all start from pretrained GPT-2.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from stjax.errors import UserError
+from stjax.models.gpt2 import GPT2Config
+
+LLM_KEY = "llm"
+
+
+def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None) -> GPT2Config:
+  """The GPT2Config of a model: geometry and dropout from `model_config`, masks from the caller.
+
+  Args:
+    model_config: `config.model` with llm_layers, n_embd, n_head, vocab_size, n_positions,
+      dropout (embedding and residual dropout), attention_dropout, dtype.
+    causal: causal attention mask.
+    use_wpe: add GPT-2's learned position table to the inputs.
+    attention_dropout: overrides `model_config.attention_dropout` when given.
+  """
+  mc = model_config
+  if mc.llm_layers < 1:
+    raise UserError(f"config.model.llm_layers: must be >= 1, got {mc.llm_layers}")
+  for field in ("dropout", "attention_dropout"):
+    if not 0.0 <= mc[field] < 1.0:
+      raise UserError(f"config.model.{field}: must be in [0, 1), got {mc[field]}")
+  return GPT2Config(
+      vocab_size=mc.vocab_size, n_positions=mc.n_positions, n_embd=mc.n_embd, n_layer=mc.llm_layers,
+      n_head=mc.n_head, embd_pdrop=mc.dropout, resid_pdrop=mc.dropout,
+      attn_pdrop=mc.attention_dropout if attention_dropout is None else attention_dropout,
+      use_wpe=use_wpe, causal=causal, dtype=mc.dtype)
+
+
+def check_pfa(mc) -> None:
+  """unfrozen_layers within the model, and a pfa(U) policy consistent with it."""
+  if not 0 <= mc.unfrozen_layers <= mc.llm_layers:
+    raise UserError(f"config.model.unfrozen_layers: {mc.unfrozen_layers} not in 0..llm_layers={mc.llm_layers}")
+  policy = str(mc.get("trainable", "")).replace(" ", "")
+  if policy.startswith("pfa(") and policy != f"pfa({mc.unfrozen_layers})":
+    raise UserError(f"config.model.trainable: {mc.trainable} disagrees with unfrozen_layers={mc.unfrozen_layers}")
+
+
+def warn_if_random(model_config) -> None:
+  """Warns (once per build) when the language model will start from random weights."""
+  if not model_config.get("pretrained", ""):
+    warnings.warn(
+        f"config.model.pretrained is empty: {model_config.name} starts its GPT-2 from RANDOM weights. "
+        "Fine for tests and smoke runs; results comparable to the papers need pretrained GPT-2 "
+        "(set config.model.pretrained to a hub id such as 'gpt2', an HF folder or a converted checkpoint).",
+        UserWarning, stacklevel=2)
+
+
+def merge_pretrained(model_config, params: Any) -> dict:
+  """Copies pretrained GPT-2 weights into `params["llm"]`, checking geometry and shapes.
+
+  Args:
+    model_config: `config.model` (`pretrained`, `llm_layers`, `n_embd`, `n_head`, ...).
+    params: the model's freshly initialised params (dict with an `llm` subtree).
+  Returns: a new params dict; leaves the checkpoint lacks (SE merge, MRFFN, LoRA) keep their init.
+  """
+  from stjax.convert import hf_gpt2
+
+  source = model_config.get("pretrained", "")
+  if not source:
+    raise UserError("config.model.pretrained: empty, nothing to load")
+  if LLM_KEY not in params:
+    raise UserError(f"config.model.name={model_config.name}: the model has no params['{LLM_KEY}'] to load GPT-2 into")
+  loaded_config, loaded = hf_gpt2.load(source, num_layers=model_config.llm_layers)
+  for field in ("n_embd", "n_head", "vocab_size", "n_positions"):
+    want, got = model_config[field], getattr(loaded_config, field)
+    if want != got:
+      raise UserError(f"config.model.{field}: is {want} but the pretrained model {source} has {got}")
+  out = dict(params)
+  out[LLM_KEY] = hf_gpt2.overlay(params[LLM_KEY], loaded, where=f"{source} -> params/{LLM_KEY}")
+  return out

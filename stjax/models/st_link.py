@@ -1,0 +1,234 @@
+"""ST-LINK (arXiv 2509.13753): GPT-2 with SE-Attention, MRFFN memory and RevIN.
+
+    x [B, T_in, N, C_in] --RevIN--> patches [B, N, P, patch_len * C_in]   (P = T_in / patch_len)
+    token = Dense(concat[patch, tod emb, dow emb, node emb])                [B, N * P, d]
+    GPT-2 blocks: SE-Attention (time rotation by the patch's last time offset, space rotation by
+      node phases), + MRFFN in `mrffn_layers`, full attention over all N * P tokens
+    head: per node, flatten the P outputs -> Dense -> (T_out, C_out); RevIN inverse
+    -> pred [B, T_out, N, C_out] in scaled units, aux {"aux_loss", memory statistics}
+
+Design choices and their reasons: docs/st_link.md. Partially Frozen Attention is the optimizer
+mask `pfa(U)` (stjax.optim) on `params["llm"]`, never stop_gradient in the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from stjax.errors import UserError
+from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
+from stjax.models.gpt2 import GPT2, GPT2Config
+from stjax.models.memory import MEMORY, MRFFN, memory_stats
+from stjax.models.pretrained import check_pfa, llm_config, warn_if_random
+from stjax.models.registry import register
+from stjax.models.revin import RevIN
+from stjax.models.se_attention import SEAttention, SERotary, rotary_dims
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`config.model` for ST-LINK; every field documented (docs/st_link.md gives the reasons)."""
+  c = ml_collections.ConfigDict()
+  c.name = "st_link"
+  # GPT-2 backbone (params["llm"]); geometry must match `pretrained` when one is given.
+  c.pretrained = ""  # converted stjax checkpoint folder, HF folder or hub id ("gpt2"); "" = random init.
+  c.llm_layers = 6  # GPT-2 blocks kept (the first llm_layers of the pretrained model).
+  c.unfrozen_layers = 2  # U: PFA trains attention in the last U blocks; MRFFN default sits there.
+  c.trainable = "pfa(2)"  # trainability policy for stjax.optim; pfa(U) must use U = unfrozen_layers.
+  c.n_embd = 768  # model width d (GPT-2 small: 768).
+  c.n_head = 12  # attention heads (GPT-2 small: 12, head dim 64).
+  c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
+  c.n_positions = 1024  # rows of wpe (used only by the no-SE ablation, indexed by patch).
+  c.dropout = 0.1  # GPT-2 embedding and residual dropout.
+  c.attention_dropout = 0.0  # dropout on attention probabilities; 0 keeps the fused linear-memory kernel.
+  c.dtype = "float32"  # compute dtype of GPT-2: float32 | bfloat16 (params stay float32).
+  # Tokens.
+  c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).
+  c.embed_dim = 64  # width of the time-of-day, day-of-week and node embeddings.
+  c.node_emb_init = "xavier"  # xavier | laplacian (graph Laplacian eigenvectors; needs an adjacency).
+  # SE-Attention.
+  c.se_attention = True  # rotary time + space positions; False = GPT-2 wpe by patch index (ablation).
+  c.se_mode = "split"  # split (head dims shared between time and space) | dual (two attentions).
+  c.temporal_dims = 32  # split: time-rotated dims per head (even; default half of head dim 64).
+  c.rope_base = 10000.0  # RoPE base of the frequencies omega_j.
+  c.causal = False  # causal mask over the N*P token sequence (ST-LLM-style ablation); False = full.
+  # MRFFN.
+  c.mrffn = True  # add memory retrieval + mixture of experts to the MLP of `mrffn_layers`.
+  c.mrffn_layers = ()  # block indices with MRFFN; () = the last `unfrozen_layers` blocks.
+  c.memory_size = 64  # M memory slots per MRFFN layer (sweep: 16, 64, 256).
+  c.memory_key_dim = 64  # width of queries and keys.
+  c.memory_top_k = 4  # slots read per token.
+  c.memory_tau = 0.1  # softmax temperature over the top-k cosines.
+  c.memory_alpha = 0.1  # EMA rate of the key update (sweep: 0.05, 0.1, 0.2).
+  c.memory_reseed_after = 0  # re-seed a slot unused for this many training steps; 0 = never.
+  c.num_experts = 4  # E small expert FFNs.
+  c.expert_top_k = 2  # experts per token.
+  c.expert_hidden = 256  # hidden width of each expert.
+  c.moe_aux_weight = 0.01  # weight of the Switch load-balancing loss in aux_loss.
+  # Output.
+  c.revin = True  # reversible instance normalisation of the input; outputs de-normalised.
+  c.revin_affine = True  # learnable per-feature affine in RevIN.
+  return c
+
+
+def check_patches(input_len: int, patch_len: int) -> int:
+  """Number of patches; UserError naming model.patch_len if it does not divide T_in."""
+  if patch_len < 1 or input_len % patch_len:
+    raise UserError(f"config.model.patch_len: {patch_len} does not divide the input length {input_len} "
+                    f"(use a divisor of {input_len}, e.g. 1)")
+  return input_len // patch_len
+
+
+class STLink(nn.Module):
+  """ST-LINK forecaster. `__call__(batch, train) -> (pred [B, T_out, N, C_out], aux dict)`.
+
+  Attributes:
+    llm: GPT-2 config (width, heads, blocks, dropout, causal; `use_wpe` is False: see se_attention).
+    num_nodes, output_len, in_channels, out_channels, steps_per_day: data shape (DataSpec).
+    input_offsets: time offset in steps of each input step (rotary positions use these).
+    patch_len, embed_dim: token layout and embedding width.
+    node_init: initialiser of the node table.
+    se_attention, se_mode, temporal_dims, rope_base: SE-Attention (False = wpe by patch index).
+    mrffn_layers: blocks with MRFFN; mrffn: factory of one MRFFN module.
+    revin, revin_affine: RevIN switches.
+  """
+
+  llm: GPT2Config
+  num_nodes: int
+  output_len: int
+  in_channels: int
+  out_channels: int
+  input_offsets: tuple[int, ...]
+  steps_per_day: int
+  patch_len: int = 3
+  embed_dim: int = 64
+  node_init: Callable = xavier
+  se_attention: bool = True
+  se_mode: str = "split"
+  temporal_dims: int = 32
+  rope_base: float = 10000.0
+  mrffn_layers: tuple[int, ...] = ()
+  mrffn: Callable[[], nn.Module] | None = None
+  revin: bool = True
+  revin_affine: bool = True
+
+  def setup(self):
+    self.num_patches = check_patches(len(self.input_offsets), self.patch_len)
+    self.calendar = CalendarEmbedding(self.steps_per_day, self.embed_dim)
+    self.nodes = NodeEmbedding(self.num_nodes, self.embed_dim, self.node_init)
+    self.token_embedding = nn.Dense(self.llm.n_embd, dtype=self.llm.compute_dtype)
+    if self.revin:
+      self.norm = RevIN(self.in_channels, self.revin_affine)
+    if self.se_attention:
+      self.rotary = SERotary(self.llm.head_dim, self.se_mode, self.temporal_dims, self.rope_base)
+      attention = lambda i: functools.partial(SEAttention, self.llm, mode=self.se_mode,  # noqa: E731
+                                              temporal_dims=self.temporal_dims)
+    else:
+      attention = None
+    extra = (lambda i: self.mrffn if i in self.mrffn_layers else None) if self.mrffn else None
+    self.gpt2 = GPT2(self.llm, attention_factory=attention, extra_ffn_factory=extra, name="llm")
+    self.head = nn.Dense(self.output_len * self.out_channels, dtype=jnp.float32)
+
+  def __call__(self, batch: dict[str, Any], train: bool = False):
+    """batch: x [B, T_in, N, C_in], tod [B, T_in], dow [B, T_in] -> (pred, aux)."""
+    x = batch["x"]
+    b, t, n, c = x.shape
+    p, pl = self.num_patches, self.patch_len
+    if (t, n, c) != (len(self.input_offsets), self.num_nodes, self.in_channels):
+      raise ValueError(f"STLink built for x [*, {len(self.input_offsets)}, {self.num_nodes}, {self.in_channels}], "
+                       f"got {x.shape}")
+    if self.revin:
+      x, stats = self.norm.normalize(x)
+    last = np.arange(p) * pl + pl - 1  # index of each patch's last step
+    patches = x.transpose(0, 2, 1, 3).reshape(b, n, p, pl * c)
+    tod_e, dow_e = self.calendar(batch["tod"][:, last], batch["dow"][:, last])  # [B, P, E]
+    node_e = self.nodes()  # [N, E]
+    e = self.embed_dim
+    feats = jnp.concatenate([
+        patches.astype(jnp.float32),
+        jnp.broadcast_to(tod_e[:, None], (b, n, p, e)),
+        jnp.broadcast_to(dow_e[:, None], (b, n, p, e)),
+        jnp.broadcast_to(node_e[None, :, None], (b, n, p, e)),
+    ], axis=-1)
+    tokens = self.token_embedding(feats).reshape(b, n * p, -1)  # token s = node s // P, patch s % P
+
+    if self.se_attention:
+      time_pos = jnp.asarray(np.tile(np.asarray(self.input_offsets, np.float32)[last], n))
+      token_node = jnp.asarray(np.repeat(np.arange(n), p))
+      kwargs = self.rotary(time_pos, node_e, token_node)
+    else:
+      if p > self.llm.n_positions:
+        raise UserError(f"config.model.se_attention=False: {p} patches exceed n_positions={self.llm.n_positions}")
+      tokens = tokens + jnp.tile(self.gpt2.wpe.embedding[:p], (n, 1))[None].astype(tokens.dtype)
+      kwargs = {}
+    hidden, aux_loss = self.gpt2(tokens, deterministic=not train, attention_kwargs=kwargs, return_aux=True)
+
+    out = self.head(hidden.astype(jnp.float32).reshape(b, n, -1))  # [B, N, T_out * C_out]
+    pred = out.reshape(b, n, self.output_len, self.out_channels).transpose(0, 2, 1, 3)
+    if self.revin:
+      pred = self.norm.denormalize(pred, stats, slice(0, self.out_channels))
+    aux = {"aux_loss": aux_loss}
+    if self.mrffn_layers:
+      aux.update(memory_stats(self.gpt2.variables.get(MEMORY, {})))
+    return pred, aux
+
+
+def resolve_mrffn_layers(mc) -> tuple[int, ...]:
+  """`model.mrffn_layers`, with () meaning the last `unfrozen_layers` blocks; validated."""
+  layers = tuple(int(i) for i in mc.mrffn_layers) or tuple(range(mc.llm_layers - mc.unfrozen_layers, mc.llm_layers))
+  bad = [i for i in layers if not 0 <= i < mc.llm_layers]
+  if bad:
+    raise UserError(f"config.model.mrffn_layers: {bad} outside 0..{mc.llm_layers - 1}")
+  return layers
+
+
+@register("st_link")
+def build(mc, spec) -> STLink:
+  """ST-LINK from `config.model` and a DataSpec."""
+  check_pfa(mc)
+  check_patches(spec.input_len, mc.patch_len)
+  if len(spec.input_offsets) != spec.input_len:
+    raise UserError(f"data: {len(spec.input_offsets)} input offsets for input_len {spec.input_len}")
+  if mc.revin and spec.out_channels > spec.in_channels:
+    raise UserError(f"config.model.revin: predicts {spec.out_channels} channels from {spec.in_channels} inputs; "
+                    "RevIN de-normalises outputs with the statistics of the first out_channels inputs")
+  cfg = llm_config(mc, causal=mc.causal, use_wpe=False)
+  if mc.se_attention:
+    rotary_dims(cfg.head_dim, mc.se_mode, mc.temporal_dims)
+  if mc.node_emb_init == "laplacian":
+    if spec.adjacency is None:
+      raise UserError("config.model.node_emb_init=laplacian: the dataset has no adjacency (set data.graph_path)")
+    if not 1 <= mc.embed_dim <= spec.num_nodes - 1:
+      raise UserError(f"config.model.node_emb_init=laplacian: embed_dim={mc.embed_dim} needs 1..N-1={spec.num_nodes - 1} "
+                      "non-trivial eigenvectors")
+    node_init = laplacian_node_init(spec.adjacency)
+  elif mc.node_emb_init == "xavier":
+    node_init = xavier
+  else:
+    raise UserError(f"config.model.node_emb_init: {mc.node_emb_init!r} is not xavier or laplacian")
+  mrffn = None
+  if mc.mrffn:
+    if not 1 <= mc.memory_top_k <= mc.memory_size:
+      raise UserError(f"config.model.memory_top_k: {mc.memory_top_k} not in 1..memory_size={mc.memory_size}")
+    if not 1 <= mc.expert_top_k <= mc.num_experts:
+      raise UserError(f"config.model.expert_top_k: {mc.expert_top_k} not in 1..num_experts={mc.num_experts}")
+    if not 0.0 < mc.memory_alpha <= 1.0:
+      raise UserError(f"config.model.memory_alpha: {mc.memory_alpha} not in (0, 1]")
+    mrffn = functools.partial(
+        MRFFN, cfg.n_embd, memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
+        tau=mc.memory_tau, alpha=mc.memory_alpha, reseed_after=mc.memory_reseed_after,
+        num_experts=mc.num_experts, expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden,
+        aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype)
+  warn_if_random(mc)
+  return STLink(
+      llm=cfg, num_nodes=spec.num_nodes, output_len=spec.output_len, in_channels=spec.in_channels,
+      out_channels=spec.out_channels, input_offsets=tuple(int(o) for o in spec.input_offsets),
+      steps_per_day=spec.steps_per_day, patch_len=mc.patch_len, embed_dim=mc.embed_dim, node_init=node_init,
+      se_attention=mc.se_attention, se_mode=mc.se_mode, temporal_dims=mc.temporal_dims, rope_base=mc.rope_base,
+      mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (), mrffn=mrffn, revin=mc.revin,
+      revin_affine=mc.revin_affine)
