@@ -1,15 +1,22 @@
 """Device mesh, logical axis rules and shardings for params, state and batches.
 
-The mesh has three named axes, sized from `config.mesh`:
+The mesh has four named axes, sized from `config.mesh` (docs/scaling.md: layouts and when to
+use each):
 
   data    batch parallelism (params replicated across it),
-  fsdp    batch parallelism that also shards parameters (ZeRO-3 style),
+  fsdp    batch parallelism that also shards parameters and optimizer state (ZeRO-3 style),
+  nodes   graph/token parallelism: the node axis of every batch (and so the N*P token sequence
+          of ST-LINK, whose tokens are node-major) is split across it, for graphs too large
+          for one device's activations,
   tensor  model parallelism inside a layer (heads, MLP hidden units).
 
 Models name the axes of their parameters and activations with logical names
 (`nn.with_logical_partitioning(init, ("embed", "mlp"))`); `config.mesh.rules` maps each logical
-name to a mesh axis (or None = replicated), so changing the parallelism is a config edit. A
-parameter without annotations is replicated. Batches are split over `data` and `fsdp` together.
+name to a mesh axis (or None = replicated), so changing the parallelism is a config edit. Every
+logical name a model uses must have a rule (a missing one is a UserError, never a silent
+replication). A parameter without annotations and with at least `config.mesh.min_shard_size`
+elements is FSDP-sharded on its largest divisible dimension; smaller ones are replicated.
+Batches are split over `data` and `fsdp` together (rows) and over `nodes` (node axis of x, y).
 """
 
 from __future__ import annotations
@@ -26,24 +33,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from stjax.errors import UserError
 
-MESH_AXES = ("data", "fsdp", "tensor")
+# Outer to inner: the inner axes get the fastest links (devices of one host / one ICI ring).
+MESH_AXES = ("data", "fsdp", "nodes", "tensor")
 BATCH_AXES = ("data", "fsdp")
+PARAM_AXES = ("fsdp", "tensor")  # mesh axes that split parameters
+# Batch keys with a node axis (axis 2 of [B, T, N, C]); it is split over the `nodes` mesh axis.
+NODE_KEYS = ("x", "y")
+NODE_AXIS = 2
 
-# Logical axis name -> mesh axis. `batch` must map to the batch axes; the rest are the names
-# stjax models use on their parameters and activations (docs/training.md lists them).
+# Logical axis name -> mesh axis. These are all the names stjax models use (GPT-2 and Llama
+# parameters, activation constraints); ST-LINK, ST-LLM and STH-SepNet own layers carry no
+# annotations (their large leaves, e.g. STH-SepNet's prototype map, are sharded by size).
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),
-    ("embed", "fsdp"),      # model width d: sharded over fsdp (params) only.
-    ("mlp", "tensor"),      # MLP hidden units.
-    ("heads", "tensor"),    # attention heads x head dim (input of the attention out-projection).
-    ("qkv", "tensor"),      # fused q|k|v output columns of GPT-2's c_attn.
-    ("kv", None),           # per-head features.
-    ("vocab", "tensor"),    # token table rows.
-    ("positions", None),    # learned position table rows.
-    ("nodes", None),        # sensor/zone nodes.
-    ("time", None),         # time steps / patches.
-    ("memory", None),       # MRFFN memory slots.
-    ("experts", None),      # mixture-of-experts experts.
+    ("batch", BATCH_AXES),   # activations' batch axis: data x fsdp, like the input rows.
+    ("nodes", "nodes"),      # activations' node / token axis: graph parallelism.
+    ("embed", "fsdp"),       # model width d on params: FSDP (gathered per layer in the step).
+    ("mlp", "tensor"),       # MLP hidden units (GPT-2 c_fc/c_proj, Llama gate/up/down).
+    ("heads", "tensor"),     # attention heads x head dim (q_proj, out-projection input).
+    ("qkv", "tensor"),       # fused q|k|v output columns of GPT-2's c_attn.
+    ("kv_heads", "tensor"),  # Llama's grouped K/V heads x head dim (8 x 64 in Llama 3.2 1B).
+    ("vocab", "tensor"),     # token table rows (GPT-2 wte, Llama embed_tokens).
+    ("positions", None),     # GPT-2's learned position table rows (1024: small).
 )
 
 
@@ -51,39 +61,47 @@ def default_mesh_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.data = -1  # data-parallel axis size; -1 = all devices left over.
   c.fsdp = 1  # parameter-sharding data-parallel axis size (-1 = fill).
+  c.nodes = 1  # graph/token-parallel axis size: splits the node axis of batches (-1 = fill).
   c.tensor = 1  # tensor-parallel axis size (-1 = fill).
-  c.rules = DEFAULT_RULES  # logical axis name -> mesh axis (see stjax/sharding.py).
+  c.rules = DEFAULT_RULES  # logical axis name -> mesh axis (table in docs/scaling.md).
+  c.min_shard_size = 1 << 20  # params with >= this many elements must be sharded when
+  #                             fsdp * tensor > 1 (unannotated ones are FSDP-sharded by size).
   return c
 
 
-def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
-  """Axis sizes (data, fsdp, tensor) with at most one -1 filled from `num_devices`."""
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
+  """Axis sizes in MESH_AXES order, with at most one -1 filled from `num_devices`."""
+  sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
+  shown = dict(zip(MESH_AXES, sizes))
   fill = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
   if len(fill) > 1:
     raise UserError(f"config.mesh: at most one axis may be -1 (fill), got {', '.join(fill)}")
   if any(s == 0 or s < -1 for s in sizes):
-    raise UserError(f"config.mesh: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise UserError(f"config.mesh: axis sizes must be positive or -1, got {shown}")
   fixed = math.prod(s for s in sizes if s != -1)
   if fill:
     if num_devices % fixed:
       raise UserError(f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
-                      f"(product {fixed}) of {dict(zip(MESH_AXES, sizes))}")
+                      f"(product {fixed}) of {shown}")
     sizes[sizes.index(-1)] = num_devices // fixed
   elif fixed != num_devices:
-    raise UserError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} needs {fixed} devices, "
+    raise UserError(f"config.mesh: {shown} needs {fixed} devices, "
                     f"but {num_devices} are available (use -1 to fill an axis)")
   return tuple(sizes)
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """The (data, fsdp, tensor) mesh over `devices` (default: all devices of all hosts)."""
+  """The (data, fsdp, nodes, tensor) mesh over `devices` (default: all devices of all hosts).
+
+  Devices are laid out by `mesh_utils.create_device_mesh` (physical topology on TPU/GPU); where
+  it cannot (CPU), in `jax.devices()` order, which is process-major, so the outer axes (data,
+  fsdp) span hosts and each host holds a contiguous block of batch rows.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
   try:
     grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
   except (ValueError, NotImplementedError, AssertionError):
-    # Topologies that mesh_utils cannot lay out (e.g. CPU); plain order is fine there.
     grid = np.asarray(devices).reshape(shape)
   return Mesh(grid, MESH_AXES)
 
@@ -101,6 +119,8 @@ def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
       raise UserError(f"config.mesh.rules: rule for {name!r} names unknown mesh axis {bad[0]!r}; "
                       f"mesh axes are {', '.join(MESH_AXES)}")
     rules.append((str(name), tuple(target) if isinstance(target, (list, tuple)) else target))
+  if "batch" not in {n for n, _ in rules}:
+    raise UserError("config.mesh.rules: no rule for 'batch' (use ('batch', ('data', 'fsdp')))")
   return tuple(rules)
 
 
@@ -113,19 +133,77 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def tree_shardings(abstract_tree, mesh: Mesh, rules) -> Any:
+def batch_shardings(mesh: Mesh, keys: Sequence[str]) -> dict[str, NamedSharding]:
+  """Per batch key: rows over data x fsdp; the node axis of `x` and `y` also over `nodes`."""
+  node_split = NamedSharding(mesh, P(BATCH_AXES, None, "nodes"))
+  return {k: node_split if k in NODE_KEYS else batch_sharding(mesh) for k in keys}
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, rules, min_shard_size: int = 0) -> Any:
   """NamedShardings for a tree from `jax.eval_shape(model.init, ...)` (boxed leaves allowed).
 
-  Leaves boxed by `nn.with_logical_partitioning` get their logical axes mapped through `rules`;
-  plain leaves are replicated. The result matches the UNBOXED tree (`nn.meta.unbox`).
+  Leaves boxed by `nn.with_logical_partitioning` get their logical axes mapped through `rules`
+  (a name without a rule is a UserError). Plain leaves with >= `min_shard_size` elements
+  (0 = never) are split on their largest dimension divisible by the parameter axes (fsdp x
+  tensor, else fsdp, else tensor, whichever are > 1); others are replicated. The result matches
+  the UNBOXED tree (`nn.meta.unbox`).
   """
-  specs = nn.get_partition_spec(abstract_tree)
-  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-  unboxed = unbox_abstract(abstract_tree)
-  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(unboxed),
+  known = {name for name, _ in rules}
+  boxed = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+
+  def one(path, leaf):
+    if boxed(leaf):
+      missing = [a for a in leaf.names if isinstance(a, str) and a not in known]
+      if missing:
+        raise UserError(f"config.mesh.rules: no rule for logical axis {missing[0]!r} (used by "
+                        f"{jax.tree_util.keystr(path)}); add ({missing[0]!r}, mesh_axis or None)")
+      spec = nn.logical_to_mesh_axes(leaf.names, rules)
+      sharding = NamedSharding(mesh, P(*spec))
+      shape = leaf.unbox(apply_constraint=False).shape
+    else:
+      shape = tuple(getattr(leaf, "shape", ()))
+      sharding = _by_size(shape, mesh, min_shard_size)
+    _check_divisible(path, shape, sharding)
+    return sharding
+
+  return jax.tree_util.tree_map_with_path(one, abstract_tree, is_leaf=boxed)
+
+
+def _by_size(shape: tuple[int, ...], mesh: Mesh, min_shard_size: int) -> NamedSharding:
+  """Unannotated leaf: its largest dimension divisible by the parameter axes, if big enough."""
+  if not min_shard_size or math.prod(shape) < min_shard_size:
+    return replicated(mesh)
+  active = tuple(a for a in PARAM_AXES if mesh.shape[a] > 1)
+  for axes in (active,) + tuple((a,) for a in active if len(active) > 1):
+    size = math.prod(mesh.shape[a] for a in axes)
+    dims = [d for d in np.argsort(shape)[::-1] if shape[d] % size == 0]
+    if axes and dims:
+      spec = [None] * len(shape)
+      spec[dims[0]] = axes if len(axes) > 1 else axes[0]
+      return NamedSharding(mesh, P(*spec))
+  return replicated(mesh)
+
+
+def assert_sharded(params, shardings, min_size: int) -> None:
+  """UserError unless every leaf of `params` with >= `min_size` elements is split over devices.
+
+  The trainer calls it at init when the mesh shards parameters (fsdp x tensor > 1): a rule
+  table that maps a big parameter's axes to None (or to axes of size 1) would otherwise silently
+  replicate it on every device.
+  """
+  unsharded = []
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
                                     jax.tree_util.tree_leaves(shardings)):
-    _check_divisible(path, leaf.shape, sharding)
-  return shardings
+    shape = tuple(leaf.shape)
+    if math.prod(shape) >= min_size and tuple(sharding.shard_shape(shape)) == shape:
+      unsharded.append(f"{jax.tree_util.keystr(path)} {shape}")
+  if unsharded:
+    mesh = jax.tree_util.tree_leaves(shardings)[0].mesh
+    shown = "; ".join(unsharded[:4]) + (f" (+{len(unsharded) - 4} more)" if len(unsharded) > 4 else "")
+    raise UserError(f"config.mesh: the mesh {dict(mesh.shape)} shards parameters but "
+                    f"{len(unsharded)} with >= {min_size} elements would be replicated on every "
+                    f"device: {shown}; map their logical axes to fsdp/tensor in config.mesh.rules "
+                    "or raise config.mesh.min_shard_size")
 
 
 def unbox_abstract(tree) -> Any:
@@ -169,16 +247,42 @@ def _path_key(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding, *,
+def put_batch(batch: dict[str, np.ndarray], shardings: NamedSharding | dict[str, NamedSharding], *,
               whole: bool = False) -> dict[str, jax.Array]:
-  """Host batch -> global arrays split over the batch axes of the mesh.
+  """Host batch -> global arrays on the mesh (`jax.make_array_from_process_local_data`).
 
-  By default every host passes its own `global_batch / process_count` rows and the global batch
-  is their concatenation in process order (training). With `whole=True` every host passes the
-  same whole global batch and keeps only the rows its devices hold (evaluation).
+  By default (training) host h of P passes rows [h B/P, (h+1) B/P) of the global batch B, as
+  `stjax.data.pipeline` gives them, with every node; the global batch is their concatenation in
+  process order. The mesh must give each host exactly that block of rows (true when data/fsdp
+  are the host-spanning outer axes); otherwise this is a UserError, not a silent reorder. With
+  `whole=True` every host passes the same whole global batch and keeps what its devices hold.
+  `shardings` is one sharding for every key or one per key (`batch_shardings`).
   """
   out = {}
   for k, v in batch.items():
     v = np.asarray(v)
-    out[k] = jax.make_array_from_process_local_data(sharding, v, v.shape if whole else None)
+    sharding = shardings[k] if isinstance(shardings, dict) else shardings
+    global_shape = v.shape if whole else (v.shape[0] * jax.process_count(),) + v.shape[1:]
+    _check_batch_layout(k, global_shape, sharding, whole)
+    out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
   return out
+
+
+def _check_batch_layout(key: str, global_shape, sharding: NamedSharding, whole: bool) -> None:
+  for dim, axes in enumerate(sharding.spec):
+    size = math.prod(sharding.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+    if global_shape[dim] % size:
+      field = "config.mesh.nodes" if dim == NODE_AXIS else "config.train.batch_size"
+      raise UserError(f"{field}: batch['{key}'] axis {dim} of size {global_shape[dim]} cannot be "
+                      f"split {size} ways over {axes!r}")
+  if whole or jax.process_count() == 1:
+    return
+  rows = global_shape[0] // jax.process_count()
+  want = (jax.process_index() * rows, (jax.process_index() + 1) * rows)
+  held = [idx[0].indices(global_shape[0])[:2] for idx in
+          sharding.addressable_devices_indices_map(tuple(global_shape)).values()]
+  if (min(lo for lo, _ in held), max(hi for _, hi in held)) != want:
+    raise UserError(f"config.mesh: {dict(sharding.mesh.shape)} does not give host "
+                    f"{jax.process_index()} batch rows {want[0]}:{want[1]} of {global_shape[0]} "
+                    "(an axis inside a host spans hosts); make data/fsdp the axes that span hosts, "
+                    "e.g. data = number of hosts or more")

@@ -242,7 +242,13 @@ class Experiment:
 
   @property
   def batch_sharding(self):
+    """Rows over data x fsdp (every key); `batch_shardings` also splits nodes over `nodes`."""
     return sharding.batch_sharding(self.mesh)
+
+  @property
+  def batch_shardings(self) -> dict:
+    """Per batch key: rows over data x fsdp, the node axis of x and y over `nodes`."""
+    return sharding.batch_shardings(self.mesh, _EVAL_KEYS)
 
   @property
   def batch_shards(self) -> int:
@@ -285,10 +291,12 @@ def build_experiment(config) -> Experiment:
   mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
   with _Context(mesh, rules):
     boxed = jax.eval_shape(init_variables, params_rng)
-    var_shardings = sharding.tree_shardings(boxed, mesh, rules)
+    var_shardings = sharding.tree_shardings(boxed, mesh, rules, config.mesh.min_shard_size)
   abstract_vars = sharding.unbox_abstract(boxed)
   params_abs, model_state_abs = split_variables(abstract_vars)
   param_shardings, model_state_shardings = split_variables(dict(var_shardings))
+  if mesh.shape["fsdp"] * mesh.shape["tensor"] > 1:
+    sharding.assert_sharded(params_abs, param_shardings, config.mesh.min_shard_size)
   trainable = optim.trainable_mask(params_abs, trainability_policy(config))
   steps_per_epoch, total_steps, _ = schedule_of(config, len(bundle.splits["train"]))
   tx, schedule = optim.make_optimizer(config.optim, params_abs, trainable,
@@ -339,7 +347,7 @@ def _load_pretrained(config, state: TrainState, tx, shardings: TrainState) -> Tr
 def compile_predict(exp: Experiment, compute_dtype: str = "float32"):
   """Jitted eval forward: (state, batch) -> predictions in original units, replicated."""
   fn = make_predict_fn(exp.model, exp.bundle.target_scaler, compute_dtype)
-  in_batch = {k: exp.batch_sharding for k in ("x", "tod", "dow")}
+  in_batch = {k: exp.batch_shardings[k] for k in ("x", "tod", "dow")}
   return jax.jit(fn, in_shardings=(exp.state_shardings, in_batch),
                  out_shardings=sharding.replicated(exp.mesh))
 
@@ -360,7 +368,7 @@ def compile_eval_step(exp: Experiment, keep_nodes: tuple[int, ...] = ()):
                       "index": batch["index"], "valid": batch["valid"]}
     return out
 
-  in_batch = {k: exp.batch_sharding for k in _EVAL_KEYS}
+  in_batch = {k: exp.batch_shardings[k] for k in _EVAL_KEYS}
   return jax.jit(step, in_shardings=(exp.state_shardings, in_batch),
                  out_shardings=sharding.replicated(exp.mesh))
 
@@ -391,7 +399,7 @@ def evaluate_split(exp: Experiment, state: TrainState, split: str, eval_step=Non
   meter = metrics.Metrics.for_protocol(exp.bundle.protocol, exp.bundle.spec)
   traces = []
   for batch in eval_batches(exp.bundle.splits[split], eval_batch_size(exp)):
-    batch = sharding.put_batch({k: batch[k] for k in _EVAL_KEYS}, exp.batch_sharding)
+    batch = sharding.put_batch({k: batch[k] for k in _EVAL_KEYS}, exp.batch_shardings)
     with exp.context():
       out = jax.device_get(eval_step(state, batch))
     meter.add(out["sums"])
@@ -417,9 +425,9 @@ def compile_train_step(exp: Experiment):
 
 
 def jit_train_step(step, state_shardings: TrainState, mesh):
-  """jit with explicit shardings: state as given, batch split over (data, fsdp), measurements
-  replicated; the incoming state's buffers are donated to the new state."""
-  batch_sh = {k: sharding.batch_sharding(mesh) for k in _TRAIN_KEYS}
+  """jit with explicit shardings: state as given, batch rows split over (data, fsdp) and nodes
+  over `nodes`, measurements replicated; the incoming state's buffers are donated."""
+  batch_sh = sharding.batch_shardings(mesh, _TRAIN_KEYS)
   return jax.jit(step, in_shardings=(state_shardings, batch_sh),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
 
@@ -473,6 +481,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   validate_config(config)
   main = distributed.is_main_process()
   workdir = ckpt_lib.prepare_workdir(workdir, config) if main else pathlib.Path(workdir)
+  if jax.process_count() > 1:  # the others open checkpoints only once host 0 has set the workdir up
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("stjax.trainer: workdir ready")
   t = config.train
   # --- data, model init, sharding ---
   exp = build_experiment(config)
@@ -490,7 +502,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state, data_state, meta = checkpoints.restore(exp.abstract_state)
     iterator.set_state(data_state)
     loop = LoopState(**meta)
-    print(f"Resumed from {checkpoints.root / 'last'} at step {int(state.step)}", flush=True)
+    if main:
+      print(f"Resumed from {checkpoints.root / 'last'} at step {int(state.step)}", flush=True)
   else:
     state = exp.init_state()
   first_step = int(jax.device_get(state.step))
@@ -526,7 +539,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   while step < total_steps and not loop.stopped_early:
     host_batch = next(iterator)
-    batch = sharding.put_batch({k: host_batch[k] for k in _TRAIN_KEYS}, exp.batch_sharding)
+    batch = sharding.put_batch({k: host_batch[k] for k in _TRAIN_KEYS}, exp.batch_shardings)
     with exp.context(), jax.transfer_guard("disallow"):
       state, measurements = train_step(state, batch)
     step += 1

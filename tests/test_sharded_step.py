@@ -150,8 +150,8 @@ def test_loss_is_masked_mae_in_original_units(rng):
 
 
 def test_mesh_shape_fill_and_errors():
-  cfg = ml_collections.ConfigDict({"data": -1, "fsdp": 2, "tensor": 1, "rules": ()})
-  assert sharding.mesh_shape(cfg, 8) == (4, 2, 1)
+  cfg = ml_collections.ConfigDict({"data": -1, "fsdp": 2, "nodes": 1, "tensor": 1, "rules": ()})
+  assert sharding.mesh_shape(cfg, 8) == (4, 2, 1, 1)
   cfg.tensor = 3
   with pytest.raises(sharding.UserError, match="not divisible"):
     sharding.mesh_shape(cfg, 8)
