@@ -122,7 +122,7 @@ def test_gradients_reach_values_and_router_not_keys(rng):
                               mutable=["memory"])
     return jnp.sum(out**2) + aux
 
-  g_params, g_keys = jax.grad(loss, argnums=(0, 1))(variables["params"], variables["memory"]["memory"]["keys"])
+  g_params, g_keys = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], variables["memory"]["memory"]["keys"])
   assert float(jnp.abs(g_params["memory"]["values"]).max()) > 0
   assert float(jnp.abs(g_params["memory"]["query"]["kernel"]).max()) > 0
   assert float(jnp.abs(g_params["experts"]["router"]["kernel"]).max()) > 0

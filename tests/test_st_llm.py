@@ -95,16 +95,17 @@ def test_matches_pytorch_reference(rng):
   spec = make_spec(12, 12, 1, 1)
   model = build(tiny_config(), spec)
   batch = make_batch(rng, spec)
-  variables = nn.meta.unbox(model.init({"params": jax.random.key(0)}, batch))
+  variables = jax.jit(lambda b: nn.meta.unbox(model.init({"params": jax.random.key(0)}, b)))(batch)
   # Bigger random weights than GPT-2's init so every part visibly contributes.
   params = jax.tree.map(lambda a: a * 5 if a.ndim == 2 else a, variables["params"])
-  pred, aux = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
+  forward = jax.jit(lambda p, b: model.apply({"params": p}, b))
+  pred, aux = forward(params, batch)
   want = torch_st_llm(params, model.llm, batch, 12, 1, 12, 48)
   np.testing.assert_allclose(pred, want, rtol=2e-4, atol=2e-4)
   assert float(aux["aux_loss"]) == 0.0
   # Causal over nodes: node 0's forecast ignores every other node's input.
   other = {**batch, "x": batch["x"].at[:, :, 1:].add(3.0)}
-  pred2, _ = model.apply({"params": params}, other)
+  pred2, _ = forward(params, other)
   np.testing.assert_allclose(pred2[:, :, 0], pred[:, :, 0], rtol=1e-5, atol=1e-5)
   assert float(jnp.abs(pred2[:, :, 2:] - pred[:, :, 2:]).max()) > 1e-3
   total, trainable = optim.count_params(params, optim.trainable_mask(params, "pfa(1)"))
