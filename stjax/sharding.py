@@ -143,7 +143,9 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, min_shard_size: int = 0) ->
   """NamedShardings for a tree from `jax.eval_shape(model.init, ...)` (boxed leaves allowed).
 
   Leaves boxed by `nn.with_logical_partitioning` get their logical axes mapped through `rules`
-  (a name without a rule is a UserError). Plain leaves with >= `min_shard_size` elements
+  (a name without a rule is a UserError); a dimension the mapped axes do not divide stays whole
+  (GPT-2's 50257-row token table over `tensor`), and a leaf left whole in every dimension is
+  treated like a plain one. Plain leaves with >= `min_shard_size` elements
   (0 = never) are split on their largest dimension divisible by the parameter axes (fsdp x
   tensor, else fsdp, else tensor, whichever are > 1); others are replicated. The result matches
   the UNBOXED tree (`nn.meta.unbox`).
@@ -157,9 +159,12 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, min_shard_size: int = 0) ->
       if missing:
         raise UserError(f"config.mesh.rules: no rule for logical axis {missing[0]!r} (used by "
                         f"{jax.tree_util.keystr(path)}); add ({missing[0]!r}, mesh_axis or None)")
-      spec = nn.logical_to_mesh_axes(leaf.names, rules)
-      sharding = NamedSharding(mesh, P(*spec))
       shape = leaf.unbox(apply_constraint=False).shape
+      spec = [axes if axes is None or dim % _size(mesh, axes) == 0 else None
+              for dim, axes in zip(shape, nn.logical_to_mesh_axes(leaf.names, rules))]
+      sharding = NamedSharding(mesh, P(*spec))
+      if all(a is None for a in spec):  # e.g. GPT-2's 50257-row table on tensor only
+        sharding = _by_size(shape, mesh, min_shard_size)
     else:
       shape = tuple(getattr(leaf, "shape", ()))
       sharding = _by_size(shape, mesh, min_shard_size)
@@ -167,6 +172,10 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, min_shard_size: int = 0) ->
     return sharding
 
   return jax.tree_util.tree_map_with_path(one, abstract_tree, is_leaf=boxed)
+
+
+def _size(mesh: Mesh, axes) -> int:
+  return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
 
 
 def _by_size(shape: tuple[int, ...], mesh: Mesh, min_shard_size: int) -> NamedSharding:

@@ -41,6 +41,26 @@ def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: 
       use_wpe=use_wpe, causal=causal, dtype=mc.dtype)
 
 
+def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None):
+  """The backbone config selected by `config.model.backbone` (absent = "gpt2").
+
+  "gpt2": `llm_config` above. "llama": Llama 3.2 1B geometry (`LlamaConfig` defaults: width 2048,
+  32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) truncated to `llm_layers` blocks, with the
+  model's dtype and attention dropout; GPT-2's geometry fields and `use_wpe` do not apply
+  (Llama's positions are rotary). Used for scaling runs (docs/scaling.md).
+  """
+  from stjax.models.llama import LlamaConfig
+
+  name = model_config.get("backbone", "gpt2")
+  if name == "gpt2":
+    return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout)
+  if name != "llama":
+    raise UserError(f"config.model.backbone: {name!r} is not gpt2 or llama")
+  gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
+  return LlamaConfig(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
+                     dtype=gpt2.dtype)
+
+
 def check_pfa(mc) -> None:
   """unfrozen_layers within the model, and a pfa(U) policy consistent with it."""
   if not 0 <= mc.unfrozen_layers <= mc.llm_layers:
@@ -68,13 +88,18 @@ def merge_pretrained(model_config, params: Any) -> dict:
     params: the model's freshly initialised params (dict with an `llm` subtree).
   Returns: a new params dict; leaves the checkpoint lacks (SE merge, MRFFN, LoRA) keep their init.
   """
-  from stjax.convert import hf_gpt2
+  from stjax.convert import hf_gpt2, hf_llama
 
   source = model_config.get("pretrained", "")
   if not source:
     raise UserError("config.model.pretrained: empty, nothing to load")
   if LLM_KEY not in params:
     raise UserError(f"config.model.name={model_config.name}: the model has no params['{LLM_KEY}'] to load GPT-2 into")
+  if model_config.get("backbone", "gpt2") == "llama":  # geometry is checked leaf by leaf below
+    _, loaded = hf_llama.load(source, num_layers=model_config.llm_layers)
+    out = dict(params)
+    out[LLM_KEY] = hf_gpt2.overlay(params[LLM_KEY], loaded, where=f"{source} -> params/{LLM_KEY}")
+    return out
   loaded_config, loaded = hf_gpt2.load(source, num_layers=model_config.llm_layers)
   for field in ("n_embd", "n_head", "vocab_size", "n_positions"):
     want, got = model_config[field], getattr(loaded_config, field)

@@ -32,6 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.pretrained = "gpt2"           # GPT-2 checkpoint (stjax folder, HF folder or hub id) merged into
                                   # params["llm"] by the trainer (stjax.models.pretrained);
                                   # "" = random LM (tests only; warns)
+  c.backbone = "gpt2"             # "gpt2" | "llama" (Llama 3.2 1B geometry, llm_layers blocks;
+                                  # GPT-2's geometry fields below then do not apply)
   c.llm_layers = 6                # GPT-2 blocks kept; never more than the pretrained depth (the
                                   # loader refuses; released scripts ask 32 of 12, see docs)
   c.vocab_size = 50257            # GPT-2 geometry; must match `pretrained` (checked on load)
@@ -82,7 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Config fields that are not `STHSepNetConfig` fields: the name, and GPT-2's geometry and
 # checkpoint (read by `stjax.models.pretrained`, shared with the other LLM models).
-_LLM_FIELDS = ("llm_layers", "vocab_size", "n_positions", "n_embd", "n_head", "attention_dropout",
+_LLM_FIELDS = ("backbone", "llm_layers", "vocab_size", "n_positions", "n_embd", "n_head", "attention_dropout",
                "dtype", "pretrained")
 _NOT_MODULE_FIELDS = ("name",) + _LLM_FIELDS
 
@@ -141,7 +143,7 @@ def build(model_config, spec) -> STHSepNet:
     pretrained.warn_if_random(model_config)
     if cfg.lora_rank < 0:
       raise UserError(f"config.model.lora_rank: must be >= 0, got {cfg.lora_rank}")
-    llm = pretrained.llm_config(model_config, causal=True, use_wpe=True).replace(
+    llm = pretrained.backbone_config(model_config, causal=True, use_wpe=True).replace(
         lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
   _check(cfg, llm, spec)
   static = None
