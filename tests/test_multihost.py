@@ -33,7 +33,7 @@ def get_config():
   c.data.synthetic.num_nodes = 8
   c.data.synthetic.num_steps = 420
   m = c.model
-  m.llm_layers, m.unfrozen_layers, m.trainable = 2, 1, "pfa(1)"
+  m.llm_layers, m.unfrozen_layers, m.trainable = 1, 1, "pfa(1)"
   m.n_embd, m.n_head, m.vocab_size, m.n_positions = 16, 2, 8, 8
   m.patch_len, m.embed_dim, m.temporal_dims = 6, 8, 4
   m.memory_size, m.memory_key_dim, m.memory_top_k, m.expert_hidden = 8, 8, 2, 16
@@ -54,8 +54,11 @@ def _train_cmd(config: pathlib.Path, workdir: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "stjax.train", f"--config={config}", f"--workdir={workdir}"]
 
 
-def _run(cmd: list[str], devices: int | None = None) -> str:
+def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None = None) -> str:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  if cache is not None:  # the resumed 2-process run reuses the first one's executables
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   if devices is not None:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
@@ -64,7 +67,8 @@ def _run(cmd: list[str], devices: int | None = None) -> str:
 
 
 def _two_hosts(config, workdir) -> str:
-  return _run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir))
+  return _run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir),
+              cache=config.parent / "jax_cache")
 
 
 def _in_process(config, workdir) -> None:
