@@ -88,26 +88,82 @@ def test_blockwise_top_k_matches_dense(rng):
     np.testing.assert_array_equal(np.asarray(v), np.asarray(want_v))
 
 
+def dense_mtgnn(params, alpha, noise, k):
+  """float64 NumPy MTGNN: (A [N, N], top-k columns per row of A + tie noise [N, k])."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+  m1 = np.tanh(alpha * (p["emb1"] @ p["lin1"]["kernel"] + p["lin1"]["bias"]))
+  m2 = np.tanh(alpha * (p["emb2"] @ p["lin2"]["kernel"] + p["lin2"]["bias"]))
+  a = np.maximum(np.tanh(alpha * (m1 @ m2.T - m2 @ m1.T)), 0)
+  n = a.shape[0]
+  u = np.asarray(tie_break_noise(jnp.arange(n), n), np.float64)
+  return a, np.argsort(-(a + noise * u), axis=1, kind="stable")[:, :k]
+
+
 def test_adaptive_graph_equals_dense_mtgnn_top_k(rng):
   n, k, alpha, noise = 30, 6, 3.0, 0.01
   module = AdaptiveGraph(num_nodes=n, top_k=k, embed_dim=8, alpha=alpha, tie_noise=noise, block=7)
   params = module.init(jax.random.key(int(rng.integers(1 << 30))))
+  assert "graph" not in params  # refresh = 1 (MTGNN): selection on every call, no state
   g = jax.jit(module.apply)(params)
   assert g.num_edges == n * k and g.dst_sorted
   got = np.zeros((n, n))
   np.add.at(got, (np.asarray(g.dst), np.asarray(g.src)), np.asarray(g.weight, np.float64))
 
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
-  m1 = np.tanh(alpha * (p["emb1"] @ p["lin1"]["kernel"] + p["lin1"]["bias"]))
-  m2 = np.tanh(alpha * (p["emb2"] @ p["lin2"]["kernel"] + p["lin2"]["bias"]))
-  a = np.maximum(np.tanh(alpha * (m1 @ m2.T - m2 @ m1.T)), 0)
+  a, top = dense_mtgnn(params, alpha, noise, k)
   want = np.zeros_like(a)
-  u = np.asarray(tie_break_noise(jnp.arange(n), n), np.float64)
-  top = np.argsort(-(a + noise * u), axis=1, kind="stable")[:, :k]
   rows = np.arange(n)[:, None]
   want[rows, top] = a[rows, top]
   assert np.count_nonzero(want) > n  # the test exercises real (non-zero) selections
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
+  n, k, alpha, noise, refresh = 24, 4, 3.0, 0.01, 3
+  module = AdaptiveGraph(num_nodes=n, top_k=k, embed_dim=6, alpha=alpha, tie_noise=noise, block=5,
+                         refresh=refresh)
+  variables = module.init(jax.random.key(int(rng.integers(1 << 30))))
+  params, graph = {"params": variables["params"]}, variables["graph"]
+  assert graph["src"].shape == graph["dst"].shape == (n * k,) and int(graph["step"]) == 0
+  x = jnp.asarray(rng.normal(size=(n, 3)), jnp.float32)
+
+  @jax.jit
+  def train_step(params, graph):
+    def loss_fn(p):
+      g, state = module.apply({**p, "graph": graph}, update=True, mutable=["graph"])
+      return jnp.sum(propagate(x, g) ** 2), (g, state["graph"])
+    (_, (g, new_graph)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return jax.tree.map(lambda p, d: p - 0.5 * d, params, grads), new_graph, g, grads
+
+  eval_apply = jax.jit(lambda p, graph: module.apply({**p, "graph": graph}))
+  rows = np.repeat(np.arange(n), k)
+  prev_src, prev_w, reselected = None, None, 0
+  for step in range(8):
+    # Evaluation reads the stored edges (re-weighted by the current embeddings) and changes nothing.
+    ge = eval_apply(params, graph)
+    np.testing.assert_array_equal(np.asarray(ge.src), np.asarray(graph["src"]))
+    a, top = dense_mtgnn(params, alpha, noise, k)
+    new_params, graph, g, grads = train_step(params, graph)
+    src, dst, w = np.asarray(g.src), np.asarray(g.dst), np.asarray(g.weight, np.float64)
+    np.testing.assert_array_equal(dst, rows)
+    if step % refresh == 0:  # re-selected from the embeddings of this step
+      np.testing.assert_array_equal(src, top.reshape(-1))
+      reselected += prev_src is not None and np.any(src != prev_src)
+    else:  # kept from the last refresh step, though the embeddings moved
+      np.testing.assert_array_equal(src, prev_src)
+    np.testing.assert_array_equal(np.asarray(graph["src"]), src)
+    assert int(graph["step"]) == step + 1
+    np.testing.assert_allclose(w, a[dst, src], rtol=1e-4, atol=1e-5)  # current-embedding weights
+    if prev_w is not None:
+      assert np.any(np.abs(w - prev_w) > 1e-6)  # weights move every step
+    for name in ("emb1", "emb2"):
+      assert float(jnp.abs(grads["params"][name]).sum()) > 0
+    prev_src, prev_w, params = src, w, new_params
+  assert reselected >= 1  # the selection really changed at a refresh step
+
+
+def test_adaptive_graph_refresh_must_be_positive():
+  with pytest.raises(UserError, match="graph_refresh"):
+    AdaptiveGraph(num_nodes=5, top_k=2, embed_dim=3, refresh=0).init(jax.random.key(0))
 
 
 def test_adaptive_graph_weights_get_gradients(rng):

@@ -86,6 +86,10 @@ def test_training_moves_lora_only_inside_gpt2_and_updates_graph_state(model_and_
     assert np.all(np.isfinite(np.asarray(pred)))
   after = _leaves(p)
   assert int(g["spatial"]["hypergraph"]["step"]) == 3
+  # graph_refresh = 0 follows hypergraph_refresh (2): the top-k edges are state, re-selected at
+  # steps 0 and 2, and their weights still train the embeddings every step.
+  assert int(g["spatial"]["adaptive_graph"]["step"]) == 3
+  assert g["spatial"]["adaptive_graph"]["src"].shape == (N * 3,)
 
   lora_b = [k for k in before if k.startswith("['llm']") and "lora_b" in k]
   assert len(lora_b) == 4  # 1 block x (c_attn, attn c_proj, c_fc, mlp c_proj): rank-4 LoRA everywhere
@@ -120,6 +124,19 @@ def test_eval_is_deterministic_and_reads_the_graph(model_and_variables, rng):
   assert not np.allclose(np.asarray(pred3), np.asarray(pred))
 
 
+def test_graph_refresh_one_is_stateless_mtgnn(rng):
+  """graph_refresh = 1: the adaptive graph keeps no state (top-k re-selected on every call)."""
+  model = build(graph_refresh=1, use_llm=False)
+  batch = make_batch(rng)
+  inputs = {k: batch[k] for k in ("x", "tod", "dow")}
+  variables = jax.jit(lambda k: model.init({"params": k, "dropout": k}, inputs))(jax.random.key(0))
+  assert "adaptive_graph" not in variables["graph"]["spatial"]
+  assert "hypergraph" in variables["graph"]["spatial"]
+  (pred, _), state = jax.jit(lambda v, b: model.apply(v, b, train=True, rngs={"dropout": jax.random.key(1)},
+                                                     mutable=["graph"]))(variables, batch)
+  assert pred.shape == (2, T_OUT, N, C_OUT) and "adaptive_graph" not in state["graph"]["spatial"]
+
+
 @pytest.mark.parametrize("overrides, present, absent", [
     (dict(use_llm=False), {"spatial"}, {"llm", "temporal", "fusion"}),
     (dict(use_spatial=False), {"llm", "temporal"}, {"spatial", "fusion"}),
@@ -140,7 +157,8 @@ def test_ablation_variants_build_and_shape(overrides, present, absent):
   if overrides.get("graph") == "static":
     assert "adaptive_graph" not in spatial and "mixprop_t_0" not in spatial
   if overrides.get("use_hypergraph") is False:
-    assert "hypergraph" not in spatial and "gamma_0" not in spatial and "graph" not in variables
+    assert "hypergraph" not in spatial and "gamma_0" not in spatial
+    assert set(variables["graph"]["spatial"]) == {"adaptive_graph"}  # top-k edge state only
 
 
 def test_replication_pad_patches_match_numpy(rng):
@@ -201,6 +219,7 @@ def test_lstm_gate_is_per_node(rng):
     (dict(d_ff=32), np.eye(N), "d_ff"),
     (dict(conv_channels=6), np.eye(N), "conv_channels"),
     (dict(hyperedge_size=N + 1), np.eye(N), "hyperedge_size"),
+    (dict(graph_refresh=-1), np.eye(N), "graph_refresh"),
     (dict(bogus=1), np.eye(N), "bogus"),
 ])
 def test_bad_config_is_one_user_error(overrides, spec_adj, match):

@@ -3,7 +3,8 @@
 Both need all-pairs scores to *select* neighbours. The selection is discrete, so it is computed
 without gradients in row blocks (`blockwise_top_k`: memory O(N * block), never O(N^2)); the
 weights of the selected pairs are then recomputed from the embeddings by gathers, which is
-exactly differentiable and costs O(N * k).
+exactly differentiable and costs O(N * k). With a refresh interval R > 1 the selection is state
+in the `graph` collection, redone every R training steps, so the per-step cost is O(N * k).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from stjax.errors import UserError
-from stjax.graph.edges import EdgeList, edge_list_from_neighbors
+from stjax.graph.edges import EdgeList
 from stjax.graph.hypergraph import Incidence, incidence_from_members
 
 
@@ -59,6 +60,18 @@ class AdaptiveGraph(nn.Module):
   the selection adds `tie_noise` * U[0, 1) to the scores (many saturate to exactly 1.0 or 0.0,
   and plain top-k would then always favour low node indices); the noise here is a fixed
   function of (row, column) (`tie_break_noise`), so evaluation is deterministic and needs no rng.
+
+  Selection vs weights. Choosing the k columns of each row scores all N^2 pairs (in row blocks,
+  memory O(N * block)); the weights of the chosen edges cost O(N * k). `refresh` says how often
+  the selection is redone:
+    refresh = 1: MTGNN exactly, the selection is recomputed from the current embeddings on every
+      call (training and evaluation); no state.
+    refresh = R > 1: the selection is state in the `graph` collection (`src`, `dst` [N * k] int32,
+      the dst-sorted edge list, and a `step` counter), like `KNNHypergraph`: in training
+      (`update=True`, collection mutable) it is rebuilt from the current embeddings on every call
+      whose counter is a multiple of R (0, R, 2R, ...) via `lax.cond`; evaluation only reads it.
+  Either way the weights of the selected edges, A[dst, src], are recomputed on every call from
+  the current embeddings, so E_1, E_2 and Lin_1, Lin_2 get gradients on every step.
   """
   num_nodes: int
   top_k: int = 20
@@ -66,6 +79,7 @@ class AdaptiveGraph(nn.Module):
   alpha: float = 3.0
   tie_noise: float = 0.01
   block: int = 1024
+  refresh: int = 1
 
   def node_factors(self) -> tuple[jax.Array, jax.Array]:
     """(M1, M2): [N, embed_dim] each."""
@@ -76,20 +90,48 @@ class AdaptiveGraph(nn.Module):
     m2 = jnp.tanh(self.alpha * nn.Dense(self.embed_dim, name="lin2")(e2))
     return m1, m2
 
-  @nn.compact
-  def __call__(self) -> EdgeList:
+  def select(self, m1: jax.Array, m2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The top-k columns of every row of A (+ tie noise), without gradients, as a dst-sorted edge
+    list: m1, m2 [N, d] -> (src, dst) [N * k] int32 each (dst = the row, src = a kept column)."""
     k = min(self.top_k, self.num_nodes)
-    m1, m2 = self.node_factors()
     s1, s2 = jax.lax.stop_gradient(m1), jax.lax.stop_gradient(m2)
+
     def selection_scores(rows):
       scores = _mtgnn_scores(s1[rows], s2[rows], s1, s2, self.alpha)
       return scores + self.tie_noise * tie_break_noise(rows, self.num_nodes)
 
-    _, neighbors = blockwise_top_k(selection_scores, self.num_nodes, k, self.block)
-    # Differentiable weights of the selected entries: A[i, j] for j in neighbors[i].
-    dots = (jnp.einsum("nd,nkd->nk", m1, m2[neighbors]) - jnp.einsum("nd,nkd->nk", m2, m1[neighbors]))
-    weights = jax.nn.relu(jnp.tanh(self.alpha * dots))
-    return edge_list_from_neighbors(neighbors, weights)
+    neighbors = blockwise_top_k(selection_scores, self.num_nodes, k, self.block)[1]
+    dst = jnp.repeat(jnp.arange(self.num_nodes, dtype=jnp.int32), k)
+    return neighbors.reshape(-1), dst
+
+  @nn.compact
+  def __call__(self, update: bool = False) -> EdgeList:
+    if self.refresh < 1:
+      raise UserError(f"graph_refresh: must be >= 1 training steps, got {self.refresh}")
+    m1, m2 = self.node_factors()
+    if self.refresh == 1:
+      src, dst = self.select(m1, m2)
+    else:
+      build = lambda: self.select(m1, m2)
+      src_var = self.variable("graph", "src", lambda: build()[0])
+      dst_var = self.variable("graph", "dst", lambda: build()[1])
+      step = self.variable("graph", "step", lambda: jnp.zeros((), jnp.int32))
+      if update and not self.is_initializing():
+        src_var.value, dst_var.value = jax.lax.cond(
+            step.value % self.refresh == 0, build, lambda: (src_var.value, dst_var.value))
+        step.value = step.value + 1
+      src, dst = src_var.value, dst_var.value
+    return EdgeList(src, dst, edge_weights(m1, m2, src, dst, self.alpha), num_nodes=self.num_nodes,
+                    dst_sorted=True)
+
+
+def edge_weights(m1: jax.Array, m2: jax.Array, src: jax.Array, dst: jax.Array, alpha: float) -> jax.Array:
+  """MTGNN weights of given edges, A[dst, src] = relu(tanh(a (m1_dst . m2_src - m2_dst . m1_src))).
+
+  m1, m2: [N, d]; src, dst: [E] int. Returns [E], differentiable in m1 and m2; O(E d).
+  """
+  dots = jnp.sum(m1[dst] * m2[src] - m2[dst] * m1[src], axis=-1)
+  return jax.nn.relu(jnp.tanh(alpha * dots))
 
 
 def knn(z: jax.Array, k: int, block: int) -> jax.Array:

@@ -72,6 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.mixprop_beta = 0.05           # MixProp retain ratio of the input
   c.hyperedge_size = 3            # k of the KNN hyperedges (node itself included)
   c.hypergraph_refresh = 100      # training steps between rebuilds of the KNN hyperedges
+  c.graph_refresh = 0             # training steps between re-selections of the adaptive graph's
+                                  # top-k edges (all N^2 scores); 0 = hypergraph_refresh, 1 = every
+                                  # call (MTGNN). Edge weights train every step either way
   c.gamma_init = 0.5              # initial gamma (1 pairwise only, 0.5 mix, 0 hypergraph only)
   c.spatial_dropout = 0.3         # dropout on the skip input and after each gated TCN
   c.hypergraph_dropout = 0.2      # HGAT attention dropout
@@ -107,6 +110,8 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
     bad("conv_channels", f"must be divisible by 4 (one share per inception kernel), got {cfg.conv_channels}")
   if cfg.hypergraph_refresh < 1:
     bad("hypergraph_refresh", f"must be >= 1, got {cfg.hypergraph_refresh}")
+  if cfg.graph_refresh < 0:
+    bad("graph_refresh", f"must be >= 0 (0 = hypergraph_refresh), got {cfg.graph_refresh}")
   if not 1 <= cfg.hyperedge_size <= spec.num_nodes:
     bad("hyperedge_size", f"must be in [1, {spec.num_nodes}], got {cfg.hyperedge_size}")
   if cfg.top_k < 1:

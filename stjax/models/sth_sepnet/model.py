@@ -61,6 +61,7 @@ class STHSepNetConfig:
   spatial_dropout: float = 0.3
   hypergraph_dropout: float = 0.2
   graph_block: int = 1024
+  graph_refresh: int = 0
   fusion: str = "adaptive"
   fusion_hidden: int = 16
 
@@ -92,7 +93,8 @@ class STHSepNet(nn.Module):
           cfg.residual_channels, cfg.conv_channels, cfg.skip_channels, cfg.end_channels,
           cfg.node_dim, cfg.tanh_alpha, cfg.top_k, cfg.mixprop_depth, cfg.mixprop_beta,
           cfg.use_hypergraph, cfg.hypergraph_conv, cfg.hyperedge_size, cfg.hypergraph_refresh,
-          cfg.gamma_init, cfg.spatial_dropout, cfg.hypergraph_dropout, cfg.graph_block)
+          cfg.gamma_init, cfg.spatial_dropout, cfg.hypergraph_dropout, cfg.graph_block,
+          graph_refresh=cfg.graph_refresh)
     if cfg.use_llm and cfg.use_spatial:
       gate = GATES[cfg.fusion]
       self.fusion = gate() if cfg.fusion == "adaptive" else gate(cfg.fusion_hidden)

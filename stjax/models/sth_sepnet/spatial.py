@@ -8,7 +8,9 @@
                      x  = gamma_l x1 + (1 - gamma_l) x2 + residual (cropped)  -> LayerNorm
     skipE -> relu -> Dense(end) -> relu -> Dense(T_out * C_out) -> [B, T_out, N, C_out]
 
-Everything is O(N * (k + hyperedge_size)) per time step and channel; no N x N array exists.
+Everything is O(N * (k + hyperedge_size)) per time step and channel; no N x N array exists. The
+discrete parts (top-k edges, KNN hyperedges) are re-selected every graph_refresh /
+hypergraph_refresh training steps (all pairs, in row blocks); their weights train every step.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class SpatialStream(nn.Module):
     hypergraph_conv: "hgat" (released default) | "hgcn".
     gamma_init: initial gamma of every layer (1 = pairwise only, 0 = hypergraph only).
     hypergraph_refresh: training steps between rebuilds of the KNN hyperedges.
+    graph_refresh: training steps between re-selections of the adaptive graph's top-k edges
+      (1 = MTGNN, every call; 0 = the same as hypergraph_refresh). The edge weights are
+      recomputed from the embeddings on every call.
   """
   num_nodes: int
   output_len: int
@@ -110,6 +115,7 @@ class SpatialStream(nn.Module):
   dropout_rate: float = 0.3
   hypergraph_dropout_rate: float = 0.2
   graph_block: int = 1024
+  graph_refresh: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -126,7 +132,8 @@ class SpatialStream(nn.Module):
 
     if self.static_graph is None:
       graph = AdaptiveGraph(n, self.top_k, self.node_dim, self.tanh_alpha, block=self.graph_block,
-                            name="adaptive_graph")()
+                            refresh=self.graph_refresh or self.hypergraph_refresh,
+                            name="adaptive_graph")(update=train)
     else:
       graph = self.static_graph
     incidence = None
