@@ -219,3 +219,67 @@ def test_cli_errors_are_one_line(tmp_path):
   assert r.stderr.strip().splitlines()[-1] == ("stjax: error: config.model.name: unknown model 'gpt5'; "
                                                "known: " + ", ".join(registry.model_names()).replace(", tiny", ""))
   assert not (tmp_path / "w").exists()  # nothing written for a refused config
+
+
+_KILL_CONFIG = '''
+from stjax import trainer
+from stjax.models import st_llm
+
+
+def get_config():
+  c = trainer.base_config(st_llm.default_config())
+  c.data.synthetic.num_nodes = 4
+  c.data.synthetic.num_steps = 864  # 3 days: 36 steps per epoch at batch 16
+  c.model.update(dict(pretrained="", trainable="full", llm_layers=1, unfrozen_layers=1, n_embd=16,
+                      n_head=2, vocab_size=8, n_positions=8, embed_dim=8))
+  c.optim.learning_rate = 3e-3
+  c.train.update(dict(batch_size=16, num_epochs=2, checkpoint_every_steps=12, eval_every_steps=24,
+                      log_every_steps=5, keep_checkpoints=2, progress_bar=False, plot_nodes=1))
+  return c
+'''
+
+
+def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
+  """`python -m stjax.train` SIGKILLed after a checkpoint exists, then restarted with the same
+  command, ends with the same results and losses as an uninterrupted run (bit-for-bit on CPU)."""
+  import os
+  import signal
+  import time
+
+  (tmp_path / "kill_cfg.py").write_text(_KILL_CONFIG)
+  command = lambda workdir: [sys.executable, "-m", "stjax.train", f"--config={tmp_path / 'kill_cfg.py'}",
+                             f"--workdir={workdir}"]
+  # One CPU device, and a compilation cache shared by the three runs so that only the first pays
+  # for XLA compiles (a cached executable is the same program, so exactness is unaffected).
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu",
+         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  full = subprocess.run(command(tmp_path / "full"), capture_output=True, text=True, timeout=600, env=env)
+  assert full.returncode == 0, full.stderr[-2000:]
+
+  cut = tmp_path / "cut"
+  proc = subprocess.Popen(command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+  last = cut / "checkpoints" / "last"
+  deadline = time.monotonic() + 600
+  try:
+    while time.monotonic() < deadline and proc.poll() is None:
+      # Orbax renames a step's temporary folder to its bare number once the save is complete.
+      if last.is_dir() and any(p.name.isdigit() for p in last.iterdir()):
+        break
+      time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  assert not (cut / "results.json").exists()
+  killed_at = max(int(p.name) for p in last.iterdir() if p.name.isdigit())
+
+  again = subprocess.run(command(cut), capture_output=True, text=True, timeout=600, env=env)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert f"at step {killed_at}" in again.stdout  # it resumed, it did not start over
+  a, b = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", cut))
+  assert b["test"] == a["test"] and b["val"] == a["val"] and b["baselines"] == a["baselines"]
+  assert (b["steps"], b["best_step"]) == (a["steps"], a["best_step"]) and 0 < killed_at < a["steps"] == 72
+  ma, mb = _lines(tmp_path / "full" / "metrics.jsonl"), _lines(cut / "metrics.jsonl")
+  drop = ("steps_per_s",)  # timing differs; everything else must be identical
+  assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == \
+         [{k: v for k, v in r.items() if k not in drop} for r in mb]
