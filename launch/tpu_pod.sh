@@ -8,7 +8,7 @@
 #
 # Example:
 #   launch/tpu_pod.sh run my-pod us-central2-b python -m stjax.train \
-#       --config=configs/st_link_pemsbay.py --workdir=gs://BUCKET/runs/pemsbay
+#       --config=configs/st_link_pemsbay.py --workdir=/mnt/shared/runs/pemsbay   # a filesystem all workers share (e.g. Filestore/NFS)
 # JAX discovers the pod itself (stjax.distributed sees TPU_WORKER_HOSTNAMES and calls
 # jax.distributed.initialize()); each host reads its shard of every batch; host 0 writes logs.
 set -euo pipefail
