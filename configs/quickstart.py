@@ -10,7 +10,7 @@ road-like graph, 14 days of 5-minute readings with daily/weekly cycles, spreadin
 backbone is a 2-block, 64-wide random-init model trained in full.
 
 Expected result (2-core CPU): test MAE below both naive baselines, printed side by side at the
-end and written to runs/quickstart/results.json; see docs/training.md for the measured numbers.
+end and written to runs/quickstart/results.json; measured numbers in docs/results.md.
 """
 
 import ml_collections

@@ -13,7 +13,7 @@ historical average), printed side by side at the end:
 
   python -m stjax.train --config=configs/st_link_citibike.py:cpu --workdir=runs/st_link_citibike_cpu
 
-Measured numbers are in docs/training.md. Paper hyperparameters: batch 64, lr 1e-4 (demand), GPT-2 6 blocks, U = 2 (PFA).
+Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: batch 64, lr 1e-4 (demand), GPT-2 6 blocks, U = 2 (PFA).
 """
 
 from stjax import trainer

@@ -14,14 +14,17 @@ validation MAE, the released code on MSE).
 
 CPU variant (`:cpu`): the Citi Bike series is not available offline, so the reduced random-init
 model trains on NYCBike2 as staged in ../shared/data (ST-SSL's 10x20 grid, 30-min inflow AND
-outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1921 / 241 / 529 windows); both
-channels are predicted and reported per channel (`per_channel.inflow` is this config's number;
-`sth_sepnet_bike_outflow.py:cpu` is the same run). At most ~8 minutes on 2 CPU cores; expected
-to beat both naive baselines (last value, historical average), printed side by side at the end:
+outflow, 2880 steps) under the STH-SepNet protocol but 12 -> 12 (1992 / 278 / 565 windows; 48 -> 48
+would fit the series, 1920 / 242 / 529 windows, but costs ~9x more per step: see
+sth_sepnet_metrla.py). Both channels are predicted and reported per channel (`per_channel.inflow`
+is this config's number; `sth_sepnet_bike_outflow.py:cpu` is the same run). At most ~8 minutes on
+a quiet 2-core CPU; expected to beat both naive baselines (last value, historical average),
+printed side by side at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_bike_inflow.py:cpu --workdir=runs/sth_sepnet_bike_cpu
 
-Measured numbers: docs/results.md (not comparable with the paper: other data, tiny random model).
+Measured numbers: docs/results.md (not comparable with the paper: other data, 12 -> 12, tiny
+random model).
 """
 
 from stjax import trainer
@@ -63,6 +66,8 @@ def get_config(arg: str | None = None):
     c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
     c.model.pretrained = ""  # no download: random init.
     c.optim.trainable = "full"  # random weights: freezing them would only hurt.
+    c.data.input_len = 12  # 12 -> 12, not 48 -> 48: at 48 steps one batch of 32 costs 29 GFLOP
+    c.data.output_len = 12  # (11 s per step here), 12 steps cost 3.1 GFLOP (docs/results.md).
     c.model.llm_layers = 2  # GPT-2 blocks.
     c.model.n_embd = 64  # GPT-2 width.
     c.model.n_head = 4  # GPT-2 heads (head dim 16).
@@ -72,6 +77,8 @@ def get_config(arg: str | None = None):
     c.model.d_ff = 32  # LM features kept per patch token.
     c.model.n_heads = 4  # reprogramming heads.
     c.model.num_prototypes = 100  # text prototypes.
+    c.model.patch_len = 8  # patches of 8 steps with stride 4: 3 patch tokens from 12 + 4 padded steps.
+    c.model.stride = 4  # patch stride (and replication padding).
     c.model.num_layers = 2  # gated TCN + graph layers.
     c.model.residual_channels = 16  # residual-stream channels.
     c.model.conv_channels = 16  # dilated-inception channels.
@@ -83,9 +90,9 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0  # short run: no temporal-stream dropout.
     c.model.attention_dropout = 0.0  # likewise.
     c.optim.learning_rate = 1e-3  # higher lr: small model, few epochs.
-    c.optim.milestones = (5,)  # one decay inside the short run.
+    c.optim.milestones = (3,)  # one decay inside the short run.
     c.train.batch_size = 32  # fewer, larger steps on CPU.
-    c.train.num_epochs = 8  # a few passes (60 steps each).
+    c.train.num_epochs = 4  # a few passes (62 steps each).
     c.train.patience = 4  # stop after 4 validations without gain.
     c.train.log_every_steps = 10  # scalars every 10 steps.
   return c

@@ -12,13 +12,16 @@ scaled units, Adam lr 3e-4, batch 32, 30 epochs, MultiStep lr x0.3 after epochs 
 stopping (patience 10 validations; stjax selects on validation MAE, the released code on MSE).
 
 CPU variant (`:cpu`): a reduced random-init model on the real 7-day METR-LA excerpt staged in
-../shared/data (`metr-la-excerpt`: 2016 steps, gaps interpolated by T-GCN), still 48 -> 48 (the
-split allows it: 1316 / 155 / 356 windows), at most ~8 minutes on 2 CPU cores; expected to beat
-both naive baselines (last value, historical average), printed side by side at the end:
+../shared/data (`metr-la-excerpt`: 2016 steps, gaps interpolated by T-GCN) under the same protocol
+but 12 -> 12 (1388 / 191 / 392 windows). The excerpt's split would allow 48 -> 48 (1316 / 155 / 356
+windows), but there one batch costs 29 GFLOP (11 s per step on the shared 2-core CPU) against
+3.1 GFLOP at 12 steps, which does not fit the CPU budget. At most ~8 minutes on a quiet 2-core CPU;
+expected to beat both naive baselines (last value, historical average), printed side by side:
 
   python -m stjax.train --config=configs/sth_sepnet_metrla.py:cpu --workdir=runs/sth_sepnet_metrla_cpu
 
-Measured numbers: docs/results.md (not comparable with the paper: 7 days of data, tiny random model).
+Measured numbers: docs/results.md (not comparable with the paper: 7 days of data, 12 -> 12, tiny
+random model).
 """
 
 from stjax import trainer
@@ -60,6 +63,8 @@ def get_config(arg: str | None = None):
     c.data.name = "metr-la-excerpt"  # the METR-LA data available offline (7 days).
     c.model.pretrained = ""  # no download: random init.
     c.optim.trainable = "full"  # random weights: freezing them would only hurt.
+    c.data.input_len = 12  # 12 -> 12, not 48 -> 48: at 48 steps one batch of 32 costs 29 GFLOP
+    c.data.output_len = 12  # (11 s per step here), 12 steps cost 3.1 GFLOP (docs/results.md).
     c.model.llm_layers = 2  # GPT-2 blocks.
     c.model.n_embd = 64  # GPT-2 width.
     c.model.n_head = 4  # GPT-2 heads (head dim 16).
@@ -69,6 +74,8 @@ def get_config(arg: str | None = None):
     c.model.d_ff = 32  # LM features kept per patch token.
     c.model.n_heads = 4  # reprogramming heads.
     c.model.num_prototypes = 100  # text prototypes.
+    c.model.patch_len = 8  # patches of 8 steps with stride 4: 3 patch tokens from 12 + 4 padded steps.
+    c.model.stride = 4  # patch stride (and replication padding).
     c.model.num_layers = 2  # gated TCN + graph layers.
     c.model.residual_channels = 16  # residual-stream channels.
     c.model.conv_channels = 16  # dilated-inception channels.
@@ -80,8 +87,8 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0  # short run: no temporal-stream dropout.
     c.model.attention_dropout = 0.0  # likewise.
     c.optim.learning_rate = 1e-3  # higher lr: small model, few epochs.
-    c.optim.milestones = (5,)  # one decay inside the short run.
-    c.train.num_epochs = 8  # a few passes (41 steps each).
+    c.optim.milestones = (4,)  # one decay inside the short run.
+    c.train.num_epochs = 6  # a few passes (43 steps each).
     c.train.patience = 4  # stop after 4 validations without gain.
     c.train.log_every_steps = 10  # scalars every 10 steps.
   return c

@@ -11,8 +11,8 @@ configs", ../shared/PUBLISHED_CODE.md 3.5): 48 -> 48, split 7:1:2 of rows, per-n
 scaled units, Adam lr 3e-4, batch 32, 30 epochs, MultiStep lr x0.3 after epochs 5/20/40/70, early
 stopping (patience 10 validations; stjax selects on validation MAE, the released code on MSE).
 
-CPU variant (`:cpu`): the same reduced random-init model as `sth_sepnet_metrla.py:cpu` on this
-dataset's full series (not available offline: download it first). Not run here; with 358 nodes
+CPU variant (`:cpu`): the same reduced random-init model as `sth_sepnet_metrla.py:cpu` (12 -> 12) on
+this dataset's full series (not available offline: download it first). Not run here; with 358 nodes
 and the full series an epoch is far longer than the METR-LA excerpt's, so on 2 CPU cores cap it
 with `--config.train.max_steps=...`:
 
@@ -57,6 +57,8 @@ def get_config(arg: str | None = None):
   if "cpu" in variant:  # reduced model, random init (the sth_sepnet_metrla.py:cpu model)
     c.model.pretrained = ""  # no download: random init.
     c.optim.trainable = "full"  # random weights: freezing them would only hurt.
+    c.data.input_len = 12  # 12 -> 12, not 48 -> 48: at 48 steps one batch of 32 costs 29 GFLOP
+    c.data.output_len = 12  # (11 s per step here), 12 steps cost 3.1 GFLOP (docs/results.md).
     c.model.llm_layers = 2  # GPT-2 blocks.
     c.model.n_embd = 64  # GPT-2 width.
     c.model.n_head = 4  # GPT-2 heads (head dim 16).
@@ -66,6 +68,8 @@ def get_config(arg: str | None = None):
     c.model.d_ff = 32  # LM features kept per patch token.
     c.model.n_heads = 4  # reprogramming heads.
     c.model.num_prototypes = 100  # text prototypes.
+    c.model.patch_len = 8  # patches of 8 steps with stride 4: 3 patch tokens from 12 + 4 padded steps.
+    c.model.stride = 4  # patch stride (and replication padding).
     c.model.num_layers = 2  # gated TCN + graph layers.
     c.model.residual_channels = 16  # residual-stream channels.
     c.model.conv_channels = 16  # dilated-inception channels.
@@ -77,8 +81,8 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0  # short run: no temporal-stream dropout.
     c.model.attention_dropout = 0.0  # likewise.
     c.optim.learning_rate = 1e-3  # higher lr: small model, few epochs.
-    c.optim.milestones = (5,)  # one decay inside the short run.
-    c.train.num_epochs = 8  # a few passes.
+    c.optim.milestones = (4,)  # one decay inside the short run.
+    c.train.num_epochs = 6  # a few passes.
     c.train.patience = 4  # stop after 4 validations without gain.
     c.train.log_every_steps = 10  # scalars every 10 steps.
   return c
