@@ -133,10 +133,18 @@ class MemoryRetrieval(nn.Module):
 
 
 class ExpertMixture(nn.Module):
-  """Top-k of E GELU experts (all computed, gated), Switch balance loss E * sum f_e P_e."""
+  """Top-k of E GELU experts, gated; Switch balance loss E * sum f_e P_e.
 
-  def __init__(self, dz: int, num_experts: int, top_k: int, hidden: int, d: int):
+  dispatch "dense": all experts on all tokens, zero gates off the top-k (stjax `dense`);
+  "loop": the usual eager-PyTorch MoE, per expert the rows that chose it (nonzero, index_select,
+  FFN, index_add_), computing only the chosen pairs as stjax's `grouped` dispatch does.
+  """
+
+  def __init__(self, dz: int, num_experts: int, top_k: int, hidden: int, d: int, dispatch: str = "dense"):
     super().__init__()
+    if dispatch not in ("dense", "loop"):
+      raise ValueError(f"torch ExpertMixture: dispatch {dispatch!r} is not dense or loop")
+    self.dispatch = dispatch
     self.router = nn.Linear(dz, num_experts)
     self.w1 = nn.Parameter(torch.randn(num_experts, dz, hidden) * 0.02)
     self.b1 = nn.Parameter(torch.zeros(num_experts, hidden))
@@ -150,9 +158,21 @@ class ExpertMixture(nn.Module):
     top_p, top_i = torch.topk(probs, self.top_k, dim=-1)
     choice = F.one_hot(top_i, e).to(z.dtype)  # [..., k, E]
     gates = torch.einsum("...k,...ke->...e", top_p / top_p.sum(-1, keepdim=True), choice)
-    hid = gelu_tanh(torch.einsum("...d,edh->...eh", z, self.w1) + self.b1)
-    outs = torch.einsum("...eh,ehf->...ef", hid, self.w2) + self.b2
-    out = torch.einsum("...e,...ef->...f", gates, outs)
+    if self.dispatch == "dense":
+      hid = gelu_tanh(torch.einsum("...d,edh->...eh", z, self.w1) + self.b1)
+      outs = torch.einsum("...eh,ehf->...ef", hid, self.w2) + self.b2
+      out = torch.einsum("...e,...ef->...f", gates, outs)
+    else:
+      flat = z.reshape(-1, z.shape[-1])
+      flat_gates = gates.reshape(-1, e)
+      chosen = choice.sum(-2).reshape(-1, e) > 0
+      out = flat.new_zeros(flat.shape[0], self.w2.shape[-1])
+      for i in range(e):
+        rows = torch.nonzero(chosen[:, i]).squeeze(-1)
+        if rows.numel():
+          y = gelu_tanh(flat.index_select(0, rows) @ self.w1[i] + self.b1[i]) @ self.w2[i] + self.b2[i]
+          out = out.index_add(0, rows, y * flat_gates.index_select(0, rows)[:, i:i + 1])
+      out = out.reshape(*z.shape[:-1], -1)
     frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
     balance = e * torch.sum(frac * probs.reshape(-1, e).mean(0))
     return out, balance
@@ -160,10 +180,11 @@ class ExpertMixture(nn.Module):
 
 class MRFFN(nn.Module):
   def __init__(self, d: int, memory_size: int, key_dim: int, top_k: int, tau: float, alpha: float,
-               num_experts: int, expert_top_k: int, expert_hidden: int, aux_weight: float):
+               num_experts: int, expert_top_k: int, expert_hidden: int, aux_weight: float,
+               dispatch: str = "dense"):
     super().__init__()
     self.memory = MemoryRetrieval(d, memory_size, key_dim, top_k, tau, alpha)
-    self.experts = ExpertMixture(3 * d, num_experts, expert_top_k, expert_hidden, d)
+    self.experts = ExpertMixture(3 * d, num_experts, expert_top_k, expert_hidden, d, dispatch)
     self.aux_weight = aux_weight
 
   def forward(self, h: torch.Tensor, attn_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,7 +405,9 @@ def from_config(mc, spec) -> STLink:
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=False)
   mrffn_kwargs = dict(memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
                       tau=mc.memory_tau, alpha=mc.memory_alpha, num_experts=mc.num_experts,
-                      expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight)
+                      expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight,
+                      # stjax's grouped dispatch (auto picks it on CPU) against torch's per-expert loop.
+                      dispatch="dense" if mc.get("expert_dispatch", "auto") == "dense" else "loop")
   if mc.mrffn and mc.memory_reseed_after:
     raise ValueError("torch reference: memory_reseed_after > 0 is not built")
   return STLink(num_nodes=spec.num_nodes, input_offsets=tuple(int(o) for o in spec.input_offsets),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MEMORY = "memory"  # the variable collection of MRFFN state
 
@@ -46,7 +47,10 @@ def topk_retrieve(q: jnp.ndarray, keys: jnp.ndarray, values: jnp.ndarray, top_k:
   cos = normalize(q) @ normalize(keys).T
   top_cos, idx = jax.lax.top_k(cos, top_k)
   weights = jax.nn.softmax(top_cos / tau, axis=-1)
-  r = jnp.einsum("tk,tkv->tv", weights, values[idx])
+  # sum_k w_k V[idx_k] as a [T, M] read matrix times V: a matmul forward and backward (the transpose
+  # of values[idx] is a scatter-add, slow on CPU); T x M x value_dim is small next to the model.
+  read = jnp.einsum("tk,tkm->tm", weights, jax.nn.one_hot(idx, keys.shape[0], dtype=weights.dtype))
+  r = read @ values
   return r, idx, weights, cos
 
 
@@ -59,13 +63,83 @@ def ema_key_update(keys: jnp.ndarray, q: jnp.ndarray, idx: jnp.ndarray, alpha: f
   """
   m = keys.shape[0]
   qn = normalize(jax.lax.stop_gradient(q).astype(jnp.float32))
-  flat_idx = idx.reshape(-1)
-  flat_q = jnp.repeat(qn, idx.shape[1], axis=0)
-  sums = jax.ops.segment_sum(flat_q, flat_idx, num_segments=m)
-  counts = jax.ops.segment_sum(jnp.ones_like(flat_idx, jnp.float32), flat_idx, num_segments=m)
+  chosen = jax.nn.one_hot(idx, m, dtype=jnp.float32).sum(1)  # [T, M] selections of slot m by query t
+  sums = chosen.T @ qn
+  counts = chosen.sum(0)
   mean_q = sums / jnp.maximum(counts, 1.0)[:, None]
   moved = normalize((1.0 - alpha) * keys + alpha * mean_q)
   return jnp.where(counts[:, None] > 0, moved, keys), counts
+
+
+EXPERT_DISPATCH = ("auto", "dense", "grouped")
+
+
+def grouped_blocks(tokens: int, top_k: int, num_experts: int, block_rows: int) -> int:
+  """Blocks the grouped dispatch needs in the worst case: sum_e ceil(n_e / C) <= ceil(T k / C) + E - 1."""
+  return -(-tokens * top_k // block_rows) + num_experts - 1
+
+
+def grouped_experts(z, top_i, gates, w1, b1, w2, b2, block_rows: int):
+  """sum_k gates[t, k] * FFN_{top_i[t, k]}(z[t]), computing only the chosen (token, expert) pairs.
+
+  The T * k pairs are laid out by expert, each expert's run padded to a multiple of C =
+  `block_rows` rows, so that every block of C rows belongs to one expert; the blocks are one batched
+  matmul with each block's expert weights gathered. Padding rows read token 0 and are never read
+  back, so they add nothing to outputs or gradients. Exact (same sum as the dense form, only the
+  order of the k-term sum is fixed); static shapes: ceil(T k / C) + E - 1 blocks.
+
+  Args:
+    z: [T, dz]; top_i: [T, k] int chosen experts (distinct per token); gates: [T, k].
+    w1: [E, dz, H]; b1: [E, H]; w2: [E, H, F]; b2: [E, F].
+    block_rows: C.
+  Returns: [T, F].
+  """
+  t, k = top_i.shape
+  e = w1.shape[0]
+  c = block_rows
+  nb = grouped_blocks(t, k, e, c)
+  flat_e = top_i.reshape(-1)  # pair p = t * k + j
+  onehot = jax.nn.one_hot(flat_e, e, dtype=jnp.int32)  # [T k, E]
+  rank = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)  # place of the pair in its expert's run
+  counts = onehot.sum(0)
+  padded = -(-counts // c) * c
+  start = jnp.cumsum(padded) - padded  # first row of each expert's run
+  row = start[flat_e] + rank  # [T k] distinct rows in [0, nb * C)
+  row_pair = jnp.zeros((nb * c,), jnp.int32).at[row].set(jnp.arange(t * k, dtype=jnp.int32), unique_indices=True)
+  row_valid = jnp.zeros((nb * c,), bool).at[row].set(True, unique_indices=True)
+  # Each block's expert; one-hot matmuls select the weights (their gradients stay matmuls, not scatters).
+  block_e = jnp.minimum(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * c, side="right"), e - 1)
+  sel = jax.nn.one_hot(block_e, e, dtype=w1.dtype)  # [nb, E]
+  xs = _take_rows(z, row_pair // k, row.reshape(t, k), jnp.ones((t, k), bool)).reshape(nb, c, -1)
+  hid = jax.nn.gelu(jnp.einsum("bcd,bdh->bch", xs, jnp.einsum("be,edh->bdh", sel, w1)) + (sel @ b1)[:, None])
+  ys = jnp.einsum("bch,bhf->bcf", hid, jnp.einsum("be,ehf->bhf", sel, w2)) + (sel @ b2)[:, None]
+  pairs = _take_rows(ys.reshape(nb * c, -1), row, row_pair[:, None], row_valid[:, None])
+  return jnp.einsum("tk,tkf->tf", gates, pairs.reshape(t, k, -1))
+
+
+@jax.custom_vjp
+def _take_rows(x, fwd, bwd, bwd_valid):
+  """x[fwd] whose transpose is also a gather: dx[i] = sum_j bwd_valid[i, j] * dy[bwd[i, j]].
+
+  Exact when bwd lists, for every row i of x, all the rows of y that read it (rows of y read by no
+  entry of bwd must get a zero cotangent; the grouped dispatch's padding rows do). XLA's default
+  transpose of a gather is a scatter-add, much slower on CPU.
+  """
+  return x[fwd]
+
+
+def _take_rows_fwd(x, fwd, bwd, bwd_valid):
+  return x[fwd], (fwd, bwd, bwd_valid)
+
+
+def _take_rows_bwd(res, dy):
+  fwd, bwd, bwd_valid = res
+  dx = jnp.sum(jnp.where(bwd_valid[..., None], dy[bwd], 0), axis=1).astype(dy.dtype)
+  zero_int = lambda a: np.zeros(a.shape, jax.dtypes.float0)  # noqa: E731
+  return dx, zero_int(fwd), zero_int(bwd), zero_int(bwd_valid)
+
+
+_take_rows.defvjp(_take_rows_fwd, _take_rows_bwd)
 
 
 class MemoryRetrieval(nn.Module):
@@ -134,15 +208,21 @@ class MemoryRetrieval(nn.Module):
 class ExpertMixture(nn.Module):
   """Top-k of E small GELU FFNs with a softmax router; Switch-style load-balancing loss.
 
-  All experts run on all tokens (E is small) and the combine weights are zero off the top-k, which
-  keeps shapes static and sharding trivial. Gates are the router probabilities of the chosen
-  experts renormalised to sum to one.
+  Gates are the router probabilities of the chosen experts renormalised to sum to one. Two exact
+  implementations of the same sum (`dispatch`):
+  - `dense`: all experts run on all tokens and the combine weights are zero off the top-k (E x the
+    expert FLOPs of one expert per token; one large matmul per layer, best on accelerators).
+  - `grouped`: only the chosen (token, expert) pairs are computed, in blocks of `block_rows` rows
+    that each belong to one expert (see `grouped_experts`): about k/E of the dense FLOPs plus
+    gathers. `auto` (the default) uses it on the CPU backend when it has fewer rows than dense.
 
   Attributes:
     num_experts: E.
     top_k: experts per token (2 in ST-LINK).
     hidden: hidden width of each expert.
     features: output width (the model width d).
+    dispatch: dense | grouped | auto.
+    block_rows: rows per block of the grouped dispatch.
   """
 
   num_experts: int
@@ -150,6 +230,8 @@ class ExpertMixture(nn.Module):
   hidden: int
   features: int
   dtype: jnp.dtype = jnp.float32
+  dispatch: str = "auto"
+  block_rows: int = 256
 
   @nn.compact
   def __call__(self, z: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -173,14 +255,29 @@ class ExpertMixture(nn.Module):
     w2 = self.param("w2", init, (e, self.hidden, self.features))
     b2 = self.param("b2", nn.initializers.zeros, (e, self.features))
     zc = z.astype(self.dtype)
-    hid = jax.nn.gelu(jnp.einsum("...d,edh->...eh", zc, w1.astype(self.dtype)) + b1.astype(self.dtype))
-    outs = jnp.einsum("...eh,ehf->...ef", hid, w2.astype(self.dtype)) + b2.astype(self.dtype)
-    out = jnp.einsum("...e,...ef->...f", gates.astype(self.dtype), outs)
+    w1, b1, w2, b2 = (w.astype(self.dtype) for w in (w1, b1, w2, b2))
+    if self._grouped(zc.size // dz):
+      norm_p = (top_p / top_p.sum(-1, keepdims=True)).astype(self.dtype)
+      out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k), norm_p.reshape(-1, self.top_k),
+                            w1, b1, w2, b2, self.block_rows).reshape(*z.shape[:-1], self.features)
+    else:
+      hid = jax.nn.gelu(jnp.einsum("...d,edh->...eh", zc, w1) + b1)
+      outs = jnp.einsum("...eh,ehf->...ef", hid, w2) + b2
+      out = jnp.einsum("...e,...ef->...f", gates.astype(self.dtype), outs)
 
     frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
     mean_p = probs.reshape(-1, e).mean(0)
     balance = e * jnp.sum(frac * mean_p)
     return out.astype(z.dtype), balance
+
+  def _grouped(self, tokens: int) -> bool:
+    """Whether this call uses the grouped dispatch (static: depends on shapes and the backend only)."""
+    if self.dispatch not in EXPERT_DISPATCH:
+      raise ValueError(f"expert dispatch {self.dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
+    if self.dispatch != "auto":
+      return self.dispatch == "grouped"
+    rows = grouped_blocks(tokens, self.top_k, self.num_experts, self.block_rows) * self.block_rows
+    return jax.default_backend() == "cpu" and rows < tokens * self.num_experts
 
 
 class MRFFN(nn.Module):
@@ -195,6 +292,7 @@ class MRFFN(nn.Module):
     memory_size, key_dim, top_k, tau, alpha, reseed_after: see `MemoryRetrieval` (values are d wide).
     num_experts, expert_top_k, expert_hidden: see `ExpertMixture`.
     aux_weight: weight of the load-balancing loss in the returned aux loss.
+    dispatch: expert dispatch, dense | grouped | auto (see `ExpertMixture`; same result).
   """
 
   features: int
@@ -209,6 +307,7 @@ class MRFFN(nn.Module):
   expert_hidden: int = 256
   aux_weight: float = 0.01
   dtype: jnp.dtype = jnp.float32
+  dispatch: str = "auto"
 
   @nn.compact
   def __call__(self, h: jnp.ndarray, *, attn_out: jnp.ndarray, deterministic: bool = True):
@@ -217,7 +316,7 @@ class MRFFN(nn.Module):
                               self.reseed_after, self.dtype, name="memory")(h, update=not deterministic)
     z = jnp.concatenate([h, r.astype(h.dtype), attn_out.astype(h.dtype)], axis=-1)
     out, balance = ExpertMixture(self.num_experts, self.expert_top_k, self.expert_hidden, self.features,
-                                 self.dtype, name="experts")(z)
+                                 self.dtype, self.dispatch, name="experts")(z)
     return out, self.aux_weight * balance
 
 

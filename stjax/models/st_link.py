@@ -24,7 +24,7 @@ import numpy as np
 from stjax.errors import UserError
 from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
 from stjax.models.gpt2 import GPT2, GPT2Config
-from stjax.models.memory import MEMORY, MRFFN, memory_stats
+from stjax.models.memory import EXPERT_DISPATCH, MEMORY, MRFFN, memory_stats
 from stjax.models.pretrained import check_pfa, llm_config, warn_if_random
 from stjax.models.registry import register
 from stjax.models.revin import RevIN
@@ -70,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.expert_top_k = 2  # experts per token.
   c.expert_hidden = 256  # hidden width of each expert.
   c.moe_aux_weight = 0.01  # weight of the Switch load-balancing loss in aux_loss.
+  c.expert_dispatch = "auto"  # dense | grouped | auto (grouped on CPU): how experts run; same result.
   # Output.
   c.revin = True  # reversible instance normalisation of the input; outputs de-normalised.
   c.revin_affine = True  # learnable per-feature affine in RevIN.
@@ -217,13 +218,16 @@ def build(mc, spec) -> STLink:
       raise UserError(f"config.model.memory_top_k: {mc.memory_top_k} not in 1..memory_size={mc.memory_size}")
     if not 1 <= mc.expert_top_k <= mc.num_experts:
       raise UserError(f"config.model.expert_top_k: {mc.expert_top_k} not in 1..num_experts={mc.num_experts}")
+    if mc.get("expert_dispatch", "auto") not in EXPERT_DISPATCH:
+      raise UserError(f"config.model.expert_dispatch: {mc.expert_dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
     if not 0.0 < mc.memory_alpha <= 1.0:
       raise UserError(f"config.model.memory_alpha: {mc.memory_alpha} not in (0, 1]")
     mrffn = functools.partial(
         MRFFN, cfg.n_embd, memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
         tau=mc.memory_tau, alpha=mc.memory_alpha, reseed_after=mc.memory_reseed_after,
         num_experts=mc.num_experts, expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden,
-        aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype)
+        aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype,
+        dispatch=mc.get("expert_dispatch", "auto"))
   warn_if_random(mc)
   return STLink(
       llm=cfg, num_nodes=spec.num_nodes, output_len=spec.output_len, in_channels=spec.in_channels,
