@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pathlib
+import zlib
 
 import numpy as np
 import pytest
@@ -30,4 +31,4 @@ def shared_data() -> pathlib.Path:
 @pytest.fixture
 def rng(request) -> np.random.Generator:
   """A fresh NumPy generator per test, seeded from the test name (reproducible, not shared)."""
-  return np.random.default_rng(abs(hash(request.node.nodeid)) % (2**32))
+  return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))  # str hash() is salted

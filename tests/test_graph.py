@@ -118,7 +118,7 @@ def test_adaptive_graph_equals_dense_mtgnn_top_k(rng):
 
 
 def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
-  n, k, alpha, noise, refresh = 24, 4, 3.0, 0.01, 3
+  n, k, alpha, noise, refresh = 24, 4, 1.0, 0.01, 3
   module = AdaptiveGraph(num_nodes=n, top_k=k, embed_dim=6, alpha=alpha, tie_noise=noise, block=5,
                          refresh=refresh)
   variables = module.init(jax.random.key(int(rng.integers(1 << 30))))
@@ -136,7 +136,7 @@ def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
 
   eval_apply = jax.jit(lambda p, graph: module.apply({**p, "graph": graph}))
   rows = np.repeat(np.arange(n), k)
-  prev_src, prev_w, reselected, stale = None, None, 0, 0
+  prev_src, prev_a, reselected, stale, weights_moved = None, None, 0, 0, 0
   for step in range(8):
     # Evaluation reads the stored edges (re-weighted by the current embeddings) and changes nothing.
     ge = eval_apply(params, graph)
@@ -154,12 +154,15 @@ def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
     np.testing.assert_array_equal(np.asarray(graph["src"]), src)
     assert int(graph["step"]) == step + 1
     np.testing.assert_allclose(w, a[dst, src], rtol=1e-4, atol=1e-5)  # current-embedding weights
-    if prev_w is not None:
-      assert np.any(np.abs(w - prev_w) > 1e-6)  # weights move every step
+    if prev_src is not None and np.array_equal(src, prev_src):
+      # Same edges, moved embeddings: cached weights would miss the allclose above wherever the
+      # reference moved by more than its tolerance; count the steps where that check had teeth.
+      weights_moved += np.abs(a[dst, src] - prev_a[dst, src]).max() > 1e-3
     for name in ("emb1", "emb2"):
       assert float(jnp.abs(grads["params"][name]).sum()) > 0
-    prev_src, prev_w, params = src, w, new_params
+    prev_src, prev_a, params = src, a, new_params
   assert reselected >= 1 and stale >= 1  # the selection really moved; keeping it is observable
+  assert weights_moved >= 1  # and weights follow the embeddings between refreshes
 
 
 def test_adaptive_graph_refresh_must_be_positive():
