@@ -227,7 +227,7 @@ class Prepared:
 
 def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinct_batches: int = 4) -> Prepared:
   """Builds the experiment for `config` on synthetic data and compiles the trainer's step for it."""
-  from stjax import trainer
+  from stjax import sharding, trainer
 
   config = apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
   exp = trainer.build_experiment(config)
@@ -239,10 +239,7 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
     raise UserError(f"--batch: {batch} exceeds the {len(train)} training windows of {num_steps} synthetic "
                     "steps; raise --num_steps")
 
-  step_fn = trainer.make_train_step(exp.model, exp.tx, trainer.make_loss_fn(bundle.protocol, bundle.target_scaler),
-                                    exp.trainable, config.train.compute_dtype, exp.schedule)
-  jitted = jax.jit(step_fn, in_shardings=(exp.state_shardings, exp.batch_sharding),
-                   out_shardings=(exp.state_shardings, None), donate_argnums=0)
+  jitted = trainer.compile_train_step(exp)  # exactly the step (and shardings) stjax.train runs
   rng = np.random.default_rng(0)
   keys = ("x", "tod", "dow", "y")
   host_batches, batches = [], []
@@ -251,7 +248,7 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
     for _ in range(num_distinct_batches):
       host = train.batch(rng.choice(len(train), size=batch, replace=False))
       host_batches.append({k: host[k] for k in keys})
-      batches.append(jax.device_put(host_batches[-1], exp.batch_sharding))
+      batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
     compiled = compile_step(jitted, state, batches[0])
   return Prepared(config, exp, compiled, state, batches, host_batches)
 
