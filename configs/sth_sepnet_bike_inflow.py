@@ -27,72 +27,22 @@ Measured numbers: docs/results.md (not comparable with the paper: other data, 12
 random model).
 """
 
-from stjax import trainer
+from stjax import presets, trainer
 from stjax.models import sth_sepnet
 
 
 def get_config(arg: str | None = None):
   variant = trainer.parse_variant(arg, ("cpu",))
   c = trainer.base_config(sth_sepnet.default_config())
-  c.seed = 2021  # init, dropout and shuffle seed (the released scripts' seed).
-
   c.data.name = "sthsepnet-bike-inflow"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
-
-  c.model.pretrained = "gpt2"  # GPT-2 small from the hub (or a converted folder); needs the weights.
-  c.model.llm_layers = 6  # GPT-2 blocks kept (released scripts ask 32 of 12; see docs/sth_sepnet.md).
-  c.model.d_model = 768  # patch-embedding width (released GPT-2 scripts).
-  c.model.d_ff = 32  # LM features kept per patch token (released Bike: 32).
-  c.model.lora_rank = 4  # LoRA rank on attention and MLP projections.
-  c.model.lora_alpha = 4.0  # LoRA scale alpha / rank = 1.
-  c.model.gamma_init = 0.5  # "mix" variant (the released Bike GPT-2 script uses 0.0; docs/sth_sepnet.md).
-  c.model.hyperedge_size = 3  # k of the KNN hyperedges (paper's best).
-  c.model.top_k = 20  # neighbours per row of the adaptive graph (MTGNN).
-  c.model.hypergraph_refresh = 100  # steps between KNN hyperedge rebuilds.
-
-  c.optim.name = "adam"  # Adam (released: torch.optim.Adam).
-  c.optim.learning_rate = 5e-4  # released Bike GPT-2 script.
-  c.optim.schedule = "multistep"  # MultiStepLR stepped per epoch.
-  c.optim.milestones = (5, 20, 40, 70)  # epochs after which lr *= decay_factor.
-  c.optim.decay_factor = 0.3  # gamma of MultiStepLR.
-  c.optim.trainable = "lora"  # frozen GPT-2 except its LoRA adapters; everything outside GPT-2 trains.
-
-  c.train.batch_size = 16  # released Bike scripts: 16.
-  c.train.num_epochs = 50  # released Bike scripts: 50.
-  c.train.patience = 10  # validations (epochs) without a better val MAE before stopping.
-  c.train.eval_every_steps = 0  # validate once per epoch.
-
-  if "cpu" in variant:  # reduced model, random init, <= ~8 min on 2 CPU cores
+  presets.sth_sepnet_paper(
+      c,
+      d_ff=32,  # LM features kept per patch token (released Bike: 32).
+      learning_rate=5e-4,  # released Bike GPT-2 script.
+      batch_size=16,  # released Bike scripts: 16.
+      num_epochs=50)  # released Bike scripts: 50.
+  if "cpu" in variant:
     c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
-    c.model.pretrained = ""  # no download: random init.
-    c.optim.trainable = "full"  # random weights: freezing them would only hurt.
-    c.data.input_len = 12  # 12 -> 12, not 48 -> 48: at 48 steps one batch of 32 costs 29 GFLOP
-    c.data.output_len = 12  # (11 s per step here), 12 steps cost 3.1 GFLOP (docs/results.md).
-    c.model.llm_layers = 2  # GPT-2 blocks.
-    c.model.n_embd = 64  # GPT-2 width.
-    c.model.n_head = 4  # GPT-2 heads (head dim 16).
-    c.model.vocab_size = 256  # token rows (the prototypes are a Dense over them).
-    c.model.n_positions = 64  # position rows (6 patch tokens are used).
-    c.model.d_model = 32  # patch-embedding width.
-    c.model.d_ff = 32  # LM features kept per patch token.
-    c.model.n_heads = 4  # reprogramming heads.
-    c.model.num_prototypes = 100  # text prototypes.
-    c.model.patch_len = 8  # patches of 8 steps with stride 4: 3 patch tokens from 12 + 4 padded steps.
-    c.model.stride = 4  # patch stride (and replication padding).
-    c.model.num_layers = 2  # gated TCN + graph layers.
-    c.model.residual_channels = 16  # residual-stream channels.
-    c.model.conv_channels = 16  # dilated-inception channels.
-    c.model.skip_channels = 32  # skip channels.
-    c.model.end_channels = 64  # output-head width.
-    c.model.node_dim = 16  # node-embedding size.
-    c.model.top_k = 10  # neighbours per row of the adaptive graph.
-    c.model.hypergraph_refresh = 20  # rebuild the KNN hyperedges more often in a short run.
-    c.model.dropout = 0.0  # short run: no temporal-stream dropout.
-    c.model.attention_dropout = 0.0  # likewise.
-    c.optim.learning_rate = 1e-3  # higher lr: small model, few epochs.
-    c.optim.milestones = (3,)  # one decay inside the short run.
-    c.train.batch_size = 32  # fewer, larger steps on CPU.
-    c.train.num_epochs = 4  # a few passes (62 steps each).
-    c.train.patience = 4  # stop after 4 validations without gain.
-    c.train.log_every_steps = 10  # scalars every 10 steps.
+    presets.sth_sepnet_cpu(c, num_epochs=4, milestones=(3,))  # 62 steps per epoch, one lr decay.
   return c

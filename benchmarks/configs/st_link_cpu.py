@@ -12,24 +12,11 @@ The data is always stjax's synthetic series (the bench overrides config.data).
 
 import ml_collections
 
-from stjax import optim, sharding, trainer
-from stjax.data.windows import default_data_config
+from stjax import presets, trainer
 from stjax.models import st_link
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0  # init, dropout and shuffle seed.
-  c.overwrite = False  # (trainer field; unused by the bench).
-  c.data = default_data_config()  # synthetic, DCRNN protocol (12 -> 12, masked MAE).
-  c.model = st_link.default_config()
-  c.model.llm_layers = 4  # GPT-2 blocks (paper: 6).
-  c.model.unfrozen_layers = 2  # PFA U; MRFFN sits in these blocks.
-  c.model.trainable = "pfa(2)"  # as with pretrained weights (the step cost is what is measured).
-  c.model.n_embd = 256  # width d (GPT-2 small: 768).
-  c.model.n_head = 4  # heads of 64 dims (as GPT-2 small).
-  c.model.vocab_size = 64  # wte rows (unused with embeddings; small so the state stays small).
-  c.optim = optim.default_optim_config()  # AdamW, constant lr.
-  c.train = trainer.default_train_config()  # float32 compute.
-  c.mesh = sharding.default_mesh_config()  # data parallel over all devices.
+  c = trainer.base_config(st_link.default_config())  # data: synthetic, DCRNN protocol; AdamW, constant lr.
+  presets.bench_gpt2(c)  # 4 blocks, width 256, 4 heads of 64, PFA U = 2.
   return c
