@@ -23,13 +23,13 @@ ST-LLM and STH-SepNet are written once against this interface:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
+from stjax.convert.hf_common import read_config_json, resolve_folder
 from stjax.errors import UserError
 from stjax.models.gpt2 import GPT2, GPT2Config
 from stjax.models.llama import Llama, LlamaConfig
@@ -100,31 +100,15 @@ def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = No
   """
   import importlib
 
-  from stjax.convert import hf_gpt2
-
-  source = str(path_or_hub_id)
-  folder = pathlib.Path(source).expanduser()
-  if not folder.exists():
-    if hf_gpt2._looks_like_path(source):
-      raise UserError(f"{source}: no such folder")
-    folder = hf_gpt2.download(source)
-  if not folder.is_dir():
-    raise UserError(f"{folder}: expected a model folder, found a file")
+  folder = resolve_folder(path_or_hub_id)
   name = _family(folder)
   loader = importlib.import_module(_BACKBONES[name][3])
   return loader.load(folder, num_layers)
 
 
 def _family(folder: pathlib.Path) -> str:
-  config_path = folder / "config.json"
-  if not config_path.is_file():
-    raise UserError(f"{folder}: no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
-  try:
-    meta = json.loads(config_path.read_text())
-  except json.JSONDecodeError as e:
-    raise UserError(f"{config_path}: invalid JSON ({e})") from None
-  if not isinstance(meta, dict):
-    raise UserError(f"{config_path}: expected a JSON object")
+  config_path, meta = read_config_json(
+      folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
   fmt = meta.get("format")
   name = fmt[len("stjax."):] if isinstance(fmt, str) and fmt.startswith("stjax.") else meta.get("model_type")
   if name not in _BACKBONES:

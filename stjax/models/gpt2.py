@@ -18,13 +18,15 @@ Pluggable parts (one block implementation, no copies):
   `GPT2.__call__(attention_kwargs=...)`) and keeps the parameter names `c_attn`, `c_proj`.
 - `GPT2Block(extra_ffn_factory=...)` adds a module's output to the frozen pretrained MLP's output
   (ST-LINK's MRFFN); it returns `(out, aux_loss)` and lives at `h_i/extra_ffn`.
+The block's and the trunk's call are shared with Llama (`stjax.models.decoder`); this module names
+the parts (and so the parameters) and adds GPT-2's learned positions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -32,15 +34,15 @@ import jax.numpy as jnp
 
 from stjax.errors import UserError
 from stjax.models import attention
-from stjax.models.lora import DEFAULT_LORA_TARGETS, LoRADense, lora_applies
+from stjax.models.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
+from stjax.models.lora import DEFAULT_LORA_TARGETS
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # HF activation names that mean tanh-approximated GELU.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Config:
+class GPT2Config(ConfigMixin):
   """GPT-2 hyper-parameters (HF names) plus stjax switches. Defaults: the 124M `gpt2`."""
 
   vocab_size: int = 50257
@@ -63,8 +65,8 @@ class GPT2Config:
   def __post_init__(self):
     if self.n_embd % self.n_head:
       raise UserError(f"GPT2Config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-    if self.dtype not in _DTYPES:
-      raise UserError(f"GPT2Config.dtype: {self.dtype!r} is not one of {sorted(_DTYPES)}")
+    if self.dtype not in COMPUTE_DTYPES:
+      raise UserError(f"GPT2Config.dtype: {self.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
     if self.n_layer < 1:
       raise UserError(f"GPT2Config.n_layer: must be >= 1, got {self.n_layer}")
     if self.lora_rank < 0:
@@ -77,17 +79,6 @@ class GPT2Config:
   @property
   def inner_dim(self) -> int:
     return self.n_inner or 4 * self.n_embd
-
-  @property
-  def compute_dtype(self) -> Any:
-    return _DTYPES[self.dtype]
-
-  @property
-  def lora_scale_alpha(self) -> float:
-    return float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
-
-  def replace(self, **changes) -> "GPT2Config":
-    return dataclasses.replace(self, **changes)
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], source: str = "config.json", **overrides) -> "GPT2Config":
@@ -154,18 +145,7 @@ def layer_norm(config: GPT2Config, name: str | None = None) -> nn.LayerNorm:
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
 
 
-class _Projections(nn.Module):
-  """Mixin: builds a (LoRA-aware) Conv1D-layout Dense named for its place in the tree."""
-
-  def dense(self, features: int, axes: tuple[str, str], name: str) -> LoRADense:
-    cfg: GPT2Config = self.config
-    path = tuple(self.scope.path) + (name,) if self.scope is not None else (name,)
-    rank = cfg.lora_rank if cfg.lora_rank > 0 and lora_applies(path, cfg.lora_targets) else 0
-    return LoRADense(features, kernel_axes=axes, rank=rank, alpha=cfg.lora_scale_alpha,
-                     dtype=cfg.compute_dtype, param_dtype=jnp.float32)
-
-
-class GPT2Attention(_Projections):
+class GPT2Attention(LoRAProjections):
   """Multi-head self-attention with fused q|k|v (`c_attn`) and output projection (`c_proj`).
 
   h: [batch, seq, embed] -> [batch, seq, embed]. Subclasses override the steps, not `__call__`.
@@ -218,7 +198,7 @@ class GPT2Attention(_Projections):
     return self.resid_dropout(y, deterministic=deterministic)
 
 
-class GPT2MLP(_Projections):
+class GPT2MLP(LoRAProjections):
   """h: [batch, seq, embed] -> c_fc -> gelu_new -> c_proj -> dropout -> [batch, seq, embed]."""
 
   config: GPT2Config
@@ -233,57 +213,34 @@ class GPT2MLP(_Projections):
     return self.dropout(self.c_proj(gelu_new(self.c_fc(h))), deterministic=deterministic)
 
 
-class GPT2Block(nn.Module):
+class GPT2Block(PreNormBlock):
   """Pre-LN transformer block: x + attn(ln_1 x), then + mlp(ln_2 x) [+ extra_ffn(ln_2 x)].
 
-  Attributes:
-    config: the GPT-2 config.
-    attention_factory: builds the attention module (default `GPT2Attention(config)`); it is
-      named `attn` and called as `attn(h, deterministic=..., **attention_kwargs)`.
-    extra_ffn_factory: builds an optional module named `extra_ffn`, called as
-      `extra(h2, attn_out=a, deterministic=...) -> (out [batch, seq, embed], aux_loss scalar)`;
-      `out` is ADDED to the pretrained MLP's output (which keeps its params at `mlp/...`).
+  Fields and call: `PreNormBlock`. The attention (default `GPT2Attention(config)`) is named `attn`.
   """
 
   config: GPT2Config
-  attention_factory: Callable[[], nn.Module] | None = None
-  extra_ffn_factory: Callable[[], nn.Module] | None = None
 
   def setup(self):
     cfg = self.config
     self.ln_1 = layer_norm(cfg)
-    self.attn = self.attention_factory() if self.attention_factory else GPT2Attention(cfg)
+    self.attn = self.build_attention(GPT2Attention)
     self.ln_2 = layer_norm(cfg)
     self.mlp = GPT2MLP(cfg)
-    self.extra_ffn = self.extra_ffn_factory() if self.extra_ffn_factory else None
+    self.extra_ffn = self.build_extra_ffn()
 
-  def __call__(self, x: jax.Array, *, deterministic: bool,
-               attention_kwargs: Mapping[str, Any] | None = None) -> tuple[jax.Array, jax.Array]:
-    """x: [batch, seq, embed] -> (x [batch, seq, embed], aux_loss scalar float32)."""
-    a = self.attn(self.ln_1(x), deterministic=deterministic, **dict(attention_kwargs or {}))
-    x = x + a
-    h2 = self.ln_2(x)
-    m = self.mlp(h2, deterministic=deterministic)
-    aux = jnp.zeros((), jnp.float32)
-    if self.extra_ffn is not None:
-      extra, extra_aux = self.extra_ffn(h2, attn_out=a, deterministic=deterministic)
-      m = m + extra
-      aux = aux + jnp.asarray(extra_aux, jnp.float32)
-    return x + m, aux
+  def parts(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    return self.ln_1, self.attn, self.ln_2, self.mlp
 
 
-class GPT2(nn.Module):
-  """GPT-2 trunk: (inputs_embeds | input_ids) -> last hidden state after ln_f.
+class GPT2(DecoderTrunk):
+  """GPT-2 trunk: (inputs_embeds | input_ids) [+ wpe] -> dropout -> h_i -> ln_f.
 
-  Attributes:
-    config: `GPT2Config`; `config.n_layer` blocks are built (truncate by lowering it).
-    attention_factory: `i -> (() -> attention module)` per block index, or None (GPT2Attention).
-    extra_ffn_factory: `i -> (() -> module) | None` per block index, or None (no extra FFN).
+  Fields and call: `DecoderTrunk`; `config.n_layer` blocks are built (truncate by lowering it),
+  the default attention is `GPT2Attention`.
   """
 
   config: GPT2Config
-  attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
-  extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
 
   def setup(self):
     cfg = self.config
@@ -294,46 +251,20 @@ class GPT2(nn.Module):
                         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01),
                                                                     ("positions", "embed")))
     self.drop = nn.Dropout(cfg.embd_pdrop)
-    self.h = [
-        GPT2Block(cfg,
-                  attention_factory=self.attention_factory(i) if self.attention_factory else None,
-                  extra_ffn_factory=self.extra_ffn_factory(i) if self.extra_ffn_factory else None)
-        for i in range(cfg.n_layer)
-    ]
+    self.h = self.make_blocks(GPT2Block, cfg.n_layer)
     self.ln_f = layer_norm(cfg)
 
-  def __call__(self, inputs_embeds: jax.Array | None = None, *, input_ids: jax.Array | None = None,
-               deterministic: bool = True, attention_kwargs: Mapping[str, Any] | None = None,
-               return_aux: bool = False):
-    """Runs the trunk.
+  def parts(self) -> tuple[nn.Embed, list[nn.Module], nn.Module]:
+    return self.wte, self.h, self.ln_f
 
-    Args:
-      inputs_embeds: [batch, seq, embed] (stjax models feed these), or None with `input_ids`.
-      input_ids: [batch, seq] int token ids, looked up in wte.
-      deterministic: False enables dropout (needs a 'dropout' rng).
-      attention_kwargs: passed to every block's attention (e.g. rotary positions).
-      return_aux: also return the summed aux loss of the extra FFNs.
-
-    Returns:
-      last hidden state [batch, seq, embed] in the compute dtype, or (hidden, aux scalar).
-    """
+  def add_positions(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    """x: [batch, seq, embed] -> x + wpe[0..seq-1] (when use_wpe), then embedding dropout."""
     cfg = self.config
-    if (inputs_embeds is None) == (input_ids is None):
-      raise ValueError("GPT2: pass exactly one of inputs_embeds and input_ids")
-    wte_table = self.wte.embedding  # always create wte (and wpe) so checkpoints fit the tree
-    del wte_table
-    x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds.astype(cfg.compute_dtype)
     seq = x.shape[1]
-    wpe_table = self.wpe.embedding
+    wpe_table = self.wpe.embedding  # always created (like wte) so checkpoints fit the tree
     if cfg.use_wpe:
       if seq > cfg.n_positions:
         raise UserError(f"GPT2: sequence length {seq} exceeds n_positions={cfg.n_positions} "
                         "(the learned position table); shorten the input or set use_wpe=False")
       x = x + wpe_table[:seq].astype(cfg.compute_dtype)[None]
-    x = self.drop(x, deterministic=deterministic)
-    aux = jnp.zeros((), jnp.float32)
-    for block in self.h:
-      x, block_aux = block(x, deterministic=deterministic, attention_kwargs=attention_kwargs)
-      aux = aux + block_aux
-    x = self.ln_f(x)
-    return (x, aux) if return_aux else x
+    return self.drop(x, deterministic=deterministic)

@@ -26,13 +26,14 @@ Pluggable parts, as in `stjax.models.gpt2` (same factories, same block contract)
   override it (e.g. ST-LINK's spatio-temporal rotations) and keeps the q/k/v/o parameter names.
 - `LlamaBlock(extra_ffn_factory=...)` adds a module's output to the pretrained MLP's output and
   returns `(out, aux_loss)`; the module lives at `layers_i/extra_ffn`.
+The block's and the trunk's call are shared with GPT-2 (`stjax.models.decoder`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -41,17 +42,16 @@ import numpy as np
 
 from stjax.errors import UserError
 from stjax.models import attention
-from stjax.models.lora import LoRADense, lora_applies
+from stjax.models.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
 from stjax.models.rope import apply_rotary
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Every projection of a Llama block (regex over module paths).
 LLAMA_LORA_TARGETS = r"self_attn/(q_proj|k_proj|v_proj|o_proj)|mlp/(gate_proj|up_proj|down_proj)"
 _ROPE_TYPES = ("default", "llama3")
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(ConfigMixin):
   """Llama hyper-parameters (HF names) plus stjax switches. Defaults: Llama 3.2 1B."""
 
   vocab_size: int = 128256
@@ -91,21 +91,10 @@ class LlamaConfig:
       raise UserError(f"LlamaConfig.rope_type: {self.rope_type!r} is not one of {list(_ROPE_TYPES)}")
     if self.rope_type == "llama3" and not self.rope_high_freq_factor > self.rope_low_freq_factor:
       raise UserError("LlamaConfig: llama3 rope needs rope_high_freq_factor > rope_low_freq_factor")
-    if self.dtype not in _DTYPES:
-      raise UserError(f"LlamaConfig.dtype: {self.dtype!r} is not one of {sorted(_DTYPES)}")
+    if self.dtype not in COMPUTE_DTYPES:
+      raise UserError(f"LlamaConfig.dtype: {self.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
     if self.lora_rank < 0:
       raise UserError(f"LlamaConfig.lora_rank: must be >= 0, got {self.lora_rank}")
-
-  @property
-  def compute_dtype(self) -> Any:
-    return _DTYPES[self.dtype]
-
-  @property
-  def lora_scale_alpha(self) -> float:
-    return float(self.lora_rank if self.lora_alpha is None else self.lora_alpha)
-
-  def replace(self, **changes) -> "LlamaConfig":
-    return dataclasses.replace(self, **changes)
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], source: str = "config.json", **overrides) -> "LlamaConfig":
@@ -224,15 +213,10 @@ def rms_norm(config: LlamaConfig, name: str | None = None) -> nn.RMSNorm:
                     name=name)
 
 
-class _LlamaProjections(nn.Module):
+class _LlamaProjections(LoRAProjections):
   """Mixin: a bias-free, LoRA-aware Dense named for its place in the tree."""
 
-  def dense(self, features: int, axes: tuple[str, str], name: str) -> LoRADense:
-    cfg: LlamaConfig = self.config
-    path = tuple(self.scope.path) + (name,) if self.scope is not None else (name,)
-    rank = cfg.lora_rank if cfg.lora_rank > 0 and lora_applies(path, cfg.lora_targets) else 0
-    return LoRADense(features, kernel_axes=axes, rank=rank, alpha=cfg.lora_scale_alpha,
-                     use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32)
+  use_projection_bias = False
 
 
 class LlamaAttention(_LlamaProjections):
@@ -317,100 +301,47 @@ class LlamaMLP(_LlamaProjections):
     return self.down_proj(jax.nn.silu(self.gate_proj(h)) * self.up_proj(h))
 
 
-class LlamaBlock(nn.Module):
+class LlamaBlock(PreNormBlock):
   """Pre-norm block: x + attn(rms x), then + mlp(rms x) [+ extra_ffn(rms x)].
 
-  Attributes:
-    config: the Llama config.
-    attention_factory: builds the attention module (default `LlamaAttention(config)`); it is
-      named `self_attn` and called as `self_attn(h, deterministic=..., **attention_kwargs)`.
-    extra_ffn_factory: builds an optional module named `extra_ffn`, called as
-      `extra(h2, attn_out=a, deterministic=...) -> (out [batch, seq, embed], aux_loss scalar)`;
-      `out` is ADDED to the pretrained MLP's output.
+  Fields and call: `PreNormBlock`. The attention (default `LlamaAttention(config)`) is named
+  `self_attn`.
   """
 
   config: LlamaConfig
-  attention_factory: Callable[[], nn.Module] | None = None
-  extra_ffn_factory: Callable[[], nn.Module] | None = None
 
   def setup(self):
     cfg = self.config
     self.input_layernorm = rms_norm(cfg)
-    self.self_attn = self.attention_factory() if self.attention_factory else LlamaAttention(cfg)
+    self.self_attn = self.build_attention(LlamaAttention)
     self.post_attention_layernorm = rms_norm(cfg)
     self.mlp = LlamaMLP(cfg)
-    self.extra_ffn = self.extra_ffn_factory() if self.extra_ffn_factory else None
+    self.extra_ffn = self.build_extra_ffn()
 
-  def __call__(self, x: jax.Array, *, deterministic: bool,
-               attention_kwargs: Mapping[str, Any] | None = None) -> tuple[jax.Array, jax.Array]:
-    """x: [batch, seq, embed] -> (x [batch, seq, embed], aux_loss scalar float32)."""
-    a = self.self_attn(self.input_layernorm(x), deterministic=deterministic,
-                       **dict(attention_kwargs or {}))
-    x = x + a
-    h2 = self.post_attention_layernorm(x)
-    m = self.mlp(h2, deterministic=deterministic)
-    aux = jnp.zeros((), jnp.float32)
-    if self.extra_ffn is not None:
-      extra, extra_aux = self.extra_ffn(h2, attn_out=a, deterministic=deterministic)
-      m = m + extra
-      aux = aux + jnp.asarray(extra_aux, jnp.float32)
-    return x + m, aux
+  def parts(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    return self.input_layernorm, self.self_attn, self.post_attention_layernorm, self.mlp
 
 
-class Llama(nn.Module):
-  """Llama trunk: (inputs_embeds | input_ids) -> last hidden state after the final RMSNorm.
+class Llama(DecoderTrunk):
+  """Llama trunk: (inputs_embeds | input_ids) -> layers_i -> final RMSNorm `norm`.
 
-  Attributes:
-    config: `LlamaConfig`; `config.num_hidden_layers` blocks are built (truncate by lowering it).
-    attention_factory: `i -> (() -> attention module)` per block index, or None (LlamaAttention).
-    extra_ffn_factory: `i -> (() -> module) | None` per block index, or None (no extra FFN).
+  Fields and call: `DecoderTrunk`; `config.num_hidden_layers` blocks are built (truncate by
+  lowering it), the default attention is `LlamaAttention` (rotary q/k at
+  `attention_kwargs["positions"]`, default 0..seq-1).
   """
 
   config: LlamaConfig
-  attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
-  extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
 
   def setup(self):
     cfg = self.config
     self.embed_tokens = nn.Embed(
         cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
-    self.layers = [
-        LlamaBlock(cfg,
-                   attention_factory=self.attention_factory(i) if self.attention_factory else None,
-                   extra_ffn_factory=self.extra_ffn_factory(i) if self.extra_ffn_factory else None)
-        for i in range(cfg.num_hidden_layers)
-    ]
+    self.layers = self.make_blocks(LlamaBlock, cfg.num_hidden_layers)
     self.norm = rms_norm(cfg)
 
-  def __call__(self, inputs_embeds: jax.Array | None = None, *, input_ids: jax.Array | None = None,
-               deterministic: bool = True, attention_kwargs: Mapping[str, Any] | None = None,
-               return_aux: bool = False):
-    """Runs the trunk.
-
-    Args:
-      inputs_embeds: [batch, seq, embed] (stjax models feed these), or None with `input_ids`.
-      input_ids: [batch, seq] int token ids, looked up in embed_tokens.
-      deterministic: False enables attention dropout (needs a 'dropout' rng when it is > 0).
-      attention_kwargs: passed to every block's attention (`positions` [seq] or [batch, seq]
-        for the default rotary attention).
-      return_aux: also return the summed aux loss of the extra FFNs.
-
-    Returns:
-      last hidden state [batch, seq, embed] in the compute dtype, or (hidden, aux scalar).
-    """
-    cfg = self.config
-    if (inputs_embeds is None) == (input_ids is None):
-      raise ValueError("Llama: pass exactly one of inputs_embeds and input_ids")
-    table = self.embed_tokens.embedding  # always create the table so checkpoints fit the tree
-    del table
-    x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds.astype(cfg.compute_dtype)
-    aux = jnp.zeros((), jnp.float32)
-    for block in self.layers:
-      x, block_aux = block(x, deterministic=deterministic, attention_kwargs=attention_kwargs)
-      aux = aux + block_aux
-    x = self.norm(x)
-    return (x, aux) if return_aux else x
+  def parts(self) -> tuple[nn.Embed, list[nn.Module], nn.Module]:
+    return self.embed_tokens, self.layers, self.norm
 
 
 def num_params(config: LlamaConfig) -> int:
