@@ -65,8 +65,8 @@ def num_layers(config: Any) -> int:
 
 def build_backbone(name: str, config: Any = None,
                    attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
-                   extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None
-                   ) -> nn.Module:
+                   extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
+                   module_name: str | None = None) -> nn.Module:
   """The backbone module `name` ('gpt2' | 'llama').
 
   Args:
@@ -74,6 +74,8 @@ def build_backbone(name: str, config: Any = None,
     config: that family's config instance, or a mapping of its fields (None = its defaults:
       124M GPT-2, Llama 3.2 1B).
     attention_factory, extra_ffn_factory: per-block pluggable parts (see the module docstring).
+    module_name: the Flax name of the module (e.g. "llm" when built in a parent's `setup` under
+      another attribute name); None = Flax's default.
   """
   if name not in _BACKBONES:
     raise UserError(f"backbone: unknown backbone {name!r}; known: {', '.join(backbone_names())}")
@@ -88,7 +90,8 @@ def build_backbone(name: str, config: Any = None,
       raise UserError(f"backbone {name}: bad config fields ({e})") from None
   elif not isinstance(config, config_cls):
     raise UserError(f"backbone {name}: expected a {config_cls.__name__}, got {type(config).__name__}")
-  return module_cls(config, attention_factory=attention_factory, extra_ffn_factory=extra_ffn_factory)
+  return module_cls(config, attention_factory=attention_factory, extra_ffn_factory=extra_ffn_factory,
+                    name=module_name)
 
 
 def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
@@ -101,12 +104,13 @@ def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = No
   import importlib
 
   folder = resolve_folder(path_or_hub_id)
-  name = _family(folder)
+  name = family_of(folder)
   loader = importlib.import_module(_BACKBONES[name][3])
   return loader.load(folder, num_layers)
 
 
-def _family(folder: pathlib.Path) -> str:
+def family_of(folder: pathlib.Path) -> str:
+  """'gpt2' | 'llama': the family of a model folder, from its config.json only (no weights read)."""
   config_path, meta = read_config_json(
       folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
   fmt = meta.get("format")

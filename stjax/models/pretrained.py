@@ -44,21 +44,60 @@ def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: 
 def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None):
   """The backbone config selected by `config.model.backbone` (absent = "gpt2").
 
-  "gpt2": `llm_config` above. "llama": Llama 3.2 1B geometry (`LlamaConfig` defaults: width 2048,
-  32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) truncated to `llm_layers` blocks, with the
-  model's dtype and attention dropout; GPT-2's geometry fields and `use_wpe` do not apply
-  (Llama's positions are rotary). Used for scaling runs (docs/scaling.md).
+  "gpt2": `llm_config` above (geometry from the model config; checked against `pretrained` when
+  the weights are merged). "llama": the geometry of the `pretrained` model (its config.json:
+  width, heads, K/V heads, SwiGLU width, vocab, RoPE theta and scaling), or Llama 3.2 1B
+  (`LlamaConfig` defaults: width 2048, 32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) when
+  `pretrained` is empty; truncated to `llm_layers` blocks, with the model's dtype and attention
+  dropout. GPT-2's geometry fields and `use_wpe` do not apply to Llama (its positions are rotary).
+  A local `pretrained` folder of the other family is a UserError naming config.model.backbone.
+  Used by every LLM-backed model (ST-LINK, STH-SepNet).
   """
   from stjax.models.llama import LlamaConfig
 
   name = model_config.get("backbone", "gpt2")
+  if name not in ("gpt2", "llama"):
+    raise UserError(f"config.model.backbone: {name!r} is not gpt2 or llama")
+  pretrained_config = _pretrained_backbone_config(model_config, name)
   if name == "gpt2":
     return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout)
-  if name != "llama":
-    raise UserError(f"config.model.backbone: {name!r} is not gpt2 or llama")
   gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
-  return LlamaConfig(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
-                     dtype=gpt2.dtype)
+  base = pretrained_config if pretrained_config is not None else LlamaConfig()
+  if gpt2.n_layer > base.num_hidden_layers:
+    raise UserError(f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
+                    f"{model_config.get('pretrained', '') or 'Llama 3.2 1B'}")
+  return base.replace(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
+                      dtype=gpt2.dtype, lora_rank=0, lora_alpha=None)
+
+
+def _pretrained_backbone_config(model_config, name: str):
+  """The full config of `model.pretrained` when the family `name` needs it (Llama) or it is a local
+  folder (family check); None when there is nothing to read. A hub id is read only for Llama
+  (downloaded, as the trainer would)."""
+  import pathlib
+
+  from stjax.convert import checkpoint_io
+  from stjax.convert.hf_common import read_config_json, resolve_folder
+  from stjax.models import backbones
+
+  source = model_config.get("pretrained", "")
+  if not source or (name == "gpt2" and not pathlib.Path(source).expanduser().is_dir()):
+    return None
+  folder = resolve_folder(source)
+  family = backbones.family_of(folder)
+  if family != name:
+    raise UserError(f"config.model.backbone: is {name!r} but config.model.pretrained={source} is a {family} model")
+  if name == "gpt2":
+    return None
+  from stjax.models.llama import LlamaConfig
+
+  config_path, meta = read_config_json(folder, "no config.json")
+  if checkpoint_io.is_stjax_checkpoint(folder, fmt="stjax.llama"):
+    try:
+      return LlamaConfig(**meta["config"])
+    except (TypeError, KeyError) as e:
+      raise UserError(f"{config_path}: bad stjax Llama config ({e})") from None
+  return LlamaConfig.from_hf(meta, source=str(config_path))
 
 
 def check_pfa(mc) -> None:
@@ -74,8 +113,9 @@ def warn_if_random(model_config) -> None:
   """Warns (once per build) when the language model will start from random weights."""
   if not model_config.get("pretrained", ""):
     warnings.warn(
-        f"config.model.pretrained is empty: {model_config.name} starts its GPT-2 from RANDOM weights. "
-        "Fine for tests and smoke runs; results comparable to the papers need pretrained GPT-2 "
+        f"config.model.pretrained is empty: {model_config.name} starts its "
+        f"{model_config.get('backbone', 'gpt2')} language model from RANDOM weights. "
+        "Fine for tests, smoke runs and sizing; results comparable to the papers need pretrained weights "
         "(set config.model.pretrained to a hub id such as 'gpt2', an HF folder or a converted checkpoint).",
         UserWarning, stacklevel=2)
 

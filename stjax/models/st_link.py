@@ -1,8 +1,9 @@
-"""ST-LINK (arXiv 2509.13753): GPT-2 with SE-Attention, MRFFN memory and RevIN.
+"""ST-LINK (arXiv 2509.13753): a pretrained LLM (GPT-2 or Llama) with SE-Attention, MRFFN memory
+and RevIN.
 
     x [B, T_in, N, C_in] --RevIN--> patches [B, N, P, patch_len * C_in]   (P = T_in / patch_len)
     token = Dense(concat[patch, tod emb, dow emb, node emb])                [B, N * P, d]
-    GPT-2 blocks: SE-Attention (time rotation by the patch's last time offset, space rotation by
+    LLM blocks (`model.backbone`: gpt2 | llama): SE-Attention (time rotation by the patch's last time offset, space rotation by
       node phases), + MRFFN in `mrffn_layers`, full attention over all N * P tokens
     head: per node, flatten the P outputs -> Dense -> (T_out, C_out); RevIN inverse
     -> pred [B, T_out, N, C_out] in scaled units, aux {"aux_loss", memory statistics}
@@ -23,39 +24,44 @@ import numpy as np
 
 from stjax.errors import UserError
 from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
-from stjax.models.gpt2 import GPT2, GPT2Config
+from stjax.models.backbones import backbone_name, build_backbone, hidden_size
+from stjax.models.llama import rope_inverse_frequencies
 from stjax.models.memory import EXPERT_DISPATCH, MEMORY, MRFFN, memory_stats
-from stjax.models.pretrained import check_pfa, llm_config, warn_if_random
+from stjax.models.pretrained import backbone_config, check_pfa, warn_if_random
 from stjax.models.registry import register
 from stjax.models.revin import RevIN
-from stjax.models.se_attention import SEAttention, SERotary, rotary_dims
+from stjax.models.se_attention import SERotary, rotary_dims, se_attention_class
 
 
 def default_config() -> ml_collections.ConfigDict:
   """`config.model` for ST-LINK; every field documented (docs/st_link.md gives the reasons)."""
   c = ml_collections.ConfigDict()
   c.name = "st_link"
-  # GPT-2 backbone (params["llm"]); geometry must match `pretrained` when one is given.
+  # Language model (params["llm"]); GPT-2 geometry must match `pretrained` when one is given.
+  c.backbone = "gpt2"  # gpt2 | llama (Llama geometry is read from `pretrained`, else Llama 3.2 1B;
+  # the GPT-2 geometry fields n_embd .. n_positions below then do not apply). docs/st_link.md.
   c.pretrained = ""  # converted stjax checkpoint folder, HF folder or hub id ("gpt2"); "" = random init.
-  c.llm_layers = 6  # GPT-2 blocks kept (the first llm_layers of the pretrained model).
+  c.llm_layers = 6  # LLM blocks kept (the first llm_layers of the pretrained model).
   c.unfrozen_layers = 2  # U: PFA trains attention in the last U blocks; MRFFN default sits there.
   c.trainable = "pfa(2)"  # trainability policy for stjax.optim; pfa(U) must use U = unfrozen_layers.
   c.n_embd = 768  # model width d (GPT-2 small: 768).
   c.n_head = 12  # attention heads (GPT-2 small: 12, head dim 64).
   c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
   c.n_positions = 1024  # rows of wpe (used only by the no-SE ablation, indexed by patch).
-  c.dropout = 0.1  # GPT-2 embedding and residual dropout.
+  c.dropout = 0.1  # GPT-2 embedding and residual dropout (Llama has none).
   c.attention_dropout = 0.0  # dropout on attention probabilities; 0 keeps the fused linear-memory kernel.
-  c.dtype = "float32"  # compute dtype of GPT-2: float32 | bfloat16 (params stay float32).
+  c.dtype = "float32"  # compute dtype of the LLM: float32 | bfloat16 (params stay float32).
   # Tokens.
   c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).
   c.embed_dim = 64  # width of the time-of-day, day-of-week and node embeddings.
   c.node_emb_init = "xavier"  # xavier | laplacian (graph Laplacian eigenvectors; needs an adjacency).
   # SE-Attention.
-  c.se_attention = True  # rotary time + space positions; False = GPT-2 wpe by patch index (ablation).
+  c.se_attention = True  # rotary time + space positions; False = by patch index (ablation): GPT-2 wpe,
+  # Llama its own RoPE.
   c.se_mode = "split"  # split (head dims shared between time and space) | dual (two attentions).
   c.temporal_dims = 32  # split: time-rotated dims per head (even; default half of head dim 64).
-  c.rope_base = 10000.0  # RoPE base of the frequencies omega_j.
+  c.rope_base = 10000.0  # RoPE base of omega_j (space phases; GPT-2 time angles; Llama time angles use
+  # the backbone's own rotary frequencies).
   c.causal = False  # causal mask over the N*P token sequence (ST-LLM-style ablation); False = full.
   # MRFFN.
   c.mrffn = True  # add memory retrieval + mixture of experts to the MLP of `mrffn_layers`.
@@ -89,7 +95,8 @@ class STLink(nn.Module):
   """ST-LINK forecaster. `__call__(batch, train) -> (pred [B, T_out, N, C_out], aux dict)`.
 
   Attributes:
-    llm: GPT-2 config (width, heads, blocks, dropout, causal; `use_wpe` is False: see se_attention).
+    llm: backbone config, `GPT2Config` or `LlamaConfig` (width, heads, blocks, dropout, causal;
+      GPT-2's `use_wpe` is False: see se_attention). The trunk lives at params["llm"].
     num_nodes, output_len, in_channels, out_channels, steps_per_day: data shape (DataSpec).
     input_offsets: time offset in steps of each input step (rotary positions use these).
     patch_len, embed_dim: token layout and embedding width.
@@ -99,7 +106,7 @@ class STLink(nn.Module):
     revin, revin_affine: RevIN switches.
   """
 
-  llm: GPT2Config
+  llm: Any
   num_nodes: int
   output_len: int
   in_channels: int
@@ -122,17 +129,22 @@ class STLink(nn.Module):
     self.num_patches = check_patches(len(self.input_offsets), self.patch_len)
     self.calendar = CalendarEmbedding(self.steps_per_day, self.embed_dim)
     self.nodes = NodeEmbedding(self.num_nodes, self.embed_dim, self.node_init)
-    self.token_embedding = nn.Dense(self.llm.n_embd, dtype=self.llm.compute_dtype)
+    self.family = backbone_name(self.llm)
+    self.token_embedding = nn.Dense(hidden_size(self.llm), dtype=self.llm.compute_dtype)
     if self.revin:
       self.norm = RevIN(self.in_channels, self.revin_affine)
     if self.se_attention:
-      self.rotary = SERotary(self.llm.head_dim, self.se_mode, self.temporal_dims, self.rope_base)
-      attention = lambda i: functools.partial(SEAttention, self.llm, mode=self.se_mode,  # noqa: E731
-                                              temporal_dims=self.temporal_dims)
+      td, _ = rotary_dims(self.llm.head_dim, self.se_mode, self.temporal_dims)
+      # Llama: time pairs keep the pretrained rotary frequencies (se_attention.py, `pairs` layout).
+      omega = tuple(float(w) for w in rope_inverse_frequencies(self.llm)[:td // 2]) if self.family == "llama" else None
+      self.rotary = SERotary(self.llm.head_dim, self.se_mode, self.temporal_dims, self.rope_base, omega)
+      attention = lambda i: functools.partial(se_attention_class(self.family), self.llm,  # noqa: E731
+                                              mode=self.se_mode, temporal_dims=self.temporal_dims)
     else:
       attention = None
     extra = (lambda i: self.mrffn if i in self.mrffn_layers else None) if self.mrffn else None
-    self.gpt2 = GPT2(self.llm, attention_factory=attention, extra_ffn_factory=extra, name="llm")
+    self.trunk = build_backbone(self.family, self.llm, attention_factory=attention, extra_ffn_factory=extra,
+                                module_name="llm")
     self.head = nn.Dense(self.output_len * self.out_channels, dtype=jnp.float32)
 
   def __call__(self, batch: dict[str, Any], train: bool = False):
@@ -162,12 +174,14 @@ class STLink(nn.Module):
       time_pos = jnp.asarray(np.tile(np.asarray(self.input_offsets, np.float32)[last], n))
       token_node = jnp.asarray(np.repeat(np.arange(n), p))
       kwargs = self.rotary(time_pos, node_e, token_node)
-    else:
+    elif self.family == "llama":  # Llama's own RoPE at the patch index
+      kwargs = {"positions": jnp.asarray(np.tile(np.arange(p), n))}
+    else:  # GPT-2's learned table at the patch index
       if p > self.llm.n_positions:
         raise UserError(f"config.model.se_attention=False: {p} patches exceed n_positions={self.llm.n_positions}")
-      tokens = tokens + jnp.tile(self.gpt2.wpe.embedding[:p], (n, 1))[None].astype(tokens.dtype)
+      tokens = tokens + jnp.tile(self.trunk.wpe.embedding[:p], (n, 1))[None].astype(tokens.dtype)
       kwargs = {}
-    hidden, aux_loss = self.gpt2(tokens, deterministic=not train, attention_kwargs=kwargs, return_aux=True)
+    hidden, aux_loss = self.trunk(tokens, deterministic=not train, attention_kwargs=kwargs, return_aux=True)
 
     out = self.head(hidden.astype(jnp.float32).reshape(b, n, -1))  # [B, N, T_out * C_out]
     pred = out.reshape(b, n, self.output_len, self.out_channels).transpose(0, 2, 1, 3)
@@ -175,7 +189,7 @@ class STLink(nn.Module):
       pred = self.norm.denormalize(pred, stats, slice(0, self.out_channels))
     aux = {"aux_loss": aux_loss}
     if self.mrffn_layers:
-      aux.update(memory_stats(self.gpt2.variables.get(MEMORY, {})))
+      aux.update(memory_stats(self.trunk.variables.get(MEMORY, {})))
     return pred, aux
 
 
@@ -198,7 +212,7 @@ def build(mc, spec) -> STLink:
   if mc.revin and spec.out_channels > spec.in_channels:
     raise UserError(f"config.model.revin: predicts {spec.out_channels} channels from {spec.in_channels} inputs; "
                     "RevIN de-normalises outputs with the statistics of the first out_channels inputs")
-  cfg = llm_config(mc, causal=mc.causal, use_wpe=False)
+  cfg = backbone_config(mc, causal=mc.causal, use_wpe=False)
   if mc.se_attention:
     rotary_dims(cfg.head_dim, mc.se_mode, mc.temporal_dims)
   if mc.node_emb_init == "laplacian":
@@ -223,7 +237,7 @@ def build(mc, spec) -> STLink:
     if not 0.0 < mc.memory_alpha <= 1.0:
       raise UserError(f"config.model.memory_alpha: {mc.memory_alpha} not in (0, 1]")
     mrffn = functools.partial(
-        MRFFN, cfg.n_embd, memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
+        MRFFN, hidden_size(cfg), memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
         tau=mc.memory_tau, alpha=mc.memory_alpha, reseed_after=mc.memory_reseed_after,
         num_experts=mc.num_experts, expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden,
         aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype,
