@@ -5,7 +5,8 @@
         --steps=10 --out_dir=docs [--set=train.compute_dtype=bfloat16 ...]
 
 Every point is one fresh `python -m stjax.bench` process (its last output line is the JSON result),
-so one point running out of memory or time is recorded as a failure and the sweep goes on.
+so one point running out of memory or time is recorded as a failure and the sweep goes on (the
+node sweep of that config skips the larger N).
 Writes `<out_dir>/scaling_nodes.png`, `<out_dir>/scaling_batch.png` and `<out_dir>/scaling.json`
 (all points, failures included with their error line).
 """
@@ -89,8 +90,13 @@ def main(argv=None):
   configs = [c for c in args.configs.split(",") if c]
   points = []
   for config in configs:
-    for n in [int(v) for v in args.nodes.split(",") if v]:
-      r = run_point(config, args.batch, n, args.steps, args.set, args.timeout)
+    failed_at = None  # a larger N than one that ran out of time or memory is not tried
+    for n in sorted(int(v) for v in args.nodes.split(",") if v):
+      if failed_at is None:
+        r = run_point(config, args.batch, n, args.steps, args.set, args.timeout)
+        failed_at = n if "error" in r else None
+      else:
+        r = {"error": f"skipped: N={failed_at} already failed"}
       points.append({"label": label_of(config), "sweep": "nodes", "nodes": n, "batch": args.batch, **r})
       print(json.dumps(points[-1]), flush=True)
     for b in [int(v) for v in args.batches.split(",") if v]:
