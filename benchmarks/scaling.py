@@ -84,11 +84,14 @@ def main(argv=None):
   ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
   ap.add_argument("--timeout", type=int, default=1800, help="seconds per point")
   ap.add_argument("--out_dir", default="docs")
+  ap.add_argument("--keep", default="", help="a scaling.json whose points of other configs are kept "
+                  "(to add or redo one config's curves without rerunning the rest)")
   args = ap.parse_args(argv)
   out = pathlib.Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   configs = [c for c in args.configs.split(",") if c]
-  points = []
+  labels = {label_of(c) for c in configs}
+  points = [p for p in json.loads(pathlib.Path(args.keep).read_text()) if p["label"] not in labels] if args.keep else []
   for config in configs:
     failed_at = None  # a larger N than one that ran out of time or memory is not tried
     for n in sorted(int(v) for v in args.nodes.split(",") if v):

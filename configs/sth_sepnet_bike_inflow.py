@@ -14,17 +14,14 @@ validation MAE, the released code on MSE).
 
 CPU variant (`:cpu`): the Citi Bike series is not available offline, so the reduced random-init
 model trains on NYCBike2 as staged in ../shared/data (ST-SSL's 10x20 grid, 30-min inflow AND
-outflow, 2880 steps) under the STH-SepNet protocol but 12 -> 12 (1992 / 278 / 565 windows; 48 -> 48
-would fit the series, 1920 / 242 / 529 windows, but costs ~9x more per step: see
-sth_sepnet_metrla.py). Both channels are predicted and reported per channel (`per_channel.inflow`
-is this config's number; `sth_sepnet_bike_outflow.py:cpu` is the same run). At most ~8 minutes on
-a quiet 2-core CPU; expected to beat both naive baselines (last value, historical average),
-printed side by side at the end:
+outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1920 / 242 / 529 windows). Both channels are
+predicted and reported per channel (`per_channel.inflow` is this config's number;
+`sth_sepnet_bike_outflow.py:cpu` is the same run). About 20 minutes on a 2-core CPU; compared
+with both naive baselines (last value, historical average), printed side by side at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_bike_inflow.py:cpu --workdir=runs/sth_sepnet_bike_cpu
 
-Measured numbers: docs/results.md (not comparable with the paper: other data, 12 -> 12, tiny
-random model).
+Measured numbers: docs/results.md (not comparable with the paper: other data, tiny random model).
 """
 
 from stjax import presets, trainer
@@ -44,5 +41,5 @@ def get_config(arg: str | None = None):
       num_epochs=50)  # released Bike scripts: 50.
   if "cpu" in variant:
     c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
-    presets.sth_sepnet_cpu(c, num_epochs=4, milestones=(3,))  # 62 steps per epoch, one lr decay.
+    presets.sth_sepnet_cpu(c, num_epochs=4, milestones=(3,))  # 120 steps per epoch, one lr decay.
   return c

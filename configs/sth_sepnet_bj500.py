@@ -11,7 +11,7 @@ configs", ../shared/PUBLISHED_CODE.md 3.5): 48 -> 48, split 7:1:2 of rows, per-n
 scaled units, Adam lr 3e-4, batch 32, 30 epochs, MultiStep lr x0.3 after epochs 5/20/40/70, early
 stopping (patience 10 validations; stjax selects on validation MAE, the released code on MSE).
 
-CPU variant (`:cpu`): the same reduced random-init model as `sth_sepnet_metrla.py:cpu` (12 -> 12) on
+CPU variant (`:cpu`): the same reduced random-init model as `sth_sepnet_metrla.py:cpu` (48 -> 48) on
 this dataset's full series (not available offline: download it first). Not run here; with 500 nodes
 and the full series an epoch is far longer than the METR-LA excerpt's, so on 2 CPU cores cap it
 with `--config.train.max_steps=...`:

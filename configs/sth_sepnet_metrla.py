@@ -12,16 +12,15 @@ scaled units, Adam lr 3e-4, batch 32, 30 epochs, MultiStep lr x0.3 after epochs 
 stopping (patience 10 validations; stjax selects on validation MAE, the released code on MSE).
 
 CPU variant (`:cpu`): a reduced random-init model on the real 7-day METR-LA excerpt staged in
-../shared/data (`metr-la-excerpt`: 2016 steps, gaps interpolated by T-GCN) under the same protocol
-but 12 -> 12 (1388 / 191 / 392 windows). The excerpt's split would allow 48 -> 48 (1316 / 155 / 356
-windows), but there one batch costs 29 GFLOP (11 s per step on the shared 2-core CPU) against
-3.1 GFLOP at 12 steps, which does not fit the CPU budget. At most ~8 minutes on a quiet 2-core CPU;
-expected to beat both naive baselines (last value, historical average), printed side by side:
+../shared/data (`metr-la-excerpt`: 2016 steps, gaps interpolated by T-GCN) under the same protocol,
+48 -> 48 (1316 / 155 / 356 windows), 8-channel spatial layers (5 GFLOP per step of 16; see
+stjax/presets.py). About 15-20 minutes on a 2-core CPU; expected to beat both naive baselines
+(last value, historical average), printed side by side:
 
   python -m stjax.train --config=configs/sth_sepnet_metrla.py:cpu --workdir=runs/sth_sepnet_metrla_cpu
 
-Measured numbers: docs/results.md (not comparable with the paper: 7 days of data, 12 -> 12, tiny
-random model).
+Measured numbers: docs/results.md (not comparable with the paper: 7 days of data, tiny random
+model).
 """
 
 from stjax import presets, trainer
@@ -41,5 +40,5 @@ def get_config(arg: str | None = None):
       num_epochs=30)  # released scripts: 30.
   if "cpu" in variant:
     c.data.name = "metr-la-excerpt"  # the METR-LA data available offline (7 days).
-    presets.sth_sepnet_cpu(c, num_epochs=6, milestones=(4,))  # 43 steps per epoch, one lr decay.
+    presets.sth_sepnet_cpu(c, num_epochs=5, milestones=(4,))  # 82 steps per epoch, one lr decay.
   return c
