@@ -14,7 +14,7 @@ stopping (patience 10 validations; stjax selects on validation MAE, the released
 CPU variant (`:cpu`): a reduced random-init model on the real 7-day METR-LA excerpt staged in
 ../shared/data (`metr-la-excerpt`: 2016 steps, gaps interpolated by T-GCN) under the same protocol,
 48 -> 48 (1316 / 155 / 356 windows), 8-channel spatial layers (5 GFLOP per step of 16; see
-stjax/presets.py). About 15-20 minutes on a 2-core CPU; expected to beat both naive baselines
+stjax/presets.py). About 25 minutes on a 2-core CPU; expected to beat both naive baselines
 (last value, historical average), printed side by side:
 
   python -m stjax.train --config=configs/sth_sepnet_metrla.py:cpu --workdir=runs/sth_sepnet_metrla_cpu
@@ -40,5 +40,5 @@ def get_config(arg: str | None = None):
       num_epochs=30)  # released scripts: 30.
   if "cpu" in variant:
     c.data.name = "metr-la-excerpt"  # the METR-LA data available offline (7 days).
-    presets.sth_sepnet_cpu(c, num_epochs=5, milestones=(4,))  # 82 steps per epoch, one lr decay.
+    presets.sth_sepnet_cpu(c, num_epochs=10, milestones=(8,))  # 82 steps per epoch, one lr decay.
   return c
