@@ -6,10 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from stjax import optim
+from train_steps import mae_train_step
 from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models import build_model
@@ -114,16 +114,7 @@ def trained():
   cfg.name, cfg.learning_rate = "adam", 1e-2
   tx, _ = optim.make_optimizer(cfg, params, mask)
 
-  @jax.jit
-  def step(params, opt_state, memory, batch, key):
-    def loss_fn(p):
-      (pred, aux), new = model.apply({"params": p, "memory": memory}, batch, train=True, rngs={"dropout": key},
-                                     mutable=["memory"])
-      mae = jnp.mean(jnp.abs(pred - y))
-      return mae + aux["aux_loss"], (new["memory"], mae)
-    (_, (memory, mae)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, memory, mae
+  step = mae_train_step(model, tx, y)
 
   # Zero and missing inputs first: one step each must stay finite.
   finite = []

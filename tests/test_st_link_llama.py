@@ -12,9 +12,9 @@ transformers = pytest.importorskip("transformers")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
 
 from stjax import optim  # noqa: E402
+from train_steps import mae_train_step  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.models import build_model  # noqa: E402
@@ -201,20 +201,11 @@ def trained(llama_folder):
   cfg.name, cfg.learning_rate = "adam", 1e-2
   tx, _ = optim.make_optimizer(cfg, params, mask)
 
-  @jax.jit
-  def step(params, opt_state, memory, key):
-    def loss_fn(p):
-      (pred, aux), new = model.apply({"params": p, "memory": memory}, batch, train=True, rngs={"dropout": key},
-                                     mutable=["memory"])
-      mae = jnp.mean(jnp.abs(pred - y))
-      return mae + aux["aux_loss"], (new["memory"], mae)
-    (_, (memory, mae)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, memory, mae
+  step = mae_train_step(model, tx, y)
 
   p, opt_state, memory, losses = params, tx.init(params), variables["memory"], []
   for i in range(30):
-    p, opt_state, memory, mae = step(p, opt_state, memory, jax.random.key(i))
+    p, opt_state, memory, mae = step(p, opt_state, memory, batch, jax.random.key(i))
     losses.append(float(mae))
   return dict(start=params, memory0=variables["memory"], params=p, memory=memory, mask=mask, losses=losses)
 
