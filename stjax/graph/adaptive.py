@@ -66,10 +66,11 @@ class AdaptiveGraph(nn.Module):
   the selection is redone:
     refresh = 1: MTGNN exactly, the selection is recomputed from the current embeddings on every
       call (training and evaluation); no state.
-    refresh = R > 1: the selection is state in the `graph` collection (`src`, `dst` [N * k] int32,
-      the dst-sorted edge list, and a `step` counter), like `KNNHypergraph`: in training
-      (`update=True`, collection mutable) it is rebuilt from the current embeddings on every call
-      whose counter is a multiple of R (0, R, 2R, ...) via `lax.cond`; evaluation only reads it.
+    refresh = R > 1: the selection is state in the `graph` collection (`src` [N * k] int32, the
+      kept column of each edge, rows in order, and a `step` counter), like `KNNHypergraph`: in
+      training (`update=True`, collection mutable) it is rebuilt from the current embeddings on
+      every call whose counter is a multiple of R (0, R, 2R, ...) via `lax.cond`; evaluation
+      only reads it.
   Either way the weights of the selected edges, A[dst, src], are recomputed on every call from
   the current embeddings, so E_1, E_2 and Lin_1, Lin_2 get gradients on every step.
   """
@@ -90,9 +91,9 @@ class AdaptiveGraph(nn.Module):
     m2 = jnp.tanh(self.alpha * nn.Dense(self.embed_dim, name="lin2")(e2))
     return m1, m2
 
-  def select(self, m1: jax.Array, m2: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The top-k columns of every row of A (+ tie noise), without gradients, as a dst-sorted edge
-    list: m1, m2 [N, d] -> (src, dst) [N * k] int32 each (dst = the row, src = a kept column)."""
+  def select(self, m1: jax.Array, m2: jax.Array) -> jax.Array:
+    """The top-k columns of every row of A (+ tie noise), without gradients: m1, m2 [N, d] ->
+    src [N * k] int32, row-major, so edge e runs src[e] -> row e // k."""
     k = min(self.top_k, self.num_nodes)
     s1, s2 = jax.lax.stop_gradient(m1), jax.lax.stop_gradient(m2)
 
@@ -100,9 +101,7 @@ class AdaptiveGraph(nn.Module):
       scores = _mtgnn_scores(s1[rows], s2[rows], s1, s2, self.alpha)
       return scores + self.tie_noise * tie_break_noise(rows, self.num_nodes)
 
-    neighbors = blockwise_top_k(selection_scores, self.num_nodes, k, self.block)[1]
-    dst = jnp.repeat(jnp.arange(self.num_nodes, dtype=jnp.int32), k)
-    return neighbors.reshape(-1), dst
+    return blockwise_top_k(selection_scores, self.num_nodes, k, self.block)[1].reshape(-1)
 
   @nn.compact
   def __call__(self, update: bool = False) -> EdgeList:
@@ -110,17 +109,16 @@ class AdaptiveGraph(nn.Module):
       raise UserError(f"graph_refresh: must be >= 1 training steps, got {self.refresh}")
     m1, m2 = self.node_factors()
     if self.refresh == 1:
-      src, dst = self.select(m1, m2)
-    else:
-      build = lambda: self.select(m1, m2)
-      src_var = self.variable("graph", "src", lambda: build()[0])
-      dst_var = self.variable("graph", "dst", lambda: build()[1])
+      src = self.select(m1, m2)
+    else:  # the selection is state; the destinations never change (k edges per row, in order)
+      src_var = self.variable("graph", "src", lambda: self.select(m1, m2))
       step = self.variable("graph", "step", lambda: jnp.zeros((), jnp.int32))
       if update and not self.is_initializing():
-        src_var.value, dst_var.value = jax.lax.cond(
-            step.value % self.refresh == 0, build, lambda: (src_var.value, dst_var.value))
+        src_var.value = jax.lax.cond(step.value % self.refresh == 0, lambda: self.select(m1, m2),
+                                     lambda: src_var.value)
         step.value = step.value + 1
-      src, dst = src_var.value, dst_var.value
+      src = src_var.value
+    dst = jnp.repeat(jnp.arange(self.num_nodes, dtype=jnp.int32), min(self.top_k, self.num_nodes))
     return EdgeList(src, dst, edge_weights(m1, m2, src, dst, self.alpha), num_nodes=self.num_nodes,
                     dst_sorted=True)
 
