@@ -21,6 +21,7 @@ Batches are split over `data` and `fsdp` together (rows) and over `nodes` (node 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -272,12 +273,15 @@ def put_batch(batch: dict[str, np.ndarray], shardings: NamedSharding | dict[str,
     v = np.asarray(v)
     sharding = shardings[k] if isinstance(shardings, dict) else shardings
     global_shape = v.shape if whole else (v.shape[0] * jax.process_count(),) + v.shape[1:]
-    _check_batch_layout(k, global_shape, sharding, whole)
+    _check_batch_layout(k, tuple(global_shape), sharding, whole)
     out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
   return out
 
 
-def _check_batch_layout(key: str, global_shape, sharding: NamedSharding, whole: bool) -> None:
+@functools.lru_cache(maxsize=256)
+def _check_batch_layout(key: str, global_shape: tuple[int, ...], sharding: NamedSharding, whole: bool) -> None:
+  """UserError unless the batch splits evenly and this host holds its own rows (checked once per
+  key, shape and sharding: every training step puts batches of the same layout)."""
   for dim, axes in enumerate(sharding.spec):
     size = math.prod(sharding.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     if global_shape[dim] % size:

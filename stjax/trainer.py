@@ -8,6 +8,7 @@ changes lives in that state, so checkpoints resume exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -240,14 +241,10 @@ class Experiment:
     """Mesh + logical axis rules, active while tracing model code."""
     return _Context(self.mesh, self.rules)
 
-  @property
-  def batch_sharding(self):
-    """Rows over data x fsdp (every key); `batch_shardings` also splits nodes over `nodes`."""
-    return sharding.batch_sharding(self.mesh)
-
-  @property
+  @functools.cached_property
   def batch_shardings(self) -> dict:
-    """Per batch key: rows over data x fsdp, the node axis of x and y over `nodes`."""
+    """Per batch key: rows over data x fsdp, the node axis of x and y over `nodes` (built once;
+    every train and eval step puts its batch with these)."""
     return sharding.batch_shardings(self.mesh, _EVAL_KEYS)
 
   @property
