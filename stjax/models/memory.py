@@ -247,7 +247,7 @@ class ExpertMixture(nn.Module):
     probs = jax.nn.softmax(logits, axis=-1)
     top_p, top_i = jax.lax.top_k(probs, self.top_k)
     choice = jax.nn.one_hot(top_i, e, dtype=jnp.float32)  # [..., k, E]
-    gates = jnp.einsum("...k,...ke->...e", top_p / top_p.sum(-1, keepdims=True), choice)
+    top_gates = top_p / top_p.sum(-1, keepdims=True)  # [..., k], sum to one
 
     init = nn.initializers.normal(0.02)
     w1 = self.param("w1", init, (e, dz, self.hidden))
@@ -257,13 +257,14 @@ class ExpertMixture(nn.Module):
     zc = z.astype(self.dtype)
     w1, b1, w2, b2 = (w.astype(self.dtype) for w in (w1, b1, w2, b2))
     if self._grouped(zc.size // dz):
-      norm_p = (top_p / top_p.sum(-1, keepdims=True)).astype(self.dtype)
-      out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k), norm_p.reshape(-1, self.top_k),
+      out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k),
+                            top_gates.astype(self.dtype).reshape(-1, self.top_k),
                             w1, b1, w2, b2, self.block_rows).reshape(*z.shape[:-1], self.features)
-    else:
+    else:  # combine weights zero off the top-k: [..., E]
+      gates = jnp.einsum("...k,...ke->...e", top_gates, choice).astype(self.dtype)
       hid = jax.nn.gelu(jnp.einsum("...d,edh->...eh", zc, w1) + b1)
       outs = jnp.einsum("...eh,ehf->...ef", hid, w2) + b2
-      out = jnp.einsum("...e,...ef->...f", gates.astype(self.dtype), outs)
+      out = jnp.einsum("...e,...ef->...f", gates, outs)
 
     frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
     mean_p = probs.reshape(-1, e).mean(0)
