@@ -115,7 +115,7 @@ def analyse(config, note: str = "") -> dict:
   """Compiles the train step of `config` on the current devices; returns the report dict."""
   import jax
 
-  from stjax import trainer
+  from stjax import bench, trainer
 
   exp = trainer.build_experiment(config)
   step = trainer.compile_train_step(exp)
@@ -128,8 +128,7 @@ def analyse(config, note: str = "") -> dict:
     lowered = step.lower(exp.abstract_state, batch)
     compiled = lowered.compile()
   mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = bench.xla_flops(compiled) or float("nan")
   params = exp.abstract_state.params
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   memory = {
@@ -147,8 +146,7 @@ def analyse(config, note: str = "") -> dict:
       "params": n_params, "param_bytes_per_device": _shard_bytes(params),
       "state_bytes_per_device": _shard_bytes(exp.abstract_state), "batch_bytes_per_device": _shard_bytes(batch),
       "memory_per_device": memory,
-      "flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
-      "flops_total": float(cost.get("flops", float("nan"))) * jax.device_count() if cost else float("nan"),
+      "flops_per_device": flops, "flops_total": flops * jax.device_count(),
   }
 
 
@@ -179,6 +177,7 @@ def _main(argv) -> None:
 
   from stjax import train as train_cli
   from stjax.errors import UserError, cli_entry
+  from stjax.sharding import MESH_AXES
 
   @cli_entry
   def run():
@@ -189,7 +188,7 @@ def _main(argv) -> None:
     with config.unlocked():
       if FLAGS.mesh:
         sizes = parse_mesh(FLAGS.mesh)
-        for axis in ("data", "fsdp", "nodes", "tensor"):
+        for axis in MESH_AXES:
           config.mesh[axis] = sizes.get(axis, 1)
       note = standin_data(config) if FLAGS.data == "standin" else f"{config.data.name} (real data)"
     report = analyse(config, note)

@@ -204,13 +204,28 @@ class Converter:
       return self.read_stjax(folder, num_layers)
     return self.read_hf_folder(folder, num_layers)
 
-  def read_hf_folder(self, folder: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
-    """HF folder (config.json + weights) -> (config truncated to num_layers, params NumPy tree)."""
+  def read_config(self, folder: str | os.PathLike) -> Any:
+    """The full config of a stjax checkpoint or an HF folder of this family; no weights are read."""
     folder = pathlib.Path(folder)
+    if checkpoint_io.is_stjax_checkpoint(folder, fmt=self.fmt):
+      config_path, meta = read_config_json(folder, "no config.json")
+      return self._from_fields(meta.get("config"), config_path)
     config_path, hf_config = read_config_json(
         folder, f"not a {self.name} model folder (no config.json; expected a Hugging Face "
         f"{self.name} folder or a stjax checkpoint)")
-    full = self.config_cls.from_hf(hf_config, source=str(config_path))
+    return self.config_cls.from_hf(hf_config, source=str(config_path))
+
+  def _from_fields(self, fields: Any, where: pathlib.Path) -> Any:
+    try:
+      return self.config_cls(**fields)
+    except TypeError as e:
+      raise UserError(f"{where}: bad config ({e})") from None
+
+  def read_hf_folder(self, folder: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
+    """HF folder (config.json + weights) -> (config truncated to num_layers, params NumPy tree)."""
+    folder = pathlib.Path(folder)
+    config_path = folder / "config.json"
+    full = self.read_config(folder)
     config = self._truncated(full, num_layers, str(config_path))
 
     source = weights_io.open_weights(folder)
@@ -238,10 +253,7 @@ class Converter:
   def read_stjax(self, folder: pathlib.Path, num_layers: int | None = None) -> tuple[Any, dict]:
     """stjax checkpoint folder of this family -> (config truncated to num_layers, params)."""
     fields, params = checkpoint_io.load(folder, fmt=self.fmt)
-    try:
-      full = self.config_cls(**fields)
-    except TypeError as e:
-      raise UserError(f"{folder / checkpoint_io.CONFIG_FILE}: bad config ({e})") from None
+    full = self._from_fields(fields, folder / checkpoint_io.CONFIG_FILE)
     config = self._truncated(full, num_layers, str(folder))
     for i in range(getattr(config, self.layers_field), getattr(full, self.layers_field)):
       params.pop(f"{self.block_prefix}_{i}", None)

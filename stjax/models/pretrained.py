@@ -76,8 +76,8 @@ def _pretrained_backbone_config(model_config, name: str):
   (downloaded, as the trainer would)."""
   import pathlib
 
-  from stjax.convert import checkpoint_io
-  from stjax.convert.hf_common import read_config_json, resolve_folder
+  from stjax.convert import hf_llama
+  from stjax.convert.hf_common import resolve_folder
   from stjax.models import backbones
 
   source = model_config.get("pretrained", "")
@@ -87,17 +87,7 @@ def _pretrained_backbone_config(model_config, name: str):
   family = backbones.family_of(folder)
   if family != name:
     raise UserError(f"config.model.backbone: is {name!r} but config.model.pretrained={source} is a {family} model")
-  if name == "gpt2":
-    return None
-  from stjax.models.llama import LlamaConfig
-
-  config_path, meta = read_config_json(folder, "no config.json")
-  if checkpoint_io.is_stjax_checkpoint(folder, fmt="stjax.llama"):
-    try:
-      return LlamaConfig(**meta["config"])
-    except (TypeError, KeyError) as e:
-      raise UserError(f"{config_path}: bad stjax Llama config ({e})") from None
-  return LlamaConfig.from_hf(meta, source=str(config_path))
+  return hf_llama.CONVERTER.read_config(folder) if name == "llama" else None
 
 
 def check_pfa(mc) -> None:
