@@ -14,10 +14,10 @@ validation MAE, the released code on MSE).
 
 CPU variant (`:cpu`): the Citi Bike series is not available offline, so the reduced random-init
 model trains on NYCBike2 as staged in ../shared/data (ST-SSL's 10x20 grid, 30-min inflow AND
-outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1920 / 242 / 529 windows). Both channels are predicted and reported per channel (`per_channel.outflow`
-is this config's number; `sth_sepnet_bike_inflow.py:cpu` is the same run). About 20 minutes on a
-2-core CPU; expected to beat both naive baselines (last value, historical average),
-printed side by side at the end:
+outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1920 / 242 / 529 windows). Both
+channels are predicted and reported per channel (`per_channel.outflow` is this config's number;
+`sth_sepnet_bike_inflow.py:cpu` is the same run). About 20 minutes on a 2-core CPU; compared
+with both naive baselines (last value, historical average), printed side by side at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_bike_outflow.py:cpu --workdir=runs/sth_sepnet_bike_cpu
 

@@ -28,12 +28,7 @@ def get_config(arg: str | None = None):
   c = trainer.base_config(sth_sepnet.default_config())
   c.data.name = "sthsepnet-bj500"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
-  presets.sth_sepnet_paper(
-      c,
-      d_ff=128,  # LM features kept per patch token (released METR/PEMS/BJ: 128).
-      learning_rate=3e-4,  # released METR/PEMS/BJ GPT-2 scripts.
-      batch_size=32,  # released scripts: 32.
-      num_epochs=30)  # released scripts: 30.
+  presets.sth_sepnet_paper(c)  # the released METR/PEMS/BJ GPT-2 scripts (d_ff 128, lr 3e-4, batch 32, 30 epochs).
   if "cpu" in variant:  # the sth_sepnet_metrla.py:cpu model; cap it with --config.train.max_steps on CPU.
     presets.sth_sepnet_cpu(c, num_epochs=6, milestones=(4,))
   return c
