@@ -12,27 +12,12 @@ import sys
 
 import pytest
 
+from helpers import TINY_ST_LINK, load_config
 from stjax import compile_only
 from stjax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = '''
-from stjax import trainer
-from stjax.models import st_link
-
-
-def get_config():
-  c = trainer.base_config(st_link.default_config())
-  c.data.synthetic.num_nodes = 8
-  c.data.synthetic.num_steps = 400
-  m = c.model
-  m.llm_layers, m.unfrozen_layers, m.trainable = 1, 1, "pfa(1)"
-  m.n_embd, m.n_head, m.vocab_size, m.n_positions = 16, 2, 8, 8
-  m.patch_len, m.embed_dim, m.temporal_dims = 6, 8, 4
-  m.memory_size, m.memory_key_dim, m.memory_top_k, m.expert_hidden = 8, 8, 2, 16
-  c.train.batch_size = 8
-  return c
-'''
+CONFIG = TINY_ST_LINK  # the tiny ST-LINK experiment
 
 
 def _cli(*args):
@@ -40,10 +25,8 @@ def _cli(*args):
                         text=True, timeout=300, cwd=ROOT)
 
 
-def test_compiles_for_a_mesh_and_reports_consistent_memory(tmp_path):
-  config = tmp_path / "tiny.py"
-  config.write_text(CONFIG)
-  out = _cli(f"--config={config}", "--mesh=data:2,tensor:2", "--config.train.batch_size=8")
+def test_compiles_for_a_mesh_and_reports_consistent_memory():
+  out = _cli(f"--config={CONFIG}", "--mesh=data:2,tensor:2", "--config.train.batch_size=8")
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads(out.stdout.strip().splitlines()[-1])
   assert report["devices"] == 4  # the child re-executed with 4 devices (pytest's process has 8)
@@ -79,14 +62,9 @@ def test_device_count_parsing():
 
 def test_standin_has_the_registry_shape():
   """PEMS-BAY compiles without its files: 325 nodes, 5-minute steps, DCRNN 12 -> 12 windows."""
-  import importlib.util
-
   from stjax.data import build_data
 
-  spec = importlib.util.spec_from_file_location("cfg", ROOT / "configs" / "st_link_pemsbay.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(ROOT / "configs" / "st_link_pemsbay.py")
   note = compile_only.standin_data(config)
   assert "pems-bay" in note and "325 nodes" in note
   bundle = build_data(config.data)

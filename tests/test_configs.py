@@ -5,7 +5,6 @@ no weights loaded). Real data from ../shared/data is used where present; a regis
 here is replaced by a random stand-in with the registry's node count, rate and channels, so the
 model is still built for the real data shape."""
 
-import importlib.util
 import pathlib
 import warnings
 
@@ -14,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import load_config
 from stjax import optim, trainer
 from stjax.data import build_data, registry, windows
 from stjax.data.dataset import Dataset
@@ -44,10 +44,7 @@ _STAND_IN_STEPS = 2016
 
 
 def load(filename: str, variant: str | None):
-  spec = importlib.util.spec_from_file_location(f"config_{filename[:-3]}", CONFIGS / filename)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant) if variant is not None else module.get_config()
+  return load_config(CONFIGS / filename, *(() if variant is None else (variant,)))
 
 
 def _stand_in(config) -> Dataset:

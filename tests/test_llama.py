@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
+from helpers import assert_one_line  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.models import backbones  # noqa: E402
@@ -197,13 +198,6 @@ def test_bfloat16_compute_close_to_float32(tied_model, rng):
   assert err < 5e-2, err
 
 
-def _one_error_line(excinfo, *needles):
-  msg = str(excinfo.value)
-  assert "\n" not in msg
-  for needle in needles:
-    assert needle in msg, msg
-
-
 def test_bad_inputs_give_one_clear_line(tied_model, tmp_path):
   _, folder = tied_model
   tensors = load_file(str(folder / "model.safetensors"))
@@ -220,27 +214,27 @@ def test_bad_inputs_give_one_clear_line(tied_model, tmp_path):
                   config_json)
   with pytest.raises(UserError) as e:
     hf_llama.convert(missing, tmp_path / "out_missing")
-  _one_error_line(e, "missing tensors", "layers.1.mlp.up_proj.weight")
+  assert_one_line(e, "missing tensors", "layers.1.mlp.up_proj.weight")
   assert not (tmp_path / "out_missing").exists()  # nothing half-written
 
   shape = write("shape", tensors, {**config_json, "intermediate_size": 40})
   with pytest.raises(UserError) as e:
     hf_llama.load(shape)
-  _one_error_line(e, "gate_proj.weight", "(48, 32)", "(40, 32)")
+  assert_one_line(e, "gate_proj.weight", "(48, 32)", "(40, 32)")
 
   with pytest.raises(UserError) as e:
     hf_llama.load(folder, num_layers=4)
-  _one_error_line(e, "num_layers", "4", "3 layers")
+  assert_one_line(e, "num_layers", "4", "3 layers")
 
   rope = write("rope", tensors, {**config_json, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
   with pytest.raises(UserError) as e:
     hf_llama.load(rope)
-  _one_error_line(e, "config.json", "yarn")
+  assert_one_line(e, "config.json", "yarn")
 
   gpt = write("gpt", tensors, {**config_json, "model_type": "gpt2"})
   with pytest.raises(UserError) as e:
     hf_llama.load(gpt)
-  _one_error_line(e, "config.json", "gpt2")
+  assert_one_line(e, "config.json", "gpt2")
 
 
 def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
@@ -270,7 +264,7 @@ def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
   with pytest.raises(UserError) as e:
     backbones.load_backbone(other)
-  _one_error_line(e, "bert", "supported backbones: gpt2, llama")
+  assert_one_line(e, "bert", "supported backbones: gpt2, llama")
   with pytest.raises(UserError):
     backbones.build_backbone("t5", None)
 

@@ -18,36 +18,12 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import TINY_ST_LINK, load_config
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 20
 
-CONFIG = '''
-from stjax import trainer
-from stjax.models import st_link
-
-
-def get_config():
-  c = trainer.base_config(st_link.default_config())
-  c.data.name = "synthetic"
-  c.data.protocol = "dcrnn"
-  c.data.synthetic.num_nodes = 8
-  c.data.synthetic.num_steps = 420
-  m = c.model
-  m.llm_layers, m.unfrozen_layers, m.trainable = 1, 1, "pfa(1)"
-  m.n_embd, m.n_head, m.vocab_size, m.n_positions = 16, 2, 8, 8
-  m.patch_len, m.embed_dim, m.temporal_dims = 6, 8, 4
-  m.memory_size, m.memory_key_dim, m.memory_top_k, m.expert_hidden = 8, 8, 2, 16
-  c.optim.name = "adamw"
-  c.optim.learning_rate = 3e-3
-  c.train.batch_size = 8
-  c.train.max_steps = 20
-  c.train.eval_every_steps = 20
-  c.train.checkpoint_every_steps = 10
-  c.train.log_every_steps = 1
-  c.train.progress_bar = False
-  c.train.plot_nodes = 1
-  return c
-'''
+CONFIG = TINY_ST_LINK  # the tiny ST-LINK experiment
 
 
 def _train_cmd(config: pathlib.Path, workdir: pathlib.Path) -> list[str]:
@@ -66,24 +42,20 @@ def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None 
   return out.stdout
 
 
-def _two_hosts(config, workdir) -> str:
+def _two_hosts(config, workdir, cache: pathlib.Path) -> str:
+  """`cache`: the compilation cache the session's 2-process runs share (a temporary folder)."""
   return _run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir),
-              cache=config.parent / "jax_cache")
+              cache=cache)
 
 
 def _in_process(config, workdir) -> None:
   """1 process x the 8 simulated devices of the test process (tests/conftest.py)."""
-  import importlib.util
-
   import jax
 
   from stjax import trainer
 
   assert jax.device_count() == 8 and jax.process_count() == 1
-  spec = importlib.util.spec_from_file_location("tiny_st_link", config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  trainer.train_and_evaluate(module.get_config(), str(workdir))
+  trainer.train_and_evaluate(load_config(config), str(workdir))
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -104,10 +76,9 @@ def _crash_after_step_10(src, dst) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("multihost")
-  config = base / "tiny_st_link.py"
-  config.write_text(CONFIG)
+  config = CONFIG
   dirs = {name: base / name for name in ("two_hosts", "one_host", "one_device")}
-  log = _two_hosts(config, dirs["two_hosts"])
+  log = _two_hosts(config, dirs["two_hosts"], base / "jax_cache")
   _in_process(config, dirs["one_host"])
   _run(_train_cmd(config, dirs["one_device"]), devices=1)
   return config, dirs, log
@@ -136,7 +107,7 @@ def test_checkpoints_move_between_topologies(runs, tmp_path):
   from_two = _crash_after_step_10(dirs["two_hosts"], tmp_path / "from_two_hosts")
   _in_process(config, from_two)
   from_one = _crash_after_step_10(dirs["one_device"], tmp_path / "from_one_device")
-  log = _two_hosts(config, from_one)
+  log = _two_hosts(config, from_one, dirs["two_hosts"].parent / "jax_cache")
   assert "Resumed from" in log and "at step 10" in log
   for resumed, original in ((from_two, dirs["two_hosts"]), (from_one, dirs["one_device"])):
     got, want = _losses(resumed), _losses(original)

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import TINY_ST_LINK, load_config
 from stjax import sharding, trainer
 from stjax.data.windows import Scaler
 from stjax.train_state import TrainState, split_variables
@@ -191,13 +192,8 @@ def _synthetic_bundle(protocol="dcrnn"):
 
 
 def _tiny_st_link_config():
-  from stjax.models import st_link
-
-  m = st_link.default_config()
-  m.llm_layers, m.unfrozen_layers, m.trainable = 2, 1, "pfa(1)"
-  m.n_embd, m.n_head, m.vocab_size, m.n_positions = 16, 2, 8, 8
-  m.patch_len, m.embed_dim, m.temporal_dims = 6, 8, 4
-  m.memory_size, m.memory_key_dim, m.memory_top_k, m.expert_hidden = 8, 8, 2, 16
+  m = load_config(TINY_ST_LINK).model  # the tiny ST-LINK of tests/fixtures, with 2 blocks
+  m.llm_layers = 2
   return m
 
 

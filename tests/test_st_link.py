@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import mae_train_step
 from stjax import optim
-from train_steps import mae_train_step
 from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models import build_model

@@ -13,8 +13,8 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from helpers import assert_one_line, mae_train_step  # noqa: E402
 from stjax import optim  # noqa: E402
-from train_steps import mae_train_step  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.models import build_model  # noqa: E402
@@ -247,31 +247,24 @@ def test_full_and_lora_policies_on_llama_trees(trained):
   assert sum(jax.tree.leaves(mask)) == 1 + 2 * 2 * 7  # head + (A, B) x 7 projections x 2 blocks
 
 
-def _one_line(excinfo, *needles):
-  msg = str(excinfo.value)
-  assert "\n" not in msg
-  for needle in needles:
-    assert needle in msg, msg
-
-
 def test_bad_llama_configs_are_user_errors(llama_folder, tmp_path):
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     with pytest.raises(UserError) as e:
       build_model(tiny_config(backbone="t5"), SPEC)
-    _one_line(e, "config.model.backbone", "'t5'")
+    assert_one_line(e, "config.model.backbone", "'t5'")
     with pytest.raises(UserError) as e:  # a Llama folder given to the GPT-2 backbone
       build_model(tiny_config(pretrained=str(llama_folder)), SPEC)
-    _one_line(e, "config.model.backbone", "'gpt2'", "llama model")
+    assert_one_line(e, "config.model.backbone", "'gpt2'", "llama model")
     with pytest.raises(UserError) as e:
       build_model(llama_config(llama_folder, llm_layers=4, unfrozen_layers=1), SPEC)
-    _one_line(e, "config.model.llm_layers", "4", "3 blocks")
+    assert_one_line(e, "config.model.llm_layers", "4", "3 blocks")
     with pytest.raises(UserError) as e:  # more time dims than the head dim 8
       build_model(llama_config(llama_folder, temporal_dims=10), SPEC)
-    _one_line(e, "model.temporal_dims", "head dim 8")
+    assert_one_line(e, "model.temporal_dims", "head dim 8")
     with pytest.raises(UserError) as e:
       build_model(llama_config(tmp_path / "nothing"), SPEC)
-    _one_line(e, "nothing", "no such folder")
+    assert_one_line(e, "nothing", "no such folder")
     with pytest.raises(UserError) as e:
       build_model(llama_config(llama_folder, se_mode="both"), SPEC)
-    _one_line(e, "model.se_mode", "'both'")
+    assert_one_line(e, "model.se_mode", "'both'")
