@@ -82,6 +82,11 @@ def default_config() -> ml_collections.ConfigDict:
   # --- fusion ---
   c.fusion = "adaptive"           # "adaptive" | "attention" | "lstm"
   c.fusion_hidden = 16            # hidden width of the attention and LSTM gates
+  # --- calendar (not in the paper) ---
+  c.calendar_dim = 0              # 0 = paper: no calendar input (the released prompt's timestamps
+                                  # are sample 0's); > 0 = learned time-of-day and day-of-week
+                                  # embeddings of this width appended to the spatial stream's
+                                  # input channels (MTGNN/Graph WaveNet convention; docs/sth_sepnet.md)
   return c
 
 
@@ -114,6 +119,10 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
     bad("graph_refresh", f"must be >= 0 (0 = hypergraph_refresh), got {cfg.graph_refresh}")
   if not 1 <= cfg.hyperedge_size <= spec.num_nodes:
     bad("hyperedge_size", f"must be in [1, {spec.num_nodes}], got {cfg.hyperedge_size}")
+  if cfg.calendar_dim < 0:
+    bad("calendar_dim", f"must be >= 0 (0 = no calendar input), got {cfg.calendar_dim}")
+  if cfg.calendar_dim and not cfg.use_spatial:
+    bad("calendar_dim", "feeds the spatial stream, which use_spatial=False removes")
   if cfg.top_k < 1:
     bad("top_k", f"must be >= 1, got {cfg.top_k}")
   if spec.out_channels > spec.in_channels:
@@ -155,4 +164,4 @@ def build(model_config, spec) -> STHSepNet:
   if cfg.use_spatial and cfg.graph == "static":
     static = edge_list_from_dense(spec.adjacency, "config.data.graph_path (adjacency)")
   return STHSepNet(cfg, llm, spec.num_nodes, spec.input_len, spec.output_len, spec.in_channels,
-                   spec.out_channels, static)
+                   spec.out_channels, static, spec.steps_per_day)

@@ -5,11 +5,14 @@
                                      mutable=["graph"])
 
 batch["x"]: [B, T_in, N, C_in] scaled; the target channels are x's first C_out channels.
+batch["tod"] [B, T_in], batch["dow"] [B, T_in]: read only when `calendar_dim > 0`.
 pred: [B, T_out, N, C_out] scaled. aux: {"aux_loss": 0, "gamma": mean pairwise/hypergraph mix}.
 The `graph` collection holds the KNN hyperedges and a step counter (see `stjax.graph.KNNHypergraph`).
 
 Ablations are config: `use_llm=False` (w/o LLM: the spatial forecast alone), `use_spatial=False`
 (the LLM forecast alone), `graph="static"` (MixProp on the dataset adjacency), `use_hypergraph=False`.
+`calendar_dim > 0` (not in the paper; docs/sth_sepnet.md) appends time-of-day and day-of-week
+embeddings to the spatial stream's input channels.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flax import linen as nn
 
 from stjax.graph import EdgeList
 from stjax.models.backbones import backbone_name, build_backbone, hidden_size
+from stjax.models.embeddings import CalendarEmbedding
 from stjax.models.gpt2 import GPT2Config
 from stjax.models.sth_sepnet.fusion import GATES
 from stjax.models.sth_sepnet.spatial import SpatialStream
@@ -64,6 +68,7 @@ class STHSepNetConfig:
   graph_refresh: int = 0
   fusion: str = "adaptive"
   fusion_hidden: int = 16
+  calendar_dim: int = 0
 
 
 class STHSepNet(nn.Module):
@@ -77,6 +82,7 @@ class STHSepNet(nn.Module):
   in_channels: int
   out_channels: int
   static_graph: EdgeList | None = None
+  steps_per_day: int = 288
 
   def setup(self):
     cfg = self.config
@@ -95,6 +101,8 @@ class STHSepNet(nn.Module):
           cfg.use_hypergraph, cfg.hypergraph_conv, cfg.hyperedge_size, cfg.hypergraph_refresh,
           cfg.gamma_init, cfg.spatial_dropout, cfg.hypergraph_dropout, cfg.graph_block,
           graph_refresh=cfg.graph_refresh)
+      if cfg.calendar_dim:
+        self.calendar = CalendarEmbedding(self.steps_per_day, cfg.calendar_dim)
     if cfg.use_llm and cfg.use_spatial:
       gate = GATES[cfg.fusion]
       self.fusion = gate() if cfg.fusion == "adaptive" else gate(cfg.fusion_hidden)
@@ -110,10 +118,18 @@ class STHSepNet(nn.Module):
     y_t = self.temporal(x[..., :self.out_channels], deterministic=not train) if cfg.use_llm else None
     y_s = None
     if cfg.use_spatial:
-      y_s, logs = self.spatial(x, train=train)
+      y_s, logs = self.spatial(self._with_calendar(x, batch) if cfg.calendar_dim else x, train=train)
       aux.update(logs)
     if y_t is None:
       return y_s, aux
     if y_s is None:
       return y_t, aux
     return self.fusion(y_t.astype(y_s.dtype), y_s, train=train), aux
+
+  def _with_calendar(self, x: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+    """x [B, T, N, C] -> [B, T, N, C + 2 calendar_dim]: each step's time-of-day and day-of-week
+    embeddings, the same for every node."""
+    b, t, n, _ = x.shape
+    tod, dow = self.calendar(batch["tod"], batch["dow"])  # [B, T, E] each
+    cal = jnp.broadcast_to(jnp.concatenate([tod, dow], -1)[:, :, None], (b, t, n, 2 * tod.shape[-1]))
+    return jnp.concatenate([x, cal.astype(x.dtype)], axis=-1)
