@@ -1,0 +1,80 @@
+"""How much of the historical average's strength is the calendar? Naive predictors side by side.
+
+    python benchmarks/calendar_baselines.py --config=configs/sth_sepnet_bike_inflow.py:cpu
+
+For the config's data and protocol, scores (same metrics code as the trainer, val and test):
+- time_of_week: the historical average of `stjax.baselines` (knows each target's weekday and time);
+- weekday_weekend: training mean per time of day, separately for Mon-Fri and Sat-Sun;
+- time_of_day: training mean per time of day only (what a model that infers the time of day from
+  its input window, but not the weekday, can know);
+- last_day: the reading one day before each target (seasonal naive; needs T_out <= steps per day).
+Means use the steps the training windows read only (like the baseline); missing readings (0 under
+the "zero" null rule) are left out of the means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from stjax.baselines import HistoricalAverage, _target_channels
+from stjax.data.pipeline import eval_batches
+from stjax.data.windows import build_data
+from stjax.errors import UserError, cli_entry
+from stjax.metrics import Metrics
+
+config_flags.DEFINE_config_file("config", None, "experiment config file (uses config.data)")
+
+
+def group_means(bundle, groups: np.ndarray, num_groups: int) -> np.ndarray:
+  """Training mean per group of steps: groups [T] int -> table [num_groups, N, C_out]."""
+  p, ds = bundle.protocol, bundle.dataset
+  train = bundle.splits["train"]
+  start = int(train.times[0] + p.input_offsets[0])
+  end = int(train.times[-1] + p.output_offsets[-1]) + 1
+  v = ds.values[start:end][:, :, _target_channels(bundle)].astype(np.float64)
+  seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
+  total = np.zeros((num_groups,) + v.shape[1:])
+  count = np.zeros_like(total)
+  np.add.at(total, groups[start:end], np.where(seen, v, 0.0))
+  np.add.at(count, groups[start:end], seen)
+  return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+def main(argv) -> None:
+  del argv
+  config = flags.FLAGS.config
+  if config is None:
+    raise UserError("--config: give a config file, e.g. --config=configs/sth_sepnet_bike_inflow.py:cpu")
+  bundle = build_data(config.data)
+  ds, p = bundle.dataset, bundle.protocol
+  spd = ds.steps_per_day
+  if p.output_offsets[-1] > spd:
+    raise UserError(f"config.data.output_len: last_day needs horizons <= one day ({spd} steps)")
+  ha = HistoricalAverage(bundle)
+  tod = ha._slots % spd
+  weekend = (ha._slots // spd >= 5).astype(np.int64)
+  tables = {"weekday_weekend": (group_means(bundle, weekend * spd + tod, 2 * spd), weekend * spd + tod),
+            "time_of_day": (group_means(bundle, tod, spd), tod)}
+  channels = _target_channels(bundle)
+  print(f"{'predictor':<16} {'val MAE':>9} {'test MAE':>9}")
+  scores = {name: {} for name in ("time_of_week", "weekday_weekend", "time_of_day", "last_day")}
+  for split in ("val", "test"):
+    source = bundle.splits[split]
+    metrics = {name: Metrics.for_protocol(p, bundle.spec) for name in scores}
+    for batch in eval_batches(source, 256):
+      steps = source.times[batch["index"]][:, None] + source.output_offsets[None, :]  # [B, T_out]
+      preds = {"time_of_week": ha(source, batch),
+               "last_day": ds.values[steps - spd][..., channels]}
+      preds.update({name: table[group[steps]] for name, (table, group) in tables.items()})
+      for name, pred in preds.items():
+        metrics[name].update(pred, batch["y"], batch["valid"])
+    for name in scores:
+      scores[name][split] = metrics[name].compute()["mae"]
+  for name, s in scores.items():
+    print(f"{name:<16} {s['val']:>9.3f} {s['test']:>9.3f}")
+
+
+if __name__ == "__main__":
+  app.run(cli_entry(main))
