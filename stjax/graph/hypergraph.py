@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 
+from stjax.models.dropout import Dropout
+
 
 @struct.dataclass
 class Incidence:
@@ -139,7 +141,7 @@ class HypergraphAttention(nn.Module):
     a_edge = nn.Dense(1, use_bias=False, name="att_edge")(e)[..., 0]  # [M, ...]
     scores = nn.leaky_relu(a_self[inc.node] + a_edge[inc.edge], self.negative_slope)
     alpha = segment_softmax(scores, inc.node, inc.num_nodes, inc.weight)
-    alpha = nn.Dropout(self.dropout_rate)(alpha, deterministic=deterministic)
+    alpha = Dropout(self.dropout_rate)(alpha, deterministic=deterministic)
     neigh = jax.ops.segment_sum(alpha[..., None] * e[inc.edge], inc.node, inc.num_nodes)
     out = nn.Dense(self.features, name="out")(jnp.concatenate([xw, neigh], axis=-1))
     return jnp.moveaxis(out, 0, self.node_axis)

@@ -13,6 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from stjax.models.dropout import dropout
+
 
 def attention_bias_mask(q_len: int, k_len: int, causal: bool, mask: jax.Array | None) -> jax.Array | None:
   """Boolean mask [batch|1, heads|1, q_len, k_len] (True = attend) or None for 'attend to all'."""
@@ -61,6 +63,5 @@ def attend(
   if allowed is not None:
     logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-  probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+  probs = dropout(dropout_rng, dropout_rate, probs).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from stjax.errors import UserError
 from stjax.models import attention
 from stjax.models.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
+from stjax.models.dropout import Dropout
 from stjax.models.lora import DEFAULT_LORA_TARGETS
 
 # HF activation names that mean tanh-approximated GELU.
@@ -157,7 +158,7 @@ class GPT2Attention(LoRAProjections):
     cfg = self.config
     self.c_attn = self.dense(3 * cfg.n_embd, ("embed", "qkv"), "c_attn")
     self.c_proj = self.dense(cfg.n_embd, ("heads", "embed"), "c_proj")
-    self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+    self.resid_dropout = Dropout(cfg.resid_pdrop)
 
   def __call__(self, h: jax.Array, *, deterministic: bool, **kwargs) -> jax.Array:
     q, k, v = self.qkv(h)
@@ -207,7 +208,7 @@ class GPT2MLP(LoRAProjections):
     cfg = self.config
     self.c_fc = self.dense(cfg.inner_dim, ("embed", "mlp"), "c_fc")
     self.c_proj = self.dense(cfg.n_embd, ("mlp", "embed"), "c_proj")
-    self.dropout = nn.Dropout(cfg.resid_pdrop)
+    self.dropout = Dropout(cfg.resid_pdrop)
 
   def __call__(self, h: jax.Array, *, deterministic: bool) -> jax.Array:
     return self.dropout(self.c_proj(gelu_new(self.c_fc(h))), deterministic=deterministic)
@@ -250,7 +251,7 @@ class GPT2(DecoderTrunk):
     self.wpe = nn.Embed(cfg.n_positions, cfg.n_embd, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
                         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01),
                                                                     ("positions", "embed")))
-    self.drop = nn.Dropout(cfg.embd_pdrop)
+    self.drop = Dropout(cfg.embd_pdrop)
     self.h = self.make_blocks(GPT2Block, cfg.n_layer)
     self.ln_f = layer_norm(cfg)
 

@@ -23,6 +23,7 @@ from flax import linen as nn
 
 from stjax.graph import (AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv,
                          KNNHypergraph, MixProp)
+from stjax.models.dropout import Dropout
 
 INCEPTION_KERNELS = (2, 3, 6, 7)
 
@@ -127,7 +128,7 @@ class SpatialStream(nn.Module):
     rf = receptive_field(self.num_layers)
     if t < rf:  # MTGNN left-pads short inputs with zeros up to the receptive field
       x = jnp.pad(x, ((0, 0), (0, 0), (rf - t, 0), (0, 0)))
-    skip = _over_window(self.skip_channels, "skip_0")(nn.Dropout(self.dropout_rate)(x, deterministic=det))
+    skip = _over_window(self.skip_channels, "skip_0")(Dropout(self.dropout_rate)(x, deterministic=det))
     x = nn.Dense(self.residual_channels, name="start")(x)
 
     if self.static_graph is None:
@@ -145,7 +146,7 @@ class SpatialStream(nn.Module):
       residual = x
       gated = (jnp.tanh(DilatedInception(self.conv_channels, name=f"filter_{i}")(x))
                * jax.nn.sigmoid(DilatedInception(self.conv_channels, name=f"gate_{i}")(x)))
-      x = nn.Dropout(self.dropout_rate)(gated, deterministic=det)
+      x = Dropout(self.dropout_rate)(gated, deterministic=det)
       skip = skip + _over_window(self.skip_channels, f"skip_{i + 1}")(x)
       x1 = MixProp(self.residual_channels, self.mixprop_depth, self.mixprop_beta, node_axis=1,
                    name=f"mixprop_{i}")(x, graph)

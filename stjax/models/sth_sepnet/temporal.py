@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from stjax.models.dropout import Dropout
+
 # Name of the token-embedding submodule of each backbone family.
 _TOKEN_TABLE = {"gpt2": "wte", "llama": "embed_tokens"}
 
@@ -51,7 +53,7 @@ class Reprogramming(nn.Module):
     k = nn.Dense(self.heads * self.key_dim, name="key")(prototypes).reshape(-1, self.heads, self.key_dim)
     v = nn.Dense(self.heads * self.key_dim, name="value")(prototypes).reshape(-1, self.heads, self.key_dim)
     scores = jnp.einsum("bphe,khe->bhpk", q, k) / jnp.sqrt(self.key_dim).astype(q.dtype)
-    attn = nn.Dropout(self.dropout_rate)(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
+    attn = Dropout(self.dropout_rate)(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
     out = jnp.einsum("bhpk,khe->bphe", attn, v).reshape(b, p, self.heads * self.key_dim)
     return nn.Dense(self.out_dim, name="out")(out)
 
@@ -93,7 +95,7 @@ class TemporalStream(nn.Module):
     kaiming = nn.initializers.variance_scaling(2.0 / (1 + 0.01**2), "fan_in", "normal")
     h = nn.Conv(self.d_model, (3,), padding="CIRCULAR", use_bias=False, kernel_init=kaiming,
                 name="patch_embedding")(patches)
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if self.reprogramming:
       table = jax.lax.stop_gradient(getattr(self.llm, _TOKEN_TABLE[self.llm_family]).embedding)
       prototypes = nn.Dense(self.num_prototypes, name="prototypes")(table.T.astype(h.dtype)).T
@@ -104,6 +106,6 @@ class TemporalStream(nn.Module):
     hidden = self.llm(h, deterministic=deterministic)  # [B*C, P, d_llm]
     feats = hidden[..., :self.d_ff].astype(h.dtype).reshape(b * c, -1)
     out = nn.Dense(self.output_len, name="head")(feats)
-    out = nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)  # [B*C, T_out]
+    out = Dropout(self.dropout_rate)(out, deterministic=deterministic)  # [B*C, T_out]
     out = jnp.moveaxis(out.reshape(b, c, self.output_len), 1, -1)  # [B, T_out, C]
     return jnp.broadcast_to(out[:, :, None, :], (b, self.output_len, n, c))
