@@ -162,32 +162,33 @@ def test_ablation_variants_build_and_shape(overrides, present, absent):
     assert set(variables["graph"]["spatial"]) == {"adaptive_graph"}  # top-k edge state only
 
 
-def test_calendar_channels_feed_the_spatial_stream(rng):
-  """calendar_dim > 0: the spatial stream sees [x ; tod table row ; dow table row] per step and node
-  (checked against the stream applied to that concatenation built in NumPy), and the forecast
-  depends on the day of week; calendar_dim = 0 has no calendar parameters."""
-  e = 3
-  model = build(calendar_dim=e, use_llm=False)
+def test_extra_inputs_feed_the_spatial_stream(rng):
+  """calendar_dim, node_input_dim > 0: the spatial stream sees [x ; tod row ; dow row ; node row]
+  per step and node (checked against the stream applied to that concatenation built in NumPy), and
+  the forecast depends on the day of week; with both 0 there are no such parameters."""
+  e, d = 3, 2
+  model = build(calendar_dim=e, node_input_dim=d, use_llm=False)
   batch = make_batch(rng)
   batch["tod"] = jnp.asarray(rng.integers(0, STEPS_PER_DAY, (2, T_IN)) / STEPS_PER_DAY, jnp.float32)
   batch["dow"] = jnp.asarray(rng.integers(0, 7, (2, T_IN)), jnp.int32)
   variables = jax.jit(lambda k: model.init({"params": k, "dropout": k}, batch))(jax.random.key(0))
   params = variables["params"]
-  assert set(params["calendar"]) == {"time_day", "time_week"}
+  assert set(params["calendar"]) == {"time_day", "time_week"} and set(params["node_input"]) == {"node_emb"}
   pred, _ = model.apply(variables, batch)
 
   tod_rows = np.asarray(params["calendar"]["time_day"])[np.rint(np.asarray(batch["tod"]) * STEPS_PER_DAY).astype(int)]
   dow_rows = np.asarray(params["calendar"]["time_week"])[np.asarray(batch["dow"])]
   cal = np.broadcast_to(np.concatenate([tod_rows, dow_rows], -1)[:, :, None], (2, T_IN, N, 2 * e))
-  x_in = jnp.asarray(np.concatenate([np.asarray(batch["x"]), cal], -1))
+  nodes = np.broadcast_to(np.asarray(params["node_input"]["node_emb"]), (2, T_IN, N, d))
+  x_in = jnp.asarray(np.concatenate([np.asarray(batch["x"]), cal, nodes], -1))
   expected, _ = model.apply(variables, x_in, method=lambda m, x: m.spatial(x))
   np.testing.assert_allclose(np.asarray(pred), np.asarray(expected), rtol=1e-5, atol=1e-6)
 
   other_day = dict(batch, dow=(batch["dow"] + 1) % 7)
   assert not np.allclose(np.asarray(model.apply(variables, other_day)[0]), np.asarray(pred))
   plain = build(use_llm=False)
-  assert "calendar" not in jax.eval_shape(lambda k: plain.init({"params": k, "dropout": k}, batch),
-                                          jax.random.key(0))["params"]
+  keys = set(jax.eval_shape(lambda k: plain.init({"params": k, "dropout": k}, batch), jax.random.key(0))["params"])
+  assert not {"calendar", "node_input"} & keys
 
 
 def test_replication_pad_patches_match_numpy(rng):
@@ -251,6 +252,7 @@ def test_lstm_gate_is_per_node(rng):
     (dict(graph_refresh=-1), np.eye(N), "graph_refresh"),
     (dict(calendar_dim=-2), np.eye(N), "calendar_dim"),
     (dict(calendar_dim=2, use_spatial=False), np.eye(N), "calendar_dim"),
+    (dict(node_input_dim=-1), np.eye(N), "node_input_dim"),
     (dict(bogus=1), np.eye(N), "bogus"),
 ])
 def test_bad_config_is_one_user_error(overrides, spec_adj, match):

@@ -82,11 +82,13 @@ def default_config() -> ml_collections.ConfigDict:
   # --- fusion ---
   c.fusion = "adaptive"           # "adaptive" | "attention" | "lstm"
   c.fusion_hidden = 16            # hidden width of the attention and LSTM gates
-  # --- calendar (not in the paper) ---
+  # --- extra spatial-stream inputs (not in the paper; docs/sth_sepnet.md "Extra inputs") ---
   c.calendar_dim = 0              # 0 = paper: no calendar input (the released prompt's timestamps
                                   # are sample 0's); > 0 = learned time-of-day and day-of-week
                                   # embeddings of this width appended to the spatial stream's
-                                  # input channels (MTGNN/Graph WaveNet convention; docs/sth_sepnet.md)
+                                  # input channels (MTGNN/Graph WaveNet convention)
+  c.node_input_dim = 0            # 0 = paper; > 0 = a learned vector of this width per node
+                                  # appended to the same input channels (STID's node identity)
   return c
 
 
@@ -119,10 +121,11 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
     bad("graph_refresh", f"must be >= 0 (0 = hypergraph_refresh), got {cfg.graph_refresh}")
   if not 1 <= cfg.hyperedge_size <= spec.num_nodes:
     bad("hyperedge_size", f"must be in [1, {spec.num_nodes}], got {cfg.hyperedge_size}")
-  if cfg.calendar_dim < 0:
-    bad("calendar_dim", f"must be >= 0 (0 = no calendar input), got {cfg.calendar_dim}")
-  if cfg.calendar_dim and not cfg.use_spatial:
-    bad("calendar_dim", "feeds the spatial stream, which use_spatial=False removes")
+  for field in ("calendar_dim", "node_input_dim"):
+    if getattr(cfg, field) < 0:
+      bad(field, f"must be >= 0 (0 = off), got {getattr(cfg, field)}")
+    if getattr(cfg, field) and not cfg.use_spatial:
+      bad(field, "feeds the spatial stream, which use_spatial=False removes")
   if cfg.top_k < 1:
     bad("top_k", f"must be >= 1, got {cfg.top_k}")
   if spec.out_channels > spec.in_channels:

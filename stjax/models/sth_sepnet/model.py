@@ -11,8 +11,9 @@ The `graph` collection holds the KNN hyperedges and a step counter (see `stjax.g
 
 Ablations are config: `use_llm=False` (w/o LLM: the spatial forecast alone), `use_spatial=False`
 (the LLM forecast alone), `graph="static"` (MixProp on the dataset adjacency), `use_hypergraph=False`.
-`calendar_dim > 0` (not in the paper; docs/sth_sepnet.md) appends time-of-day and day-of-week
-embeddings to the spatial stream's input channels.
+Not in the paper (docs/sth_sepnet.md, "Extra inputs"): `calendar_dim > 0` appends time-of-day and
+day-of-week embeddings, `node_input_dim > 0` a learned per-node vector, to the spatial stream's
+input channels.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from flax import linen as nn
 
 from stjax.graph import EdgeList
 from stjax.models.backbones import backbone_name, build_backbone, hidden_size
-from stjax.models.embeddings import CalendarEmbedding
+from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding
 from stjax.models.gpt2 import GPT2Config
 from stjax.models.sth_sepnet.fusion import GATES
 from stjax.models.sth_sepnet.spatial import SpatialStream
@@ -69,6 +70,7 @@ class STHSepNetConfig:
   fusion: str = "adaptive"
   fusion_hidden: int = 16
   calendar_dim: int = 0
+  node_input_dim: int = 0
 
 
 class STHSepNet(nn.Module):
@@ -103,6 +105,8 @@ class STHSepNet(nn.Module):
           graph_refresh=cfg.graph_refresh)
       if cfg.calendar_dim:
         self.calendar = CalendarEmbedding(self.steps_per_day, cfg.calendar_dim)
+      if cfg.node_input_dim:
+        self.node_input = NodeEmbedding(self.num_nodes, cfg.node_input_dim)
     if cfg.use_llm and cfg.use_spatial:
       gate = GATES[cfg.fusion]
       self.fusion = gate() if cfg.fusion == "adaptive" else gate(cfg.fusion_hidden)
@@ -118,7 +122,7 @@ class STHSepNet(nn.Module):
     y_t = self.temporal(x[..., :self.out_channels], deterministic=not train) if cfg.use_llm else None
     y_s = None
     if cfg.use_spatial:
-      y_s, logs = self.spatial(self._with_calendar(x, batch) if cfg.calendar_dim else x, train=train)
+      y_s, logs = self.spatial(self._spatial_input(x, batch), train=train)
       aux.update(logs)
     if y_t is None:
       return y_s, aux
@@ -126,10 +130,14 @@ class STHSepNet(nn.Module):
       return y_t, aux
     return self.fusion(y_t.astype(y_s.dtype), y_s, train=train), aux
 
-  def _with_calendar(self, x: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
-    """x [B, T, N, C] -> [B, T, N, C + 2 calendar_dim]: each step's time-of-day and day-of-week
-    embeddings, the same for every node."""
+  def _spatial_input(self, x: jax.Array, batch: dict[str, jax.Array]) -> jax.Array:
+    """x [B, T, N, C] -> [B, T, N, C + 2 calendar_dim + node_input_dim]: each step's time-of-day
+    and day-of-week embeddings (the same for every node), then each node's own vector."""
     b, t, n, _ = x.shape
-    tod, dow = self.calendar(batch["tod"], batch["dow"])  # [B, T, E] each
-    cal = jnp.broadcast_to(jnp.concatenate([tod, dow], -1)[:, :, None], (b, t, n, 2 * tod.shape[-1]))
-    return jnp.concatenate([x, cal.astype(x.dtype)], axis=-1)
+    extra = []
+    if self.config.calendar_dim:
+      tod, dow = self.calendar(batch["tod"], batch["dow"])  # [B, T, E] each
+      extra.append(jnp.broadcast_to(jnp.concatenate([tod, dow], -1)[:, :, None], (b, t, n, 2 * tod.shape[-1])))
+    if self.config.node_input_dim:
+      extra.append(jnp.broadcast_to(self.node_input(), (b, t, n, self.config.node_input_dim)))
+    return jnp.concatenate([x] + [e.astype(x.dtype) for e in extra], axis=-1) if extra else x
