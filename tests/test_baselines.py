@@ -125,3 +125,44 @@ def test_cli_prints_tables_and_reports_config_errors(tmp_path):
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1] == ("stjax: error: data.protocol: unknown protocol 'dcrn'; known: "
                                                  "dcrnn, stllm, sthsepnet, stssl")
+
+
+def test_calendar_baselines_script_matches_the_baselines(tmp_path):
+  """benchmarks/calendar_baselines.py: its time_of_week row is stjax.baselines' historical average,
+  its last_day row the reading one day before each target (NumPy), scored by the same Metrics."""
+  from stjax.data.pipeline import eval_batches
+  from stjax.metrics import Metrics
+
+  cfg = tmp_path / "tiny.py"
+  cfg.write_text(textwrap.dedent("""
+      import ml_collections
+      from stjax.data import default_data_config
+      def get_config():
+        c = ml_collections.ConfigDict()
+        c.data = default_data_config()
+        c.data.synthetic.num_nodes = 5
+        c.data.synthetic.num_steps = 288 * 10
+        return c
+      """))
+  script = ["benchmarks/calendar_baselines.py", f"--config={cfg}"]
+  run = subprocess.run([sys.executable] + script, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr
+  rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in run.stdout.splitlines()[1:]}
+  assert set(rows) == {"time_of_week", "weekday_weekend", "time_of_day", "last_day"}
+
+  config = default_data_config()
+  config.synthetic.num_nodes, config.synthetic.num_steps = 5, 288 * 10
+  bundle = build_data(config)
+  ha = evaluate_baselines(bundle)["historical_average"]
+  assert rows["time_of_week"] == pytest.approx([ha["val"]["mae"], ha["test"]["mae"]], abs=1e-3)
+  for i, split in enumerate(("val", "test")):
+    source, metrics = bundle.splits[split], Metrics.for_protocol(bundle.protocol, bundle.spec)
+    for batch in eval_batches(source, 64):
+      steps = source.times[batch["index"]][:, None] + source.output_offsets[None, :]
+      metrics.update(bundle.dataset.values[steps - 288][..., :1], batch["y"], batch["valid"])
+    assert rows["last_day"][i] == pytest.approx(metrics.compute()["mae"], abs=1e-3)
+
+  run = subprocess.run([sys.executable] + script + ["--config.data.output_len=300"], capture_output=True,
+                       text=True, timeout=300)
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines()[-1].startswith("stjax: error: config.data.output_len:")
