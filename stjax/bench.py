@@ -14,6 +14,7 @@ LAST line, one JSON object:
 | `mfu` | flops_per_step / step time / (devices x peak FLOP/s); null when the peak is unknown |
 | `peak_memory_bytes` | `memory_stats()["peak_bytes_in_use"]` where the backend has it, else the compiled step's memory analysis (arguments + outputs + temporaries - aliased), else null |
 | `data_samples_per_s` | the data pipeline alone (windowing, scaling, batching), no model |
+| `profile` | with `--profile_dir`: op time per step by model component and by op kind (`stjax.op_profile`), else absent |
 
 Timing rules: `--warmup` untimed steps after compilation, then `--steps` timed steps, each
 synchronised before the clock stops; batches are placed on the devices before timing so the step
@@ -254,10 +255,12 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
 
 
 def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_steps: int = 864,
-        data_batches: int = 20, peak_flops: float | None = None) -> dict[str, Any]:
+        data_batches: int = 20, peak_flops: float | None = None, profile_dir: str | None = None,
+        profile_depth: int = 2) -> dict[str, Any]:
   """Builds the experiment for `config` on synthetic data and benchmarks its train step.
 
   Returns the result dict documented in the module docstring (plus shapes and environment).
+  profile_dir: also trace `steps` more steps there and attribute op time to model components.
   """
   prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
   config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
@@ -296,6 +299,10 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
   else:
     result["peak_memory_bytes"], result["peak_memory_source"] = None, None
   result["data_samples_per_s"] = data_throughput(exp, batch, data_batches)
+  if profile_dir:
+    from stjax import op_profile
+    result["profile"], state = op_profile.profile(prep.step, state, prep.batches, compiled.fn, steps,
+                                                  profile_dir, profile_depth)
   return result
 
 
@@ -330,7 +337,14 @@ def main(argv):
   if config is None:
     raise UserError("--config: required (a config file, e.g. configs/st_link_pemsbay.py)")
   result = run(config, batch=f.batch, nodes=f.nodes, steps=f.steps, warmup=f.warmup, num_steps=f.num_steps,
-               data_batches=f.data_batches, peak_flops=f.peak_flops)
+               data_batches=f.data_batches, peak_flops=f.peak_flops, profile_dir=f.profile_dir,
+               profile_depth=f.profile_depth)
+  if "profile" in result:
+    cols = [("ms_per_step", "ms/step"), ("share", "share"), ("ops", "ops")]
+    print(f"Op time per step by component (trace in {f.profile_dir}):")
+    print(markdown_table(result["profile"]["components"], [("pass", "pass"), ("component", "component")] + cols))
+    print("By op kind:")
+    print(markdown_table(result["profile"]["op_kinds"], [("kind", "kind")] + cols))
   print(markdown_table([result], COLUMNS))
   print(json.dumps(result), flush=True)
 
@@ -346,6 +360,9 @@ def _define_flags():
   flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
   flags.DEFINE_integer("num_steps", 864, "Time steps of the synthetic series (windows to draw from).")
   flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the data pipeline alone; 0 = skip.")
+  flags.DEFINE_string("profile_dir", None, "Also trace --steps steps into this folder and print op time "
+                      "per model component (stjax.op_profile).")
+  flags.DEFINE_integer("profile_depth", 2, "Module names kept per component in the profile table.")
   flags.DEFINE_float("peak_flops", None, "Peak FLOP/s per device for MFU when the device is not in the table.")
 
 

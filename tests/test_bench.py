@@ -232,7 +232,8 @@ def test_bench_cli_prints_json_last_line(tmp_path):
   env = dict(os.environ, PYTHONWARNINGS="ignore")
   proc = subprocess.run(
       [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--config.model.n_head=4", "--batch=8",
-       "--nodes=6", "--steps=3", "--warmup=1", "--num_steps=300", "--data_batches=3"],
+       "--nodes=6", "--steps=3", "--warmup=1", "--num_steps=300", "--data_batches=3",
+       f"--profile_dir={tmp_path / 'trace'}"],
       capture_output=True, text=True, timeout=600, env=env, cwd=pathlib.Path(__file__).resolve().parents[1])
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -243,6 +244,31 @@ def test_bench_cli_prints_json_last_line(tmp_path):
   assert result["mfu"] is None  # CPU: no peak in the table and none given
   assert result["samples_per_s"] == pytest.approx(8 / result["step_time_s"])
   assert math.isfinite(result["loss"])
+  # --profile_dir: a Perfetto trace, and op time attributed to the model's modules.
+  assert list((tmp_path / "trace").rglob("*.trace.json.gz"))
+  components = {(r["pass"], r["component"]): r for r in result["profile"]["components"]}
+  for key in (("forward", "llm/h_0"), ("backward", "llm/h_1"), ("step", "(outside modules)")):
+    assert components[key]["ms_per_step"] > 0 and components[key]["ops"] >= 1, key
+  for table in result["profile"].values():
+    assert 0.5 < sum(r["share"] for r in table) <= 1 + 1e-9
+  assert "Op time per step by component" in proc.stdout
+
+
+def test_op_profile_reads_hlo_names_and_module_paths():
+  from stjax import op_profile
+
+  hlo = """
+  %ynn_fusion.3 = f32[8,64]{1,0} fusion(%a, %b), kind=kCustom, calls=%c.3, metadata={op_name="jit(step)/transpose(jvp(STLink))/llm/h_3/mlp/mrffn/dot_general" stack_frame_id=4}
+  ROOT %add.7 = f32[] add(%x, %y), metadata={op_name="jit(step)/add"}
+  %copy.1 = f32[2] copy(%z)
+"""
+  names = op_profile.op_names(hlo)
+  assert names == {"ynn_fusion.3": "jit(step)/transpose(jvp(STLink))/llm/h_3/mlp/mrffn/dot_general",
+                   "add.7": "jit(step)/add"}
+  assert op_profile.component(names["ynn_fusion.3"], 3) == ("backward", "llm/h_3/mlp")
+  assert op_profile.component(names["ynn_fusion.3"], 9) == ("backward", "llm/h_3/mlp/mrffn")
+  assert op_profile.component("jit(step)/jvp(STLLM)/start_conv/jit(gelu)/tanh", 2) == ("forward", "start_conv")
+  assert op_profile.component(names["add.7"], 2) == ("step", "(outside modules)")
 
 
 def test_bench_cli_bad_batch_is_one_line_error(tmp_path):
