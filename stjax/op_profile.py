@@ -11,8 +11,9 @@ it, read from the `op_name` metadata of the compiled HLO, e.g.
 
 A second table sums the same time by HLO op kind (the instruction name without its number:
 `ynn_fusion` = XNNPACK/YNNPACK dots on CPU, `dot`, `scatter`, `copy`, `*_fusion` = fused
-elementwise loops). `depth` = how many module names to keep. Times are per step; shares are of all op time (ops
-that run in parallel threads both count, so on several cores the sum can exceed the wall time).
+elementwise loops). `depth` = how many module names to keep. Times are per step; shares are of
+all op time (ops that run in parallel threads both count, so on several cores the sum can exceed
+the wall time).
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def profile(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batches: li
   ops: dict[tuple, set] = collections.defaultdict(set)
   for name, micros in trace_op_times(trace_dir).items():
     if name in names:
-      for totals, key in ((by_component, component(names[name], depth)), (by_kind, (name.rsplit(".", 1)[0],))):
+      kind = (name.rsplit(".", 1)[0],)
+      for totals, key in ((by_component, component(names[name], depth)), (by_kind, kind)):
         totals[key] += micros
         ops[key].add(name)
   return {"components": _rows(by_component, ops, steps, top, ("pass", "component")),

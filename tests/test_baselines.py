@@ -104,18 +104,24 @@ def test_real_metr_la_excerpt_dcrnn_table(shared_data):
   assert lv["per_horizon"][11]["mae"] == pytest.approx(5.731, abs=2e-3)
 
 
-def test_cli_prints_tables_and_reports_config_errors(tmp_path):
+def tiny_synthetic_config(tmp_path, days: int):
+  """A config file whose data section is 5 synthetic nodes over `days` days of 5-minute steps."""
   cfg = tmp_path / "tiny.py"
-  cfg.write_text(textwrap.dedent("""
+  cfg.write_text(textwrap.dedent(f"""
       import ml_collections
       from stjax.data import default_data_config
       def get_config():
         c = ml_collections.ConfigDict()
         c.data = default_data_config()
         c.data.synthetic.num_nodes = 5
-        c.data.synthetic.num_steps = 288 * 8
+        c.data.synthetic.num_steps = 288 * {days}
         return c
       """))
+  return cfg
+
+
+def test_cli_prints_tables_and_reports_config_errors(tmp_path):
+  cfg = tiny_synthetic_config(tmp_path, days=8)
   run = subprocess.run([sys.executable, "-m", "stjax.baselines", f"--config={cfg}"], capture_output=True,
                        text=True, timeout=300)
   assert run.returncode == 0, run.stderr
@@ -133,17 +139,7 @@ def test_calendar_baselines_script_matches_the_baselines(tmp_path):
   from stjax.data.pipeline import eval_batches
   from stjax.metrics import Metrics
 
-  cfg = tmp_path / "tiny.py"
-  cfg.write_text(textwrap.dedent("""
-      import ml_collections
-      from stjax.data import default_data_config
-      def get_config():
-        c = ml_collections.ConfigDict()
-        c.data = default_data_config()
-        c.data.synthetic.num_nodes = 5
-        c.data.synthetic.num_steps = 288 * 10
-        return c
-      """))
+  cfg = tiny_synthetic_config(tmp_path, days=10)
   script = ["benchmarks/calendar_baselines.py", f"--config={cfg}"]
   run = subprocess.run([sys.executable] + script, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr

@@ -137,7 +137,8 @@ class STHSepNet(nn.Module):
     extra = []
     if self.config.calendar_dim:
       tod, dow = self.calendar(batch["tod"], batch["dow"])  # [B, T, E] each
-      extra.append(jnp.broadcast_to(jnp.concatenate([tod, dow], -1)[:, :, None], (b, t, n, 2 * tod.shape[-1])))
+      cal = jnp.concatenate([tod, dow], -1)[:, :, None]  # [B, T, 1, 2E]
+      extra.append(jnp.broadcast_to(cal, (b, t, n, cal.shape[-1])))
     if self.config.node_input_dim:
       extra.append(jnp.broadcast_to(self.node_input(), (b, t, n, self.config.node_input_dim)))
     return jnp.concatenate([x] + [e.astype(x.dtype) for e in extra], axis=-1) if extra else x
