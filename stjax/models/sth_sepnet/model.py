@@ -75,7 +75,8 @@ class STHSepNetConfig:
 
 class STHSepNet(nn.Module):
   """See the module docstring. `llm_config`: the backbone (with LoRA) when `use_llm`;
-  `static_graph`: the dataset adjacency for `graph="static"`."""
+  `static_graph`: the dataset adjacency for `graph="static"`; `steps_per_day`: rows of the
+  time-of-day table (read only when `calendar_dim > 0`)."""
   config: STHSepNetConfig
   llm_config: GPT2Config | None
   num_nodes: int
