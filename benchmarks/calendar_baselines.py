@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from stjax.baselines import HistoricalAverage, _target_channels
+from stjax.baselines import HistoricalAverage, target_channels, training_sums
 from stjax.data.pipeline import eval_batches
 from stjax.data.windows import build_data
 from stjax.errors import UserError, cli_entry
@@ -28,17 +28,9 @@ config_flags.DEFINE_config_file("config", None, "experiment config file (uses co
 
 
 def group_means(bundle, groups: np.ndarray, num_groups: int) -> np.ndarray:
-  """Training mean per group of steps: groups [T] int -> table [num_groups, N, C_out]."""
-  p, ds = bundle.protocol, bundle.dataset
-  train = bundle.splits["train"]
-  start = int(train.times[0] + p.input_offsets[0])
-  end = int(train.times[-1] + p.output_offsets[-1]) + 1
-  v = ds.values[start:end][:, :, _target_channels(bundle)].astype(np.float64)
-  seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
-  total = np.zeros((num_groups,) + v.shape[1:])
-  count = np.zeros_like(total)
-  np.add.at(total, groups[start:end], np.where(seen, v, 0.0))
-  np.add.at(count, groups[start:end], seen)
+  """Training mean per group of steps (as the historical average): groups [T] int ->
+  table [num_groups, N, C_out]; a group never seen in training predicts 0."""
+  total, count = training_sums(bundle, groups, num_groups)
   return (total / np.maximum(count, 1)).astype(np.float32)
 
 
@@ -53,11 +45,11 @@ def main(argv) -> None:
   if p.output_offsets[-1] > spd:
     raise UserError(f"config.data.output_len: last_day needs horizons <= one day ({spd} steps)")
   ha = HistoricalAverage(bundle)
-  tod = ha._slots % spd
-  weekend = (ha._slots // spd >= 5).astype(np.int64)
+  tod = ha.slots % spd
+  weekend = (ha.slots // spd >= 5).astype(np.int64)
   tables = {"weekday_weekend": (group_means(bundle, weekend * spd + tod, 2 * spd), weekend * spd + tod),
             "time_of_day": (group_means(bundle, tod, spd), tod)}
-  channels = _target_channels(bundle)
+  channels = target_channels(bundle)
   print(f"{'predictor':<16} {'val MAE':>9} {'test MAE':>9}")
   scores = {name: {} for name in ("time_of_week", "weekday_weekend", "time_of_day", "last_day")}
   for split in ("val", "test"):

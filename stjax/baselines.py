@@ -21,7 +21,8 @@ from stjax.errors import UserError
 from stjax.metrics import Metrics, format_table
 
 
-def _target_channels(bundle: DataBundle) -> list[int]:
+def target_channels(bundle: DataBundle) -> list[int]:
+  """Indices of the series channels the protocol predicts (all when it names none)."""
   p, c = bundle.protocol, bundle.dataset.num_channels
   return list(p.target_channels) if p.target_channels is not None else list(range(c))
 
@@ -34,7 +35,7 @@ def last_value(bundle: DataBundle, source: WindowSource, batch: dict[str, np.nda
   """
   p = bundle.protocol
   steps = source.times[batch["index"]][:, None] + source.input_offsets[None, :]    # [B, T_in]
-  raw = bundle.dataset.values[steps][..., _target_channels(bundle)]               # [B, T_in, N, C]
+  raw = bundle.dataset.values[steps][..., target_channels(bundle)]               # [B, T_in, N, C]
   if p.null_rule == "zero":
     # The last non-zero reading along time; 0 (a miss under this rule) if the window has none.
     observed = raw != 0
@@ -46,26 +47,39 @@ def last_value(bundle: DataBundle, source: WindowSource, batch: dict[str, np.nda
   return np.broadcast_to(value[:, None], (raw.shape[0], p.output_len) + value.shape[1:]).copy()
 
 
+def training_sums(bundle: DataBundle, groups: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+  """Sum and count of the TRAINING readings (the steps the training windows read) per group.
+
+  groups: [T] int, the group of every step of the series. Returns (total, count), each
+  [num_groups, N, C_out] float64; missing readings (0 under the "zero" null rule) are not counted.
+  """
+  ds, p = bundle.dataset, bundle.protocol
+  train = bundle.splits["train"]
+  end = int(train.times[-1] + p.output_offsets[-1]) + 1   # every step a training window reads
+  start = int(train.times[0] + p.input_offsets[0])
+  v = ds.values[start:end][:, :, target_channels(bundle)].astype(np.float64)  # [T_train, N, C_out]
+  seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
+  total = np.zeros((num_groups,) + v.shape[1:])
+  count = np.zeros_like(total)
+  np.add.at(total, groups[start:end], np.where(seen, v, 0.0))
+  np.add.at(count, groups[start:end], seen)
+  return total, count
+
+
 class HistoricalAverage:
-  """Time-of-week means of the training data: table [7 * steps_per_day, N, C_out]."""
+  """Time-of-week means of the training data: table [7 * steps_per_day, N, C_out].
+
+  `slots` [T]: the time-of-week slot of every step of the series (dow * steps_per_day + step of day).
+  """
 
   def __init__(self, bundle: DataBundle):
-    ds, p = bundle.dataset, bundle.protocol
+    ds = bundle.dataset
     self.steps_per_day = ds.steps_per_day
-    self._slots = self.slot(ds.time_of_day, ds.day_of_week)
-    train = bundle.splits["train"]
-    end = int(train.times[-1] + p.output_offsets[-1]) + 1   # every step a training window reads
-    start = int(train.times[0] + p.input_offsets[0])
-    v = ds.values[start:end][:, :, _target_channels(bundle)].astype(np.float64)  # [T_train, N, C_out]
-    seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
-    slots = self._slots[start:end]
-    n_slots = 7 * self.steps_per_day
-    total = np.zeros((n_slots,) + v.shape[1:])
-    count = np.zeros_like(total)
-    np.add.at(total, slots, np.where(seen, v, 0.0))
-    np.add.at(count, slots, seen)
-    tod_total = total.reshape(7, self.steps_per_day, *v.shape[1:]).sum(0)
-    tod_count = count.reshape(7, self.steps_per_day, *v.shape[1:]).sum(0)
+    self.slots = self.slot(ds.time_of_day, ds.day_of_week)
+    total, count = training_sums(bundle, self.slots, 7 * self.steps_per_day)
+    shape = total.shape[1:]
+    tod_total = total.reshape(7, self.steps_per_day, *shape).sum(0)
+    tod_count = count.reshape(7, self.steps_per_day, *shape).sum(0)
     node_mean = total.sum(0) / np.maximum(count.sum(0), 1)
     with np.errstate(invalid="ignore", divide="ignore"):
       week = total / count
@@ -83,8 +97,7 @@ class HistoricalAverage:
   def __call__(self, source: WindowSource, batch: dict[str, np.ndarray]) -> np.ndarray:
     """Predictions [B, T_out, N, C_out] for the windows of `batch` (uses its `index`)."""
     steps = source.times[batch["index"]][:, None] + source.output_offsets[None, :]  # [B, T_out]
-    slots = self._slots[steps]
-    return self.table[slots]
+    return self.table[self.slots[steps]]
 
 
 BASELINES = ("last_value", "historical_average")
@@ -103,7 +116,7 @@ def evaluate_baselines(bundle: DataBundle, splits=("val", "test"), batch_size: i
       metrics["last_value"].update(last_value(bundle, source, batch), batch["y"], valid)
       metrics["historical_average"].update(ha(source, batch), batch["y"], valid)
       steps = source.times[batch["index"][valid]][:, None] + source.output_offsets[None, :]
-      used = ha.fallback[ha._slots[steps]]
+      used = ha.fallback[ha.slots[steps]]
       fallback, total = fallback + used.sum(), total + used.size
     for name in BASELINES:
       results[name][split] = metrics[name].compute()

@@ -86,7 +86,7 @@ def _features(bundle, ha, split, use_neighbours):
   batch = src.batch(np.arange(len(src)))
   ins = src.times[:, None] + src.input_offsets[None]
   x = ds.values[ins][..., 0]
-  hin = ha.table[ha._slots[ins]][..., 0]
+  hin = ha.table[ha.slots[ins]][..., 0]
   x = np.where(x != 0, x, hin)
   cols = [x[:, -k] for k in (1, 2, 3, 4, 6, 12)] + [x[:, -1] - hin[:, -1], hin[:, -1]]
   if use_neighbours:
