@@ -33,16 +33,5 @@ def get_config(arg: str | None = None):
   variant = trainer.parse_variant(arg, ("cpu",))
   c = trainer.base_config(sth_sepnet.default_config())
   c.data.name = "sthsepnet-bike-inflow"  # registry name (python -m stjax.data list); --config.data.path for another file.
-  c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
-  presets.sth_sepnet_paper(
-      c,
-      d_ff=32,  # LM features kept per patch token (released Bike: 32).
-      learning_rate=5e-4,  # released Bike GPT-2 script.
-      batch_size=16,  # released Bike scripts: 16.
-      num_epochs=50)  # released Bike scripts: 50.
-  if "cpu" in variant:
-    c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
-    presets.sth_sepnet_cpu(c, num_epochs=10, milestones=(8,))  # 120 steps per epoch, one lr decay.
-    c.model.calendar_dim = 4  # time-of-day/day-of-week input channels (not in the paper; docs/sth_sepnet.md).
-    c.model.node_input_dim = 8  # a learned vector per node as input channels (not in the paper; likewise).
+  presets.sth_sepnet_bike(c, cpu="cpu" in variant)  # released Bike scripts; :cpu = the NYCBike2 run.
   return c

@@ -178,6 +178,23 @@ def sth_sepnet_cpu(c: Config, *, num_epochs: int, milestones: Sequence[int]) -> 
   c.train.log_every_steps = 10  # scalars every 10 steps.
 
 
+def sth_sepnet_bike(c: Config, *, cpu: bool) -> None:
+  """The BIKE inflow / outflow configs (they differ only in `data.name`): the released Bike GPT-2
+  scripts; `cpu`: the one NYCBike2 run both name (inflow and outflow are its two channels)."""
+  c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
+  sth_sepnet_paper(
+      c,
+      d_ff=32,  # LM features kept per patch token (released Bike: 32).
+      learning_rate=5e-4,  # released Bike GPT-2 script.
+      batch_size=16,  # released Bike scripts: 16.
+      num_epochs=50)  # released Bike scripts: 50.
+  if cpu:
+    c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
+    sth_sepnet_cpu(c, num_epochs=10, milestones=(8,))  # 120 steps per epoch, one lr decay.
+    c.model.calendar_dim = 4  # time-of-day/day-of-week input channels (not in the paper; docs/sth_sepnet.md).
+    c.model.node_input_dim = 8  # a learned vector per node as input channels (not in the paper; likewise).
+
+
 # Benchmarks (benchmarks/configs/): step cost of a shrunk GPT-2, not accuracy.
 
 
