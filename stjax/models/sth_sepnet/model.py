@@ -85,7 +85,7 @@ class STHSepNet(nn.Module):
   in_channels: int
   out_channels: int
   static_graph: EdgeList | None = None
-  steps_per_day: int = 288
+  steps_per_day: int | None = None
 
   def setup(self):
     cfg = self.config
@@ -105,6 +105,8 @@ class STHSepNet(nn.Module):
           cfg.gamma_init, cfg.spatial_dropout, cfg.hypergraph_dropout, cfg.graph_block,
           graph_refresh=cfg.graph_refresh)
       if cfg.calendar_dim:
+        if not self.steps_per_day:
+          raise ValueError("STHSepNet: calendar_dim > 0 needs steps_per_day (the data's DataSpec has it)")
         self.calendar = CalendarEmbedding(self.steps_per_day, cfg.calendar_dim)
       if cfg.node_input_dim:
         self.node_input = NodeEmbedding(self.num_nodes, cfg.node_input_dim)
