@@ -9,22 +9,17 @@ default shape is one ST-LLM attention-probability tensor (B 8, 4 heads, 207 x 20
 from __future__ import annotations
 
 import argparse
-import time
-
 import jax
-import numpy as np
 
+from stjax import bench
 from stjax.models.dropout import keep_mask
 
 
-def median_ms(fn, key, steps: int) -> float:
-  fn(key).block_until_ready()
-  times = []
-  for i in range(steps):
-    start = time.perf_counter()
-    fn(jax.random.fold_in(key, i)).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+def median_ms(mask_fn, steps: int) -> float:
+  """Median ms of `mask_fn(key)` (jitted, one warm-up call) over `steps` fresh keys."""
+  keys = [jax.random.key(i) for i in range(steps + 1)]
+  times, _ = bench.time_calls(lambda carry, key: (carry, mask_fn(key)), None, keys, steps=steps, warmup=1)
+  return 1e3 * bench.summarize_times(times)["step_time_s"]
 
 
 def main() -> None:
@@ -34,9 +29,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=15, help="timed calls (median reported)")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
-  key = jax.random.key(0)
-  bernoulli = median_ms(jax.jit(lambda k: jax.random.bernoulli(k, 1.0 - args.rate, shape)), key, args.steps)
-  packed = median_ms(jax.jit(lambda k: keep_mask(k, args.rate, shape)), key, args.steps)
+  bernoulli = median_ms(jax.jit(lambda k: jax.random.bernoulli(k, 1.0 - args.rate, shape)), args.steps)
+  packed = median_ms(jax.jit(lambda k: keep_mask(k, args.rate, shape)), args.steps)
   print(f"mask {shape}, rate {args.rate}, {jax.devices()[0].platform}: bernoulli {bernoulli:.2f} ms, "
         f"packed 16-bit {packed:.2f} ms, ratio {packed / bernoulli:.2f}")
 
