@@ -4,8 +4,8 @@
 CPU. Here every word is split into two 16-bit halves, each compared with round(rate * 2^16)
 (`python benchmarks/dropout_masks.py`: 0.23-0.46x the time for an ST-LLM attention mask). The drop
 probability is exact to 2^-17 and kept values are scaled by the exact inverse keep probability,
-so the expectation is unchanged. Leading axes keep their shape, so a sharded activation draws a sharded
-mask (threefry is partitionable), not a replicated one.
+so the expectation is unchanged. Leading axes keep their shape, so a sharded activation draws a
+sharded mask (threefry is partitionable), not a replicated one.
 
     keep = keep_mask(rng, rate, x.shape)        # bool, P(keep) = 1 - rate (to 2^-17)
     y = Dropout(rate)(x, deterministic=False)   # needs a "dropout" rng, like flax's nn.Dropout
