@@ -271,11 +271,7 @@ class LlamaAttention(_LlamaProjections):
     """q: [batch, seq, heads, head_dim], k, v: [batch, seq, kv_heads, head_dim] -> like q."""
     cfg = self.config
     rate = cfg.attention_dropout
-    dropout = rate > 0.0 and not deterministic
-    if dropout:  # the explicit-probability path needs one K/V per query head
-      groups = cfg.num_attention_heads // cfg.num_key_value_heads
-      k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-    rng = self.make_rng("dropout") if dropout else None
+    rng = self.make_rng("dropout") if (rate > 0.0 and not deterministic) else None
     return attention.attend(q, k, v, causal=cfg.causal, dropout_rate=rate,
                             deterministic=deterministic, dropout_rng=rng)
 

@@ -1,0 +1,76 @@
+"""Attention forward + backward on this device: `jax.nn.dot_product_attention` vs stjax's
+heads-first `attend` vs torch's `scaled_dot_product_attention` (eager), same inputs.
+
+    python benchmarks/attention_layouts.py [--shape=4,256,4,64] [--causal] [--dropout=0.0] [--steps=30]
+
+--shape is batch, seq, heads, head_dim (default: one ST-LINK CPU-benchmark layer, B 4 x 64 nodes x
+4 patches). Prints the median ms of value-and-gradient (w.r.t. q, k, v) of sum(out * cotangent)
+for each; `jax.nn.dot_product_attention` has no dropout and is skipped when --dropout > 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stjax import bench
+from stjax.models import attention
+
+
+def jax_ms(fn, q, k, v, cot, steps: int) -> float:
+  """Median ms of the jitted gradient of sum(fn(q, k, v, key) * cot) w.r.t. q, k, v."""
+  grad = jax.jit(jax.grad(lambda q, k, v, key: jnp.sum(fn(q, k, v, key) * cot), argnums=(0, 1, 2)))
+  keys = [jax.random.key(i) for i in range(steps + 2)]
+  times, _ = bench.time_calls(lambda carry, key: (carry, grad(q, k, v, key)), None, keys, steps=steps, warmup=2)
+  return 1e3 * bench.summarize_times(times)["step_time_s"]
+
+
+def torch_ms(q, k, v, cot, causal: bool, rate: float, steps: int) -> float | None:
+  """Median ms of the same gradient with torch SDPA in [batch, heads, seq, head_dim], or None."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  qt, kt, vt = (torch.tensor(np.asarray(t)).transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+  ct = torch.tensor(np.asarray(cot)).transpose(1, 2).contiguous()
+  times = []
+  for i in range(steps + 2):
+    start = time.perf_counter()
+    out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, dropout_p=rate, is_causal=causal)
+    torch.autograd.grad((out * ct).sum(), (qt, kt, vt))
+    if i >= 2:
+      times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--shape", default="4,256,4,64", help="batch,seq,heads,head_dim")
+  parser.add_argument("--causal", action="store_true", help="causal mask")
+  parser.add_argument("--dropout", type=float, default=0.0, help="attention-probability dropout rate")
+  parser.add_argument("--steps", type=int, default=30, help="timed calls (median reported)")
+  args = parser.parse_args()
+  shape = tuple(int(s) for s in args.shape.split(","))
+  rng = np.random.default_rng(0)
+  q, k, v, cot = (jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for _ in range(4))
+  rate, causal = args.dropout, args.causal
+  rows = {}
+  if rate == 0.0:
+    rows["jax.nn.dot_product_attention"] = jax_ms(
+        lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, args.steps)
+  rows["stjax attend (heads-first)"] = jax_ms(
+      lambda q, k, v, key: attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0,
+                                            dropout_rng=key), q, k, v, cot, args.steps)
+  rows["torch SDPA (eager)"] = torch_ms(q, k, v, cot, causal, rate, args.steps)
+  print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform}:")
+  for name, ms in rows.items():
+    print(f"  {name:30s} {'n/a' if ms is None else f'{ms:.2f} ms'}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,92 @@
+"""stjax.models.attention.attend against a float64 NumPy reference: causal offsets, boolean masks,
+grouped-query heads, attention dropout (with the same keep mask), gradients, bad head counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stjax.models import attention
+from stjax.models.dropout import keep_mask, keep_probability
+
+
+def reference(q, k, v, *, causal, mask=None, keep=None, rate=0.0):
+  """float64 softmax(q k^T / sqrt(d)) v; K/V head h // (H / H_kv) serves query head h (repeat_kv)."""
+  q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+  b, tq, h, d = q.shape
+  tk, hk = k.shape[1], k.shape[2]
+  k, v = np.repeat(k, h // hk, axis=2), np.repeat(v, h // hk, axis=2)
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d)
+  allowed = np.ones((1, 1, tq, tk), bool)
+  if causal:
+    allowed = allowed & (np.arange(tk)[None, :] <= np.arange(tq)[:, None] + tk - tq)
+  if mask is not None:
+    allowed = allowed & np.asarray(mask)
+  logits = np.where(allowed, logits, -np.inf)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  if keep is not None:
+    probs = np.where(keep, probs / keep_probability(rate), 0.0)
+  return np.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _qkv(rng, b=2, tq=23, tk=23, h=6, hk=6, d=8):
+  return (jnp.asarray(rng.standard_normal(s).astype(np.float32))
+          for s in ((b, tq, h, d), (b, tk, hk, d), (b, tk, hk, d)))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kv_heads", [6, 3, 1])
+def test_matches_float64_reference(rng, causal, kv_heads):
+  q, k, v = _qkv(rng, hk=kv_heads)
+  got = attention.attend(q, k, v, causal=causal)
+  np.testing.assert_allclose(np.asarray(got), reference(q, k, v, causal=causal), atol=2e-6, rtol=1e-5)
+
+
+def test_causal_offset_and_masks(rng):
+  """Fewer queries than keys (decoding offset) and masks per batch row or per head."""
+  q, k, v = _qkv(rng, tq=7, tk=19, hk=2)
+  per_row = jnp.asarray(rng.random((2, 1, 7, 19)) < 0.7).at[..., 0].set(True)
+  per_head = jnp.asarray(rng.random((1, 6, 7, 19)) < 0.7).at[..., 0].set(True)
+  for causal in (True, False):
+    for mask in (per_row, per_head):
+      got = attention.attend(q, k, v, causal=causal, mask=mask)
+      np.testing.assert_allclose(np.asarray(got), reference(q, k, v, causal=causal, mask=mask),
+                                 atol=2e-6, rtol=1e-5)
+
+
+def test_dropout_drops_the_probabilities_with_the_keep_mask(rng):
+  q, k, v = _qkv(rng, hk=3)
+  key, rate = jax.random.key(3), 0.3
+  got = attention.attend(q, k, v, causal=True, dropout_rate=rate, deterministic=False, dropout_rng=key)
+  keep = np.asarray(keep_mask(key, rate, (2, 6, 23, 23)))  # [b, heads, q, k], heads in query order
+  assert 0.6 < keep.mean() < 0.8
+  want = reference(q, k, v, causal=True, keep=keep, rate=rate)
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=1e-5)
+  same = attention.attend(q, k, v, causal=True, dropout_rate=rate, deterministic=True, dropout_rng=key)
+  np.testing.assert_allclose(np.asarray(same), reference(q, k, v, causal=True), atol=2e-6, rtol=1e-5)
+
+
+def test_gradients_match_jax_dot_product_attention(rng):
+  """An independent implementation (jax.nn.dot_product_attention, K/V repeated) for the VJP."""
+  q, k, v = _qkv(rng, hk=2)
+  cot = jnp.asarray(rng.standard_normal(q.shape).astype(np.float32))
+
+  def ours(q, k, v):
+    return jnp.sum(attention.attend(q, k, v, causal=True) * cot)
+
+  def theirs(q, k, v):
+    k, v = jnp.repeat(k, 3, axis=2), jnp.repeat(v, 3, axis=2)
+    return jnp.sum(jax.nn.dot_product_attention(q, k, v, is_causal=True) * cot)
+
+  for got, want in zip(jax.grad(ours, (0, 1, 2))(q, k, v), jax.grad(theirs, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-4)
+
+
+def test_bad_arguments(rng):
+  q, k, v = _qkv(rng, hk=4)
+  with pytest.raises(ValueError, match="6 query heads are not a multiple of 4"):
+    attention.attend(q, k, v, causal=False)
+  q, k, v = _qkv(rng)
+  with pytest.raises(ValueError, match="dropout_rng is required"):
+    attention.attend(q, k, v, causal=False, dropout_rate=0.1, deterministic=False)
