@@ -17,7 +17,7 @@ Data: a dataset of the registry is replaced by a stand-in with its node count, s
 `--data=real` reads the configured data instead (multi-channel datasets, custom files).
 
 Sizes are those of XLA's CPU backend: the same program on GPU/TPU differs in fusion, layouts and
-kernels (flash attention), so treat the numbers as a close estimate and re-check with
+kernels, so treat the numbers as a close estimate and re-check with
 `compiled.memory_analysis()` on one real device of the target.
 """
 
