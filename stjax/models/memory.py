@@ -74,6 +74,23 @@ def ema_key_update(keys: jnp.ndarray, q: jnp.ndarray, idx: jnp.ndarray, alpha: f
 EXPERT_DISPATCH = ("auto", "dense", "grouped")
 
 
+def dense_experts(z, gates, w1, b1, w2, b2):
+  """sum_e gates[..., e] * FFN_e(z) with every expert on every token, as two plain matmuls.
+
+  The gates scale the hidden units, so the E second layers are one [E*H, F] matmul:
+  sum_e g_e (gelu(z W1_e + b1_e) W2_e + b2_e) = [g_e * hid_e]_e @ [W2_e]_e + g @ b2.
+
+  Args:
+    z: [..., dz]; gates: [..., E] (zero for experts not chosen).
+    w1: [E, dz, H]; b1: [E, H]; w2: [E, H, F]; b2: [E, F].
+  Returns: [..., F].
+  """
+  e, dz, h = w1.shape
+  hid = jax.nn.gelu((z @ jnp.transpose(w1, (1, 0, 2)).reshape(dz, e * h)).reshape(*z.shape[:-1], e, h) + b1)
+  gated = (hid * gates[..., None]).reshape(*z.shape[:-1], e * h)
+  return gated @ w2.reshape(e * h, -1) + gates @ b2
+
+
 def grouped_blocks(tokens: int, top_k: int, num_experts: int, block_rows: int) -> int:
   """Blocks the grouped dispatch needs in the worst case: sum_e ceil(n_e / C) <= ceil(T k / C) + E - 1."""
   return -(-tokens * top_k // block_rows) + num_experts - 1
@@ -107,14 +124,34 @@ def grouped_experts(z, top_i, gates, w1, b1, w2, b2, block_rows: int):
   row = start[flat_e] + rank  # [T k] distinct rows in [0, nb * C)
   row_pair = jnp.zeros((nb * c,), jnp.int32).at[row].set(jnp.arange(t * k, dtype=jnp.int32), unique_indices=True)
   row_valid = jnp.zeros((nb * c,), bool).at[row].set(True, unique_indices=True)
-  # Each block's expert; one-hot matmuls select the weights (their gradients stay matmuls, not scatters).
   block_e = jnp.minimum(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * c, side="right"), e - 1)
-  sel = jax.nn.one_hot(block_e, e, dtype=w1.dtype)  # [nb, E]
   xs = _take_rows(z, row_pair // k, row.reshape(t, k), jnp.ones((t, k), bool)).reshape(nb, c, -1)
-  hid = jax.nn.gelu(jnp.einsum("bcd,bdh->bch", xs, jnp.einsum("be,edh->bdh", sel, w1)) + (sel @ b1)[:, None])
-  ys = jnp.einsum("bch,bhf->bcf", hid, jnp.einsum("be,ehf->bhf", sel, w2)) + (sel @ b2)[:, None]
+  hid = jax.nn.gelu(jnp.einsum("bcd,bdh->bch", xs, _take_blocks(w1, block_e)) + _take_blocks(b1, block_e)[:, None])
+  ys = jnp.einsum("bch,bhf->bcf", hid, _take_blocks(w2, block_e)) + _take_blocks(b2, block_e)[:, None]
   pairs = _take_rows(ys.reshape(nb * c, -1), row, row_pair[:, None], row_valid[:, None])
   return jnp.einsum("tk,tkf->tf", gates, pairs.reshape(t, k, -1))
+
+
+@jax.custom_vjp
+def _take_blocks(w, block_e):
+  """w[block_e]: each block's expert weights, [E, ...] -> [nb, ...]. The gradient sums the blocks of
+  each expert with a one-hot matmul (XLA's transpose of a gather is a scatter-add, slow on CPU).
+  A one-hot matmul in the forward as well made the expert fwd+bwd 11 % slower (57.5 vs 51.2 ms at
+  the defaults of `benchmarks/expert_dispatch.py`)."""
+  return w[block_e]
+
+
+def _take_blocks_fwd(w, block_e):
+  return w[block_e], (block_e, w.shape[0])
+
+
+def _take_blocks_bwd(res, g):
+  block_e, num_experts = res
+  dw = jnp.einsum("be,b...->e...", jax.nn.one_hot(block_e, num_experts, dtype=g.dtype), g)
+  return dw, np.zeros(block_e.shape, jax.dtypes.float0)
+
+
+_take_blocks.defvjp(_take_blocks_fwd, _take_blocks_bwd)
 
 
 @jax.custom_vjp
@@ -211,7 +248,8 @@ class ExpertMixture(nn.Module):
   Gates are the router probabilities of the chosen experts renormalised to sum to one. Two exact
   implementations of the same sum (`dispatch`):
   - `dense`: all experts run on all tokens and the combine weights are zero off the top-k (E x the
-    expert FLOPs of one expert per token; one large matmul per layer, best on accelerators).
+    expert FLOPs of one expert per token; two large matmuls per layer, best on accelerators; see
+    `dense_experts`).
   - `grouped`: only the chosen (token, expert) pairs are computed, in blocks of `block_rows` rows
     that each belong to one expert (see `grouped_experts`): about k/E of the dense FLOPs plus
     gathers. `auto` (the default) uses it on the CPU backend when it has fewer rows than dense.
@@ -260,11 +298,9 @@ class ExpertMixture(nn.Module):
       out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k),
                             top_gates.astype(self.dtype).reshape(-1, self.top_k),
                             w1, b1, w2, b2, self.block_rows).reshape(*z.shape[:-1], self.features)
-    else:  # combine weights zero off the top-k: [..., E]
-      gates = jnp.einsum("...k,...ke->...e", top_gates, choice).astype(self.dtype)
-      hid = jax.nn.gelu(jnp.einsum("...d,edh->...eh", zc, w1) + b1)
-      outs = jnp.einsum("...eh,ehf->...ef", hid, w2) + b2
-      out = jnp.einsum("...e,...ef->...f", gates, outs)
+    else:
+      gates = jnp.einsum("...k,...ke->...e", top_gates, choice).astype(self.dtype)  # zero off the top-k
+      out = dense_experts(zc, gates, w1, b1, w2, b2)
 
     frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
     mean_p = probs.reshape(-1, e).mean(0)
