@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from stjax.errors import UserError
 from stjax.models import attention
+from stjax.models.broadcast import over_leading
 from stjax.models.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
 from stjax.models.dropout import Dropout
 from stjax.models.lora import DEFAULT_LORA_TARGETS
@@ -267,5 +268,5 @@ class GPT2(DecoderTrunk):
       if seq > cfg.n_positions:
         raise UserError(f"GPT2: sequence length {seq} exceeds n_positions={cfg.n_positions} "
                         "(the learned position table); shorten the input or set use_wpe=False")
-      x = x + wpe_table[:seq].astype(cfg.compute_dtype)[None]
+      x = x + over_leading(wpe_table[:seq].astype(cfg.compute_dtype), x.shape[:1])
     return self.drop(x, deterministic=deterministic)

@@ -23,6 +23,7 @@ from flax import linen as nn
 
 from stjax.graph import (AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv,
                          KNNHypergraph, MixProp)
+from stjax.models.broadcast import over_leading
 from stjax.models.dropout import Dropout
 
 INCEPTION_KERNELS = (2, 3, 6, 7)
@@ -70,7 +71,8 @@ class NodeLayerNorm(nn.Module):
     var = jnp.mean(jnp.square(x - mean), axis=(1, 2, 3), keepdims=True)
     scale = self.param("scale", nn.initializers.ones, x.shape[1:])
     bias = self.param("bias", nn.initializers.zeros, x.shape[1:])
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    lead = x.shape[:1]
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * over_leading(scale, lead) + over_leading(bias, lead)
 
 
 def _over_window(features: int, name: str):
