@@ -133,6 +133,26 @@ def test_grouped_dispatch_gradients_equal_dense(rng):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert float(jnp.abs(gz_d).max()) > 0 and float(jnp.abs(gp_d["w2"]).max()) > 0
 
+
+def test_benchmark_ragged_dot_dispatch_equals_grouped(rng):
+  """benchmarks/expert_dispatch.py's jax.lax.ragged_dot dispatch (an independent implementation)
+  gives the grouped dispatch's outputs and gradients."""
+  from benchmarks.expert_dispatch import ragged_experts
+  from stjax.models.memory import grouped_experts
+
+  t, dz, e, k = 37, 10, 5, 2
+  z = jnp.asarray(rng.normal(size=(t, dz)), jnp.float32)
+  weights = tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((e, dz, 7), (e, 7), (e, 7, 6), (e, 6)))
+  top_p, top_i = jax.lax.top_k(jax.nn.softmax(jnp.asarray(rng.normal(size=(t, e)), jnp.float32)), k)
+  gates = top_p / top_p.sum(-1, keepdims=True)
+  cot = jnp.asarray(rng.normal(size=(t, 6)), jnp.float32)
+  grads = [jax.grad(lambda z, w, f=f: jnp.sum(f(z, w) * cot), argnums=(0, 1))(z, weights)
+           for f in (lambda z, w: grouped_experts(z, top_i, gates, *w, 8),
+                     lambda z, w: ragged_experts(z, top_i, gates, *w))]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def _mrffn(rng):
   mod = MRFFN(features=8, memory_size=6, key_dim=4, top_k=2, num_experts=3, expert_hidden=5, alpha=0.3)
   h = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
