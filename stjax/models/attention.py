@@ -6,9 +6,10 @@ attention-probability dropout in training exactly as Hugging Face's GPT-2 does. 
 attention (fewer key/value heads) is handled by grouping the query heads, never by repeating K/V.
 
 It works heads-first: q, k and v are transposed once to [batch, heads, seq, head_dim], so both
-products are plain batched matmuls (query heads sharing a K/V head stacked along the query axis). `jax.nn.dot_product_attention` (whose default implementation
-is XLA on every backend, GPU included) contracts in the [batch, seq, heads] layout and took 1.7x
-longer for a forward + backward on XLA CPU (`python benchmarks/attention_layouts.py`).
+products are plain batched matmuls (query heads sharing a K/V head stacked along the query
+axis). `jax.nn.dot_product_attention` (whose default implementation is XLA on every backend, GPU
+included) contracts in the [batch, seq, heads] layout with a group axis and took 1.7x longer for
+a forward + backward on XLA CPU (`python benchmarks/attention_layouts.py`).
 """
 
 from __future__ import annotations
@@ -78,11 +79,10 @@ def attend(
   groups = heads // kv_heads
   # Heads-first; the query heads sharing a K/V head are stacked along the query axis, so both
   # products are [batch, kv_heads]-batched matmuls (a separate group axis is ~1.4x slower on XLA CPU).
-  scaled = q * jnp.asarray(1.0 / math.sqrt(head_dim), q.dtype)
-  qh = scaled.reshape(b, q_len, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+  qh = q.reshape(b, q_len, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
   qh = qh.reshape(b, kv_heads, groups * q_len, head_dim)
   kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, n, k, d]
-  logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32)
+  logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
   allowed = attention_bias_mask(q_len, k_len, causal, mask)
   if allowed is not None:
     logits = jnp.where(_stack_groups(allowed, kv_heads, groups), logits, jnp.finfo(jnp.float32).min)
