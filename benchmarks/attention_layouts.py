@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,30 +21,26 @@ from stjax import bench
 from stjax.models import attention
 
 
-def jax_ms(fn, q, k, v, cot, steps: int) -> float:
-  """Median ms of the jitted gradient of sum(fn(q, k, v, key) * cot) w.r.t. q, k, v."""
+def jax_runner(fn, q, k, v, cot, keys):
+  """Runner(i): the jitted gradient of sum(fn(q, k, v, keys[i]) * cot) w.r.t. q, k, v, synchronised."""
   grad = jax.jit(jax.grad(lambda q, k, v, key: jnp.sum(fn(q, k, v, key) * cot), argnums=(0, 1, 2)))
-  keys = [jax.random.key(i) for i in range(steps + 2)]
-  times, _ = bench.time_calls(lambda carry, key: (carry, grad(q, k, v, key)), None, keys, steps=steps, warmup=2)
-  return 1e3 * bench.summarize_times(times)["step_time_s"]
+  return lambda i: jax.block_until_ready(grad(q, k, v, keys[i]))
 
 
-def torch_ms(q, k, v, cot, causal: bool, rate: float, steps: int) -> float | None:
-  """Median ms of the same gradient with torch SDPA in [batch, heads, seq, head_dim], or None."""
+def torch_runner(q, k, v, cot, causal: bool, rate: float):
+  """Runner(i): the same gradient with torch SDPA in [batch, heads, seq, head_dim], or None."""
   try:
     import torch
   except ImportError:
     return None
   qt, kt, vt = (torch.tensor(np.asarray(t)).transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
   ct = torch.tensor(np.asarray(cot)).transpose(1, 2).contiguous()
-  times = []
-  for i in range(steps + 2):
-    start = time.perf_counter()
+
+  def run(i):
     out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, dropout_p=rate, is_causal=causal)
-    torch.autograd.grad((out * ct).sum(), (qt, kt, vt))
-    if i >= 2:
-      times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+    return torch.autograd.grad((out * ct).sum(), (qt, kt, vt))
+
+  return run
 
 
 def main() -> None:
@@ -59,18 +54,19 @@ def main() -> None:
   rng = np.random.default_rng(0)
   q, k, v, cot = (jnp.asarray(rng.standard_normal(shape).astype(np.float32)) for _ in range(4))
   rate, causal = args.dropout, args.causal
-  rows = {}
+  keys = [jax.random.key(i) for i in range(args.steps + 2)]
+  runners = {}
   if rate == 0.0:
-    rows["jax.nn.dot_product_attention"] = jax_ms(
-        lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, args.steps)
-  rows["stjax attend (heads-first)"] = jax_ms(
+    runners["jax.nn.dot_product_attention"] = jax_runner(
+        lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys)
+  runners["stjax attend (heads-first)"] = jax_runner(
       lambda q, k, v, key: attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0,
-                                            dropout_rng=key), q, k, v, cot, args.steps)
-  rows["torch SDPA (eager)"] = torch_ms(q, k, v, cot, causal, rate, args.steps)
-  print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform}:")
-  for name, ms in rows.items():
-    print(f"  {name:30s} {'n/a' if ms is None else f'{ms:.2f} ms'}")
-
+                                            dropout_rng=key), q, k, v, cot, keys)
+  runners["torch SDPA (eager)"] = torch_runner(q, k, v, cot, causal, rate)
+  times = bench.interleaved_times({n: r for n, r in runners.items() if r}, len(keys), args.steps, warmup=2)
+  print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform} (interleaved):")
+  for name in runners:
+    print(f"  {name:30s} {f'{1e3 * statistics.median(times[name]):.2f} ms' if name in times else 'n/a (no torch)'}")
 
 if __name__ == "__main__":
   main()

@@ -121,22 +121,6 @@ def torch_stepper(loss_fn, opt):
   return step
 
 
-def interleaved_times(runners: dict, num_batches: int, steps: int, warmup: int) -> dict[str, list[float]]:
-  """Times `steps` rounds; in each round every runner takes one step on the same batch, so a
-  change of machine load during the run hits all frameworks alike (the machine may be shared).
-  `runners[name](i)` runs one synchronised step on batch i."""
-  for i in range(warmup):
-    for run in runners.values():
-      run(i % num_batches)
-  times = {name: [] for name in runners}
-  for i in range(steps):
-    for name, run in runners.items():
-      start = time.perf_counter()
-      run((warmup + i) % num_batches)
-      times[name].append(time.perf_counter() - start)
-  return times
-
-
 def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_steps: int = 864,
             use_compile: bool = True, threads: int | None = None) -> dict:
   """Runs stjax, torch eager and (optionally) torch.compile on one experiment; returns rows."""
@@ -186,7 +170,7 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
     torch_peaks[label] = torch.cuda.max_memory_allocated() - base if DEVICE.type == "cuda" else None
     runners[label] = lambda i, step=step: step(batches[i])
 
-  times = interleaved_times(runners, len(batches), steps, warmup)
+  times = bench.interleaved_times(runners, len(batches), steps, warmup)
   jax_peak = bench.device_peak_memory(list(exp.mesh.devices.flat)) or prep.compiled.memory_bytes
   rows = []
   for label, ts in times.items():

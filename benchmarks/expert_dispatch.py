@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stjax import bench
 from stjax.models.memory import dense_experts, grouped_experts
 
 
@@ -63,13 +63,8 @@ def main() -> None:
   ref = jax.tree.leaves(grads["grouped"](z, weights))
   diffs = {name: max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(g(z, weights)), ref))
            for name, g in grads.items()}
-  times = {name: [] for name in grads}
-  for i in range(a.steps + 2):  # interleaved, two untimed rounds
-    for name, g in grads.items():
-      start = time.perf_counter()
-      jax.block_until_ready(g(z, weights))
-      if i >= 2:
-        times[name].append(time.perf_counter() - start)
+  runners = {name: (lambda i, g=g: jax.block_until_ready(g(z, weights))) for name, g in grads.items()}
+  times = bench.interleaved_times(runners, 1, a.steps, warmup=2)
   print(f"experts fwd+bwd: T={a.tokens}, dz={a.dz}, H={a.hidden}, F={a.features}, top-{a.top_k} of {a.experts}, "
         f"{jax.devices()[0].platform}:")
   for name, ts in times.items():

@@ -3,29 +3,19 @@
     python benchmarks/gemm.py [--rows=1656] [--width=256] [--hidden=1024] [--steps=30]
 
 rows = B 8 x 207 tokens; width/hidden = the shrunk GPT-2's 256/1024. Forward x @ W, input
-gradient dy @ W^T and weight gradient x^T @ dy; prints GFLOP/s (median of --steps) for each.
+gradient dy @ W^T and weight gradient x^T @ dy; prints GFLOP/s (median of --steps, jax and torch interleaved) for each.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def median_s(fn, steps: int) -> float:
-  for _ in range(3):
-    fn()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+from stjax import bench
 
 
 def main() -> None:
@@ -47,9 +37,10 @@ def main() -> None:
   print(f"GEMM {a.rows} x {a.width} x {a.hidden}, float32, torch {torch.get_num_threads()} threads (GFLOP/s):")
   for name, (jax_fn, torch_fn) in cases.items():
     jitted = jax.jit(jax_fn)
-    t_jax = median_s(lambda: jitted(jx, jw, jdy).block_until_ready(), a.steps)
-    t_torch = median_s(torch_fn, a.steps)
-    print(f"  {name:9s} jax {flops / t_jax / 1e9:6.0f}   torch {flops / t_torch / 1e9:6.0f}")
+    times = bench.interleaved_times({"jax": lambda i: jitted(jx, jw, jdy).block_until_ready(),
+                                     "torch": lambda i: torch_fn()}, 1, a.steps, warmup=3)
+    rate = {n: flops / statistics.median(t) / 1e9 for n, t in times.items()}
+    print(f"  {name:9s} jax {rate['jax']:6.0f}   torch {rate['torch']:6.0f}")
 
 
 if __name__ == "__main__":

@@ -3,23 +3,19 @@
 
     python benchmarks/leading_sums.py [--shapes=8x207x256,16x207x42x8,64x325x768] [--steps=30]
 
-Each shape is summed over its first axis; prints the median ms of each (jit, after warm-up).
+Each shape is summed over its first axis; prints the median ms of each (jit, after warm-up, interleaved).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stjax import bench
-
-
-def median_ms(fn, x, steps: int) -> float:
-  times, _ = bench.time_calls(lambda carry, x: (carry, fn(x)), None, [x], steps=steps, warmup=2)
-  return 1e3 * bench.summarize_times(times)["step_time_s"]
 
 
 def main() -> None:
@@ -35,8 +31,10 @@ def main() -> None:
   for text in args.shapes.split(","):
     shape = tuple(int(s) for s in text.split("x"))
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-    print(f"  {text:14s} reduce {median_ms(reduce, x, args.steps):8.3f} ms   ones matmul "
-          f"{median_ms(matmul, x, args.steps):8.3f} ms")
+    times = bench.interleaved_times({"reduce": lambda i: reduce(x).block_until_ready(),
+                                     "matmul": lambda i: matmul(x).block_until_ready()}, 1, args.steps, warmup=2)
+    ms = {n: 1e3 * statistics.median(t) for n, t in times.items()}
+    print(f"  {text:14s} reduce {ms['reduce']:8.3f} ms   ones matmul {ms['matmul']:8.3f} ms")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from typing import Any, Callable, Iterable
 
@@ -136,6 +135,30 @@ def time_calls(call: Callable[[Any, Any], Any], carry: Any, inputs: list[Any], s
     jax.block_until_ready((carry, out))
     times.append(time.perf_counter() - start)
   return times, carry
+
+
+def interleaved_times(runners: dict[str, Callable[[int], Any]], num_inputs: int, steps: int,
+                      warmup: int) -> dict[str, list[float]]:
+  """Times `steps` rounds in which every runner takes one call on the same input index, so a change
+  of machine load hits all of them alike (ratios from one run are what to compare on a shared VM).
+
+  `runners[name](i)` must run one call on input i (of `num_inputs`) and synchronise it (e.g.
+  `jax.block_until_ready`) before returning. `warmup` untimed rounds come first.
+
+  Returns: {name: per-call seconds of the `steps` timed rounds}.
+  """
+  if steps < 1:
+    raise UserError(f"--steps: must be >= 1, got {steps}")
+  for i in range(warmup):
+    for run in runners.values():
+      run(i % num_inputs)
+  times = {name: [] for name in runners}
+  for i in range(steps):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      run((warmup + i) % num_inputs)
+      times[name].append(time.perf_counter() - start)
+  return times
 
 
 def summarize_times(times: list[float]) -> dict[str, float]:

@@ -56,6 +56,14 @@ def test_time_calls_threads_carry_and_times_every_step():
   assert s["step_time_s"] == 3.0 and s["step_time_p10_s"] < s["step_time_s"] < s["step_time_p90_s"]
 
 
+def test_interleaved_times_alternates_runners_on_the_same_input():
+  calls = []
+  runners = {"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))}
+  times = bench.interleaved_times(runners, num_inputs=2, steps=3, warmup=1)
+  assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+  assert sorted(times) == ["a", "b"] and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
 def test_peak_flops_table():
   class Dev:
     device_kind = "NVIDIA H100 80GB HBM3"
