@@ -1,5 +1,7 @@
 """Protocols, splits, scalers and lazy windows against materialised float64 references."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -168,6 +170,12 @@ def test_build_data_synthetic_and_overrides():
   assert b.protocol.report_horizons == ()  # sthsepnet reports the average only
   assert PROTOCOLS["dcrnn"].resolve(288, output_len=6).report_horizons == (3, 6)
   assert PROTOCOLS["dcrnn"].resolve(288, output_len=24).report_horizons == (3, 6, 12, 24)
+  # The training loss can be overridden; the rest of the protocol stays.
+  c.loss = "masked_mae"
+  assert build_data(c).protocol == dataclasses.replace(b.protocol, loss="masked_mae")
+  c.loss = "l1"
+  with pytest.raises(UserError, match="data.loss must be one of"):
+    build_data(c)
   # Every field of the default config carries a comment.
   import inspect
   from stjax.data import windows

@@ -99,8 +99,10 @@ class Protocol:
   def contiguous(self) -> bool:
     return self.input_offsets == contiguous(self.input_offsets[0], 0)
 
-  def resolve(self, steps_per_day: int, input_len: int = 0, output_len: int = 0) -> "Protocol":
-    """The protocol for a dataset with `steps_per_day`, with optional length overrides (0 = keep).
+  def resolve(self, steps_per_day: int, input_len: int = 0, output_len: int = 0,
+              loss: str = "") -> "Protocol":
+    """The protocol for a dataset with `steps_per_day`, with optional length and loss overrides
+    (0 / "" = keep).
 
     Contiguous protocols accept any lengths (inputs -(input_len-1)..0, outputs 1..output_len);
     protocols with fixed non-contiguous offsets (ST-SSL) refuse an input_len override.
@@ -125,6 +127,10 @@ class Protocol:
       if p.report_horizons and output_len not in kept:
         kept += (output_len,)  # always report the last horizon of a protocol that lists horizons
       p = dataclasses.replace(p, output_offsets=contiguous(1, output_len), report_horizons=kept)
+    if loss:
+      if loss not in LOSSES:
+        raise UserError(f"data.loss must be one of {LOSSES} (or \"\" for the protocol's {self.loss!r}), got {loss!r}")
+      p = dataclasses.replace(p, loss=loss)
     return p
 
   def split_times(self, num_steps: int) -> dict[str, np.ndarray]:

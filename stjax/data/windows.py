@@ -233,6 +233,8 @@ def default_data_config() -> ml_collections.ConfigDict:
                            # registry's protocol for `name` (dcrnn for synthetic)
   c.input_len = 0          # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
   c.output_len = 0         # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
+  c.loss = ""              # training loss: "" = the protocol's (masked_mae, or mse for sthsepnet);
+                           # "masked_mae" (original units) | "mse" (scaled units)
   c.reader = ml_collections.ConfigDict()  # read_series options (step_minutes, start, channel, ...),
                                           # over the registry's own; needed for files without dates
   s = c.synthetic = ml_collections.ConfigDict()
@@ -286,7 +288,8 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
       protocol_name = registry.get(config.name).protocol  # UserError listing the known names
     get_protocol(protocol_name)  # fail on a typo before reading any file
     dataset = _read(config)
-  protocol = get_protocol(protocol_name).resolve(dataset.steps_per_day, config.input_len, config.output_len)
+  protocol = get_protocol(protocol_name).resolve(dataset.steps_per_day, config.input_len, config.output_len,
+                                                  config.get("loss", ""))  # older configs lack it
   return bundle_from_dataset(dataset, protocol)
 
 
