@@ -16,6 +16,9 @@ Data: a dataset of the registry is replaced by a stand-in with its node count, s
 (synthetic values, 1 channel), so PEMS-BAY sizes compile without the PEMS-BAY files;
 `--data=real` reads the configured data instead (multi-channel datasets, custom files).
 
+ST-LINK's MRFFN experts are compiled with the dense dispatch, which `expert_dispatch=auto`
+picks on accelerators (CPU's grouped dispatch would misstate what the target runs).
+
 Sizes are those of XLA's CPU backend: the same program on GPU/TPU differs in fusion, layouts and
 kernels, so treat the numbers as a close estimate and re-check with
 `compiled.memory_analysis()` on one real device of the target.
@@ -191,6 +194,9 @@ def _main(argv) -> None:
         for axis in MESH_AXES:
           config.mesh[axis] = sizes.get(axis, 1)
       note = standin_data(config) if FLAGS.data == "standin" else f"{config.data.name} (real data)"
+      if config.model.get("expert_dispatch") == "auto":  # as on the GPU/TPU being sized, not CPU's grouped
+        config.model.expert_dispatch = "dense"
+        note += "; MRFFN experts dense, as `auto` runs them on accelerators"
     report = analyse(config, note)
     print(format_report(report), flush=True)
     print(json.dumps(report), flush=True)

@@ -90,3 +90,59 @@ def test_bad_arguments(rng):
   q, k, v = _qkv(rng)
   with pytest.raises(ValueError, match="dropout_rng is required"):
     attention.attend(q, k, v, causal=False, dropout_rate=0.1, deterministic=False)
+
+
+def reference_vjp(q, k, v, cot, *, causal):
+  """float64 gradients of sum(attention * cot) w.r.t. q, k, v (the softmax Jacobian written out)."""
+  q, k, v, cot = (np.asarray(t, np.float64) for t in (q, k, v, cot))
+  b, tq, h, d = q.shape
+  tk, hk = k.shape[1], k.shape[2]
+  g = h // hk
+  kr, vr = np.repeat(k, g, axis=2), np.repeat(v, g, axis=2)
+  logits = np.einsum("bqhd,bkhd->bhqk", q, kr) / np.sqrt(d)
+  if causal:
+    logits = np.where(np.arange(tk)[None, :] <= np.arange(tq)[:, None] + tk - tq, logits, -np.inf)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  dp = np.einsum("bqhd,bkhd->bhqk", cot, vr)
+  ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(d)
+  dq = np.einsum("bhqk,bkhd->bqhd", ds, kr)
+  dk = np.einsum("bhqk,bqhd->bkhd", ds, q).reshape(b, tk, hk, g, d).sum(3)
+  dv = np.einsum("bhqk,bqhd->bkhd", p, cot).reshape(b, tk, hk, g, d).sum(3)
+  return dq, dk, dv
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kv_heads,tq,tk,key_block", [(6, 23, 23, 8), (2, 7, 19, 4), (1, 23, 23, 23), (3, 5, 5, 16)])
+def test_blockwise_matches_float64_reference(rng, causal, kv_heads, tq, tk, key_block):
+  """The blockwise path: blocks that do not divide k_len (padding), one block, a block larger than
+  k_len, causal offsets, grouped-query heads; outputs and all three gradients against float64."""
+  q, k, v = _qkv(rng, tq=tq, tk=tk, hk=kv_heads)
+  cot = jnp.asarray(rng.standard_normal(q.shape).astype(np.float32))
+  run = lambda q, k, v: attention.attend(q, k, v, causal=causal, key_block=key_block)  # noqa: E731
+  out, vjp = jax.vjp(run, q, k, v)
+  np.testing.assert_allclose(np.asarray(out), reference(q, k, v, causal=causal), atol=2e-6, rtol=1e-5)
+  for got, want in zip(vjp(cot), reference_vjp(q, k, v, cot, causal=causal)):
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=1e-4)
+
+
+def test_long_sequences_go_blockwise_without_the_score_tensor(rng, monkeypatch):
+  """Above SCORE_BYTES_LIMIT (lowered here) `attend` picks the blockwise path by itself: the same
+  numbers as the dense path, and no [b, heads, q, k] array in the compiled forward + backward."""
+  monkeypatch.setattr(attention, "KEY_BLOCK", 16)
+  q, k, v = _qkv(rng, b=1, tq=96, tk=96, h=2, hk=2)
+  loss = lambda q, k, v: jnp.sum(jnp.sin(attention.attend(q, k, v, causal=False)))  # noqa: E731
+  results = {}
+  scores = 4 * 1 * 2 * 96 * 96  # bytes of the float32 [b, heads, q, k] scores
+  for name, limit in (("blockwise", scores - 1), ("dense", scores)):
+    monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", limit)  # read when the step is traced
+    step = jax.jit(jax.value_and_grad(loss, (0, 1, 2))).lower(q, k, v).compile()
+    results[name] = step(q, k, v), step.as_text()
+  assert "f32[1,2,96,96]" not in results["blockwise"][1] and "f32[1,2,96,16]" in results["blockwise"][1]
+  assert "f32[1,2,96,96]" in results["dense"][1]
+  (lb, gb), (ld, gd) = results["blockwise"][0], results["dense"][0]
+  np.testing.assert_allclose(float(lb), float(ld), rtol=1e-5)
+  for a, d in zip(gb, gd):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(d), atol=1e-5, rtol=1e-4)
+  with pytest.raises(ValueError, match="neither a mask nor attention dropout"):
+    attention.attend(q, k, v, causal=False, key_block=16, mask=jnp.ones((1, 1, 96, 96), bool))

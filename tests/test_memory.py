@@ -108,6 +108,17 @@ def test_expert_mixture_matches_numpy(rng, dispatch):
   np.testing.assert_allclose(balance, 4 * np.sum(frac * probs.mean(0)), rtol=1e-5)
 
 
+def test_auto_dispatch_is_grouped_on_one_cpu_device_only(monkeypatch):
+  """`auto`: grouped on a single CPU device when it has fewer rows; dense on a multi-device
+  process (the batch-wide sort would be replicated on every device of a data-parallel mesh)."""
+  mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, dispatch="auto", block_rows=4)
+  assert jax.device_count() == 8 and not mix._grouped(1000)
+  monkeypatch.setattr(jax, "device_count", lambda *a: 1)
+  assert mix._grouped(1000)             # 2000 (token, expert) rows in 503 blocks of 4 < 4000 dense rows
+  assert not mix._grouped(1)            # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert not mix._grouped(1000)
+
 
 def test_grouped_dispatch_gradients_equal_dense(rng):
   """Grouped dispatch (blocks of 8 rows, padded runs, gather-transposes) = dense: outputs and all grads."""

@@ -10,16 +10,26 @@ products are plain batched matmuls (query heads sharing a K/V head stacked along
 axis). `jax.nn.dot_product_attention` (whose default implementation is XLA on every backend, GPU
 included) contracts in the [batch, seq, heads] layout with a group axis and took 1.7x longer for
 a forward + backward on XLA CPU (`python benchmarks/attention_layouts.py`).
+
+Calls whose float32 score tensor [batch, heads, q, k] would exceed `SCORE_BYTES_LIMIT` and that
+have no mask or dropout (ST-LINK's N*P tokens on large graphs or large batches) go blockwise
+(`blockwise_attention`): keys in blocks of `KEY_BLOCK`, an online softmax in the forward and the
+probabilities recomputed block by block in the backward (FlashAttention's algorithm in plain JAX),
+so memory is linear in the sequence length instead of the [batch, heads, q, k] score tensor.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
 from stjax.models.dropout import dropout
+
+KEY_BLOCK = 512  # keys per block of the blockwise path.
+SCORE_BYTES_LIMIT = 1 << 28  # `attend` goes blockwise when the float32 scores would exceed 256 MiB.
 
 
 def attention_bias_mask(q_len: int, k_len: int, causal: bool, mask: jax.Array | None) -> jax.Array | None:
@@ -53,6 +63,7 @@ def attend(
     deterministic: bool = True,
     dropout_rng: jax.Array | None = None,
     mask: jax.Array | None = None,
+    key_block: int | None = None,
 ) -> jax.Array:
   """Softmax(q k^T / sqrt(head_dim)) v per head.
 
@@ -65,6 +76,10 @@ def attend(
     deterministic: True disables dropout.
     dropout_rng: PRNG key; required when dropout is active.
     mask: optional boolean [batch|1, heads|1, q_len, k_len], True = may attend.
+    key_block: None = automatic (blockwise with `KEY_BLOCK` when the float32 scores would exceed
+      `SCORE_BYTES_LIMIT` and there is neither a mask nor active dropout, else the dense score
+      tensor); an int forces the blockwise path with blocks of that many keys (a ValueError with
+      a mask or active dropout).
 
   Returns:
     [batch, q_len, heads, head_dim] in q's dtype. Softmax in float32.
@@ -82,13 +97,113 @@ def attend(
   qh = q.reshape(b, q_len, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
   qh = qh.reshape(b, kv_heads, groups * q_len, head_dim)
   kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, n, k, d]
-  logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+  score_bytes = 4 * b * heads * q_len * k_len
+  if key_block is None and mask is None and not use_dropout and score_bytes > SCORE_BYTES_LIMIT:
+    key_block = KEY_BLOCK
+  if key_block is not None:
+    if mask is not None or use_dropout:
+      raise ValueError("attend: the blockwise path supports neither a mask nor attention dropout")
+    out = blockwise_attention(qh, kh, vh, causal=causal, q_len=q_len, key_block=key_block)
+  else:
+    rng = dropout_rng if use_dropout else None
+    out = _dense_attention(qh, kh, vh, causal, q_len, mask, kv_heads, groups, rng, dropout_rate)
+  out = out.reshape(b, kv_heads, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
+  return out.reshape(b, q_len, heads, head_dim)
+
+
+def _dense_attention(qh, kh, vh, causal, q_len, mask, kv_heads, groups, dropout_rng, dropout_rate):
+  """Heads-first [b, n, g * q, d] attention through the full [b, n, g * q, k] score tensor."""
+  k_len = kh.shape[2]
+  logits = _block_logits(qh, kh)
   allowed = attention_bias_mask(q_len, k_len, causal, mask)
   if allowed is not None:
     logits = jnp.where(_stack_groups(allowed, kv_heads, groups), logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
-  if use_dropout:
+  if dropout_rng is not None:
     probs = dropout(dropout_rng, dropout_rate, probs)
-  out = jnp.einsum("bnqk,bnkd->bnqd", probs.astype(v.dtype), vh)  # [b, n, g * q, d]
-  out = out.reshape(b, kv_heads, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
-  return out.reshape(b, q_len, heads, head_dim)
+  return jnp.einsum("bnqk,bnkd->bnqd", probs.astype(vh.dtype), vh)  # [b, n, g * q, d]
+
+
+def blockwise_attention(qh: jax.Array, kh: jax.Array, vh: jax.Array, *, causal: bool, q_len: int,
+                        key_block: int) -> jax.Array:
+  """Heads-first attention in key blocks, memory linear in the sequence length.
+
+  qh: [b, n, R, d] with R = groups * q_len (query row r is at position r % q_len); kh, vh:
+  [b, n, k_len, d]. Returns [b, n, R, d] in qh's dtype. The forward keeps a running max and sum
+  (online softmax) over the key blocks and saves only the output and the rows' log-sum-exp; the
+  backward recomputes each block's probabilities from them (FlashAttention's backward). The
+  blocks are a static loop, not a scan: XLA's sharding propagation and cost analysis see every
+  block (a scan kept the batch unsharded inside the loop and counted its FLOPs once).
+  """
+  if key_block < 1:
+    raise ValueError(f"attend: key_block must be >= 1, got {key_block}")
+  return _blockwise(qh, kh, vh, causal, q_len, key_block)
+
+
+def _key_blocks(k_len: int, key_block: int) -> list[tuple[int, int]]:
+  """[(start, stop)] of the key blocks; the last may be shorter."""
+  return [(j, min(j + key_block, k_len)) for j in range(0, k_len, key_block)]
+
+
+def _block_logits(qh, kj):
+  """[b, n, R, d] x [b, n, k, d] -> float32 logits [b, n, R, k], scaled by 1 / sqrt(d)."""
+  return jnp.einsum("bnrd,bnkd->bnrk", qh, kj, preferred_element_type=jnp.float32) / math.sqrt(qh.shape[-1])
+
+
+def _causal_allowed(rows: int, q_len: int, k_len: int, start: int, stop: int) -> jax.Array:
+  """[rows, stop - start] bool: query row r (position r % q_len + k_len - q_len) may see key j."""
+  query_pos = jnp.arange(rows) % q_len + (k_len - q_len)
+  return jnp.arange(start, stop)[None] <= query_pos[:, None]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _blockwise(qh, kh, vh, causal: bool, q_len: int, key_block: int):
+  return _blockwise_fwd(qh, kh, vh, causal, q_len, key_block)[0]
+
+
+def _blockwise_fwd(qh, kh, vh, causal, q_len, key_block):
+  rows, k_len = qh.shape[2], kh.shape[2]
+  low = jnp.finfo(jnp.float32).min
+  m = jnp.full(qh.shape[:3], low)                          # running max   [b, n, R]
+  l = jnp.zeros(qh.shape[:3])                              # running sum   [b, n, R]
+  acc = jnp.zeros(qh.shape, jnp.float32)                   # running p @ v [b, n, R, d]
+  for start, stop in _key_blocks(k_len, key_block):
+    s = _block_logits(qh, kh[:, :, start:stop])
+    if causal:
+      allowed = _causal_allowed(rows, q_len, k_len, start, stop)
+      s = jnp.where(allowed, s, low)
+    m_new = jnp.maximum(m, s.max(-1))
+    p = jnp.exp(s - m_new[..., None])
+    if causal:
+      p = jnp.where(allowed, p, 0.0)
+    rescale = jnp.exp(m - m_new)
+    l = l * rescale + p.sum(-1)
+    acc = acc * rescale[..., None] + jnp.einsum("bnrk,bnkd->bnrd", p.astype(vh.dtype), vh[:, :, start:stop],
+                                                preferred_element_type=jnp.float32)
+    m = m_new
+  out = (acc / l[..., None]).astype(qh.dtype)
+  return out, (qh, kh, vh, out, m + jnp.log(l))
+
+
+def _blockwise_bwd(causal, q_len, key_block, res, d_out):
+  qh, kh, vh, out, lse = res
+  rows, k_len = qh.shape[2], kh.shape[2]
+  scale = 1.0 / math.sqrt(qh.shape[-1])
+  d_out32 = d_out.astype(jnp.float32)
+  delta = jnp.sum(d_out32 * out.astype(jnp.float32), axis=-1)  # [b, n, R]: rowsum(dO * O)
+  dq = jnp.zeros(qh.shape, jnp.float32)
+  dk, dv = [], []
+  for start, stop in _key_blocks(k_len, key_block):
+    kj, vj = kh[:, :, start:stop], vh[:, :, start:stop]
+    p = jnp.exp(_block_logits(qh, kj) - lse[..., None])                       # [b, n, R, block]
+    if causal:
+      p = jnp.where(_causal_allowed(rows, q_len, k_len, start, stop), p, 0.0)
+    dv.append(jnp.einsum("bnrk,bnrd->bnkd", p, d_out32).astype(vh.dtype))
+    dp = jnp.einsum("bnrd,bnkd->bnrk", d_out32, vj.astype(jnp.float32))
+    ds = p * (dp - delta[..., None]) * scale
+    dq = dq + jnp.einsum("bnrk,bnkd->bnrd", ds, kj.astype(jnp.float32))
+    dk.append(jnp.einsum("bnrk,bnrd->bnkd", ds, qh.astype(jnp.float32)).astype(kh.dtype))
+  return dq.astype(qh.dtype), jnp.concatenate(dk, axis=2), jnp.concatenate(dv, axis=2)
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

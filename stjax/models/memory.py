@@ -252,7 +252,8 @@ class ExpertMixture(nn.Module):
     `dense_experts`).
   - `grouped`: only the chosen (token, expert) pairs are computed, in blocks of `block_rows` rows
     that each belong to one expert (see `grouped_experts`): about k/E of the dense FLOPs plus
-    gathers. `auto` (the default) uses it on the CPU backend when it has fewer rows than dense.
+    gathers. `auto` (the default) uses it on a single CPU device when it has fewer rows than dense
+    (with several devices the batch-wide sort would not shard).
 
   Attributes:
     num_experts: E.
@@ -313,8 +314,12 @@ class ExpertMixture(nn.Module):
       raise ValueError(f"expert dispatch {self.dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
     if self.dispatch != "auto":
       return self.dispatch == "grouped"
+    # One CPU device only: the grouped dispatch sorts the (token, expert) pairs of the whole batch,
+    # which a data-parallel mesh cannot split (XLA replicates it on every device).
+    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+      return False
     rows = grouped_blocks(tokens, self.top_k, self.num_experts, self.block_rows) * self.block_rows
-    return jax.default_backend() == "cpu" and rows < tokens * self.num_experts
+    return rows < tokens * self.num_experts
 
 
 class MRFFN(nn.Module):

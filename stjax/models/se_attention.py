@@ -14,7 +14,7 @@ Modes (`se_mode`):
 - `dual`: two attentions over the same v, one with all head dims time-rotated, one with all dims
   space-rotated. Implemented as ONE attention call with 2 x heads (time heads, then space heads;
   with GQA the K/V heads are doubled the same way, so query head h still reads K/V head
-  h // group) so the fused kernel is used; the two outputs [2 x heads x head_dim] are mapped back
+  h // group) so one attention call serves both; the two outputs [2 x heads x head_dim] are mapped back
   by `merge` (initialised to the average of the two), then the output projection as usual.
 
 Which dims form the time part in `split` mode (`layout`; all rotations are `rope.apply_rotary`'s

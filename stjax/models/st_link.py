@@ -49,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
   c.n_positions = 1024  # rows of wpe (used only by the no-SE ablation, indexed by patch).
   c.dropout = 0.1  # GPT-2 embedding and residual dropout (Llama has none).
-  c.attention_dropout = 0.0  # dropout on attention probabilities; 0 keeps the fused linear-memory kernel.
+  c.attention_dropout = 0.0  # dropout on attention probabilities; > 0 rules out the blockwise linear-memory path.
   c.dtype = "float32"  # compute dtype of the LLM: float32 | bfloat16 (params stay float32).
   # Tokens.
   c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).
@@ -76,7 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.expert_top_k = 2  # experts per token.
   c.expert_hidden = 256  # hidden width of each expert.
   c.moe_aux_weight = 0.01  # weight of the Switch load-balancing loss in aux_loss.
-  c.expert_dispatch = "auto"  # dense | grouped | auto (grouped on CPU): how experts run; same result.
+  c.expert_dispatch = "auto"  # dense | grouped | auto (grouped on one CPU device): how experts run; same result.
   # Output.
   c.revin = True  # reversible instance normalisation of the input; outputs de-normalised.
   c.revin_affine = True  # learnable per-feature affine in RevIN.
