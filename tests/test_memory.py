@@ -109,13 +109,15 @@ def test_expert_mixture_matches_numpy(rng, dispatch):
 
 
 def test_auto_dispatch_is_grouped_on_one_cpu_device_only(monkeypatch):
-  """`auto`: grouped on a single CPU device when it has fewer rows; dense on a multi-device
-  process (the batch-wide sort would be replicated on every device of a data-parallel mesh)."""
+  """`auto`: grouped on the CPU backend when it has fewer rows, but dense under a mesh of several
+  devices (the batch-wide sort would be replicated on every device of a data-parallel mesh)."""
   mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, dispatch="auto", block_rows=4)
-  assert jax.device_count() == 8 and not mix._grouped(1000)
-  monkeypatch.setattr(jax, "device_count", lambda *a: 1)
-  assert mix._grouped(1000)             # 2000 (token, expert) rows in 503 blocks of 4 < 4000 dense rows
+  assert mix._grouped(1000)             # no mesh: 2000 (token, expert) rows in 503 blocks of 4 < 4000
   assert not mix._grouped(1)            # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
+  with jax.set_mesh(jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])):
+    assert mix._grouped(1000)
+  with jax.set_mesh(jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])):
+    assert not mix._grouped(1000)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert not mix._grouped(1000)
 

@@ -97,7 +97,7 @@ def attend(
   qh = q.reshape(b, q_len, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
   qh = qh.reshape(b, kv_heads, groups * q_len, head_dim)
   kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, n, k, d]
-  score_bytes = 4 * b * heads * q_len * k_len
+  score_bytes = 4 * b * heads * q_len * k_len  # of the whole batch as traced (not per device)
   if key_block is None and mask is None and not use_dropout and score_bytes > SCORE_BYTES_LIMIT:
     key_block = KEY_BLOCK
   if key_block is not None:
@@ -129,20 +129,37 @@ def blockwise_attention(qh: jax.Array, kh: jax.Array, vh: jax.Array, *, causal: 
   """Heads-first attention in key blocks, memory linear in the sequence length.
 
   qh: [b, n, R, d] with R = groups * q_len (query row r is at position r % q_len); kh, vh:
-  [b, n, k_len, d]. Returns [b, n, R, d] in qh's dtype. The forward keeps a running max and sum
-  (online softmax) over the key blocks and saves only the output and the rows' log-sum-exp; the
-  backward recomputes each block's probabilities from them (FlashAttention's backward). The
-  blocks are a static loop, not a scan: XLA's sharding propagation and cost analysis see every
-  block (a scan kept the batch unsharded inside the loop and counted its FLOPs once).
+  [b, n, k_len, d]. Returns [b, n, R, d] in vh's dtype (as the dense path). The forward keeps a
+  running max and sum (online softmax) over the key blocks and saves only the output and the
+  rows' log-sum-exp; the backward recomputes each block's probabilities from them
+  (FlashAttention's backward). A query row that may see no key (causal with q_len > k_len) gets
+  0 and zero gradients.
+
+  The blocks are a `lax.scan` over zero-padded, equal blocks: a static Python loop lets XLA
+  schedule every block's q k^T before the first softmax, which made memory quadratic again.
+  XLA's cost analysis counts a scan body once, so FLOP counts of compiled steps leave out all but
+  one block of such calls. Forward-mode autodiff (jvp) is not defined through the custom VJP.
   """
   if key_block < 1:
     raise ValueError(f"attend: key_block must be >= 1, got {key_block}")
-  return _blockwise(qh, kh, vh, causal, q_len, key_block)
+  k_len = kh.shape[2]
+  blocks = -(-k_len // key_block)
+  pad = [(0, 0), (0, 0), (0, blocks * key_block - k_len), (0, 0)]
+
+  def to_blocks(x):  # [b, n, k_len, d] -> [blocks, b, n, key_block, d], zero-padded
+    return jnp.pad(x, pad).reshape(*x.shape[:2], blocks, key_block, x.shape[-1]).transpose(2, 0, 1, 3, 4)
+
+  return _blockwise(qh, to_blocks(kh), to_blocks(vh), causal, q_len, k_len)
 
 
-def _key_blocks(k_len: int, key_block: int) -> list[tuple[int, int]]:
-  """[(start, stop)] of the key blocks; the last may be shorter."""
-  return [(j, min(j + key_block, k_len)) for j in range(0, k_len, key_block)]
+def _block_allowed(j, key_block: int, rows: int, causal: bool, q_len: int, k_len: int) -> jax.Array:
+  """[rows | 1, key_block] bool: which keys of block j each query row may see (padding excluded)."""
+  key_pos = j * key_block + jnp.arange(key_block)
+  allowed = (key_pos < k_len)[None]
+  if causal:
+    query_pos = jnp.arange(rows) % q_len + (k_len - q_len)
+    allowed = allowed & (key_pos[None] <= query_pos[:, None])
+  return allowed
 
 
 def _block_logits(qh, kj):
@@ -150,60 +167,58 @@ def _block_logits(qh, kj):
   return jnp.einsum("bnrd,bnkd->bnrk", qh, kj, preferred_element_type=jnp.float32) / math.sqrt(qh.shape[-1])
 
 
-def _causal_allowed(rows: int, q_len: int, k_len: int, start: int, stop: int) -> jax.Array:
-  """[rows, stop - start] bool: query row r (position r % q_len + k_len - q_len) may see key j."""
-  query_pos = jnp.arange(rows) % q_len + (k_len - q_len)
-  return jnp.arange(start, stop)[None] <= query_pos[:, None]
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _blockwise(qh, kh, vh, causal: bool, q_len: int, key_block: int):
-  return _blockwise_fwd(qh, kh, vh, causal, q_len, key_block)[0]
+def _blockwise(qh, kb, vb, causal: bool, q_len: int, k_len: int):
+  return _blockwise_fwd(qh, kb, vb, causal, q_len, k_len)[0]
 
 
-def _blockwise_fwd(qh, kh, vh, causal, q_len, key_block):
-  rows, k_len = qh.shape[2], kh.shape[2]
+def _blockwise_fwd(qh, kb, vb, causal, q_len, k_len):
+  """kb, vb: [blocks, b, n, key_block, d], zero-padded past k_len."""
+  rows, key_block = qh.shape[2], kb.shape[3]
   low = jnp.finfo(jnp.float32).min
-  m = jnp.full(qh.shape[:3], low)                          # running max   [b, n, R]
-  l = jnp.zeros(qh.shape[:3])                              # running sum   [b, n, R]
-  acc = jnp.zeros(qh.shape, jnp.float32)                   # running p @ v [b, n, R, d]
-  for start, stop in _key_blocks(k_len, key_block):
-    s = _block_logits(qh, kh[:, :, start:stop])
-    if causal:
-      allowed = _causal_allowed(rows, q_len, k_len, start, stop)
-      s = jnp.where(allowed, s, low)
-    m_new = jnp.maximum(m, s.max(-1))
-    p = jnp.exp(s - m_new[..., None])
-    if causal:
-      p = jnp.where(allowed, p, 0.0)
+
+  def step(carry, block):
+    m, l, acc = carry                                      # [b, n, R], [b, n, R], [b, n, R, d]
+    j, kj, vj = block
+    allowed = _block_allowed(j, key_block, rows, causal, q_len, k_len)
+    s = _block_logits(qh, kj)
+    m_new = jnp.maximum(m, jnp.max(jnp.where(allowed, s, low), axis=-1))
+    p = jnp.where(allowed, jnp.exp(s - m_new[..., None]), 0.0)
     rescale = jnp.exp(m - m_new)
     l = l * rescale + p.sum(-1)
-    acc = acc * rescale[..., None] + jnp.einsum("bnrk,bnkd->bnrd", p.astype(vh.dtype), vh[:, :, start:stop],
+    acc = acc * rescale[..., None] + jnp.einsum("bnrk,bnkd->bnrd", p.astype(vj.dtype), vj,
                                                 preferred_element_type=jnp.float32)
-    m = m_new
-  out = (acc / l[..., None]).astype(qh.dtype)
-  return out, (qh, kh, vh, out, m + jnp.log(l))
+    return (m_new, l, acc), None
+
+  shape = qh.shape[:3]
+  init = (jnp.full(shape, low), jnp.zeros(shape), jnp.zeros(qh.shape, jnp.float32))
+  (m, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(kb.shape[0]), kb, vb))
+  seen = l > 0                                             # False: the row may see no key
+  out = jnp.where(seen[..., None], acc / jnp.where(seen, l, 1.0)[..., None], 0.0).astype(vb.dtype)
+  lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)  # exp(s - inf) = 0 in the backward
+  return out, (qh, kb, vb, out, lse)
 
 
-def _blockwise_bwd(causal, q_len, key_block, res, d_out):
-  qh, kh, vh, out, lse = res
-  rows, k_len = qh.shape[2], kh.shape[2]
+def _blockwise_bwd(causal, q_len, k_len, res, d_out):
+  qh, kb, vb, out, lse = res
+  rows, key_block = qh.shape[2], kb.shape[3]
   scale = 1.0 / math.sqrt(qh.shape[-1])
   d_out32 = d_out.astype(jnp.float32)
   delta = jnp.sum(d_out32 * out.astype(jnp.float32), axis=-1)  # [b, n, R]: rowsum(dO * O)
-  dq = jnp.zeros(qh.shape, jnp.float32)
-  dk, dv = [], []
-  for start, stop in _key_blocks(k_len, key_block):
-    kj, vj = kh[:, :, start:stop], vh[:, :, start:stop]
-    p = jnp.exp(_block_logits(qh, kj) - lse[..., None])                       # [b, n, R, block]
-    if causal:
-      p = jnp.where(_causal_allowed(rows, q_len, k_len, start, stop), p, 0.0)
-    dv.append(jnp.einsum("bnrk,bnrd->bnkd", p, d_out32).astype(vh.dtype))
+
+  def step(dq, block):
+    j, kj, vj = block
+    allowed = _block_allowed(j, key_block, rows, causal, q_len, k_len)
+    p = jnp.where(allowed, jnp.exp(_block_logits(qh, kj) - lse[..., None]), 0.0)  # [b, n, R, block]
+    dv = jnp.einsum("bnrk,bnrd->bnkd", p, d_out32)
     dp = jnp.einsum("bnrd,bnkd->bnrk", d_out32, vj.astype(jnp.float32))
     ds = p * (dp - delta[..., None]) * scale
     dq = dq + jnp.einsum("bnrk,bnkd->bnrd", ds, kj.astype(jnp.float32))
-    dk.append(jnp.einsum("bnrk,bnrd->bnkd", ds, qh.astype(jnp.float32)).astype(kh.dtype))
-  return dq.astype(qh.dtype), jnp.concatenate(dk, axis=2), jnp.concatenate(dv, axis=2)
+    dk = jnp.einsum("bnrk,bnrd->bnkd", ds, qh.astype(jnp.float32))
+    return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
+
+  dq, (dkb, dvb) = jax.lax.scan(step, jnp.zeros(qh.shape, jnp.float32), (jnp.arange(kb.shape[0]), kb, vb))
+  return dq.astype(qh.dtype), dkb, dvb
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

@@ -252,8 +252,8 @@ class ExpertMixture(nn.Module):
     `dense_experts`).
   - `grouped`: only the chosen (token, expert) pairs are computed, in blocks of `block_rows` rows
     that each belong to one expert (see `grouped_experts`): about k/E of the dense FLOPs plus
-    gathers. `auto` (the default) uses it on a single CPU device when it has fewer rows than dense
-    (with several devices the batch-wide sort would not shard).
+    gathers. `auto` (the default) uses it on the CPU backend, outside a mesh of several devices,
+    when it has fewer rows than dense (on a larger mesh the batch-wide sort would not shard).
 
   Attributes:
     num_experts: E.
@@ -315,8 +315,9 @@ class ExpertMixture(nn.Module):
     if self.dispatch != "auto":
       return self.dispatch == "grouped"
     # One CPU device only: the grouped dispatch sorts the (token, expert) pairs of the whole batch,
-    # which a data-parallel mesh cannot split (XLA replicates it on every device).
-    if jax.default_backend() != "cpu" or jax.device_count() > 1:
+    # which a mesh of several devices cannot split (XLA replicates it on every device).
+    mesh = jax.sharding.get_abstract_mesh()  # the mesh the step is traced under (trainer: jax.set_mesh)
+    if jax.default_backend() != "cpu" or (not mesh.empty and mesh.size > 1):
       return False
     rows = grouped_blocks(tokens, self.top_k, self.num_experts, self.block_rows) * self.block_rows
     return rows < tokens * self.num_experts
