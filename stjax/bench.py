@@ -10,7 +10,7 @@ LAST line, one JSON object:
 | `step_time_p10_s`, `step_time_p90_s` | 10th / 90th percentile of the timed steps |
 | `compile_time_s` | lowering + XLA compilation of the train step |
 | `samples_per_s`, `tokens_per_s` | batch / step time; language-model tokens per sample x samples/s |
-| `flops_per_step` | XLA cost analysis of the compiled step, summed over the devices that run it |
+| `flops_per_step` | XLA cost analysis of the compiled step, summed over the devices that run it (model FLOPs: a step with blockwise attention is costed with dense scores, `step_flops`) |
 | `mfu` | flops_per_step / step time / (devices x peak FLOP/s); null when the peak is unknown |
 | `peak_memory_bytes` | `memory_stats()["peak_bytes_in_use"]` where the backend has it, else the compiled step's memory analysis (arguments + outputs + temporaries - aliased), else null |
 | `data_samples_per_s` | the data pipeline alone (windowing, scaling, batching), no model |
@@ -78,6 +78,23 @@ def compile_step(jitted: Any, *args) -> Compiled:
   compiled = jitted.lower(*args).compile()
   compile_time = time.perf_counter() - start
   return Compiled(compiled, compile_time, xla_flops(compiled), compiled_memory_bytes(compiled))
+
+
+def step_flops(exp: Any, args: tuple, compiled: Any, traces_before: int) -> float | None:
+  """Model FLOPs per device of the experiment's compiled train step for `args`.
+
+  XLA's cost analysis counts a loop body once, so when the step traced the blockwise attention
+  (a scan over key blocks; `attention.blockwise_traces()` grew past `traces_before`) the step is
+  compiled once more with dense scores, only to be costed: the model's FLOPs, without the
+  backward's recomputation of the probabilities (as MFU is usually defined).
+  """
+  from stjax import trainer
+  from stjax.models import attention
+
+  if attention.blockwise_traces() == traces_before:
+    return xla_flops(compiled)
+  with exp.context(), attention.dense_scores():
+    return xla_flops(trainer.compile_train_step(exp).lower(*args).compile())
 
 
 def xla_flops(compiled: Any) -> float | None:
@@ -252,6 +269,7 @@ class Prepared:
 def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinct_batches: int = 4) -> Prepared:
   """Builds the experiment for `config` on synthetic data and compiles the trainer's step for it."""
   from stjax import sharding, trainer
+  from stjax.models import attention
 
   config = apply_overrides(config, batch=batch, nodes=nodes, num_steps=num_steps)
   exp = trainer.build_experiment(config)
@@ -273,7 +291,9 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
       host = train.batch(rng.choice(len(train), size=batch, replace=False))
       host_batches.append({k: host[k] for k in keys})
       batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
+    traces = attention.blockwise_traces()
     compiled = compile_step(jitted, state, batches[0])
+  compiled.flops_per_device = step_flops(exp, (state, batches[0]), compiled.fn, traces)
   return Prepared(config, exp, compiled, state, batches, host_batches)
 
 

@@ -119,6 +119,7 @@ def analyse(config, note: str = "") -> dict:
   import jax
 
   from stjax import bench, trainer
+  from stjax.models import attention
 
   exp = trainer.build_experiment(config)
   step = trainer.compile_train_step(exp)
@@ -127,11 +128,11 @@ def analyse(config, note: str = "") -> dict:
   shardings = exp.batch_shardings
   batch = {k: jax.ShapeDtypeStruct((b,) + example[k].shape[1:], example[k].dtype, sharding=shardings[k])
            for k in trainer._TRAIN_KEYS}
+  traces = attention.blockwise_traces()
   with exp.context():
-    lowered = step.lower(exp.abstract_state, batch)
-    compiled = lowered.compile()
+    compiled = step.lower(exp.abstract_state, batch).compile()
   mem = compiled.memory_analysis()
-  flops = bench.xla_flops(compiled) or float("nan")
+  flops = bench.step_flops(exp, (exp.abstract_state, batch), compiled, traces) or float("nan")
   params = exp.abstract_state.params
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   memory = {

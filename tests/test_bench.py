@@ -290,3 +290,26 @@ def test_bench_cli_bad_batch_is_one_line_error(tmp_path):
                         cwd=pathlib.Path(__file__).resolve().parents[1])
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == "stjax: error: --batch: must be >= 1, got 0"
+
+
+def test_flops_of_a_blockwise_attention_step_are_the_model_flops(tmp_path, monkeypatch):
+  """A step whose attention went blockwise (a scan over key blocks, which XLA's cost analysis
+  counts once) reports the same FLOPs as the dense-score step: `bench.step_flops` re-costs it."""
+  from helpers import load_config
+
+  from stjax import trainer
+  from stjax.models import attention
+
+  cfg = tmp_path / "tiny_st_link.py"
+  source = _TINY_CONFIG.format(name="st_link")
+  cfg.write_text(source.replace("return c", "c.model.temporal_dims = 8  # head dim 16\n  return c"))
+  dense = bench.prepare(load_config(cfg), batch=8, nodes=6, num_steps=300)
+  monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", 0)  # every attend call goes blockwise
+  monkeypatch.setattr(attention, "KEY_BLOCK", 8)          # 24 tokens: 3 key blocks
+  traces = attention.blockwise_traces()
+  blockwise = bench.prepare(load_config(cfg), batch=8, nodes=6, num_steps=300)
+  assert attention.blockwise_traces() > traces
+  raw = bench.xla_flops(trainer.compile_train_step(blockwise.exp).lower(blockwise.state, blockwise.batches[0])
+                        .compile())
+  assert raw < dense.compiled.flops_per_device  # two of the three blocks uncounted
+  assert blockwise.compiled.flops_per_device == pytest.approx(dense.compiled.flops_per_device, rel=1e-6)

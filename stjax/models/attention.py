@@ -20,6 +20,7 @@ so memory is linear in the sequence length instead of the [batch, heads, q, k] s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -30,6 +31,25 @@ from stjax.models.dropout import dropout
 
 KEY_BLOCK = 512  # keys per block of the blockwise path.
 SCORE_BYTES_LIMIT = 1 << 28  # `attend` goes blockwise when the float32 scores would exceed 256 MiB.
+_blockwise_traces = 0  # blockwise calls traced so far in this process (see `blockwise_traces`).
+
+
+def blockwise_traces() -> int:
+  """How many `attend` calls have been traced on the blockwise path in this process. XLA's cost
+  analysis counts a scan body once, so `stjax.bench` re-costs a step that used it with
+  `dense_scores` to report the model's FLOPs."""
+  return _blockwise_traces
+
+
+@contextlib.contextmanager
+def dense_scores():
+  """Within the block, automatic `attend` calls keep the dense scores (for FLOP counting)."""
+  global SCORE_BYTES_LIMIT
+  saved, SCORE_BYTES_LIMIT = SCORE_BYTES_LIMIT, float("inf")
+  try:
+    yield
+  finally:
+    SCORE_BYTES_LIMIT = saved
 
 
 def attention_bias_mask(q_len: int, k_len: int, causal: bool, mask: jax.Array | None) -> jax.Array | None:
@@ -103,6 +123,8 @@ def attend(
   if key_block is not None:
     if mask is not None or use_dropout:
       raise ValueError("attend: the blockwise path supports neither a mask nor attention dropout")
+    global _blockwise_traces
+    _blockwise_traces += 1
     out = blockwise_attention(qh, kh, vh, causal=causal, q_len=q_len, key_block=key_block)
   else:
     rng = dropout_rng if use_dropout else None
