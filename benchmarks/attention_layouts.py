@@ -1,11 +1,13 @@
 """Attention forward + backward on this device: `jax.nn.dot_product_attention` vs stjax's
-heads-first `attend` vs torch's `scaled_dot_product_attention` (eager), same inputs.
+heads-first `attend` (dense scores, and blockwise with 512- and 256-key blocks) vs torch's
+`scaled_dot_product_attention` (eager), same inputs.
 
     python benchmarks/attention_layouts.py [--shape=4,256,4,64] [--causal] [--dropout=0.0] [--steps=30]
 
 --shape is batch, seq, heads, head_dim (default: one ST-LINK CPU-benchmark layer, B 4 x 64 nodes x
 4 patches). Prints the median ms of value-and-gradient (w.r.t. q, k, v) of sum(out * cotangent)
-for each; `jax.nn.dot_product_attention` has no dropout and is skipped when --dropout > 0.
+for each; `jax.nn.dot_product_attention` and the blockwise path have no dropout and are skipped
+when --dropout > 0.
 """
 
 from __future__ import annotations
@@ -59,9 +61,16 @@ def main() -> None:
   if rate == 0.0:
     runners["jax.nn.dot_product_attention"] = jax_runner(
         lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys)
-  runners["stjax attend (heads-first)"] = jax_runner(
-      lambda q, k, v, key: attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0,
-                                            dropout_rng=key), q, k, v, cot, keys)
+  def dense(q, k, v, key):
+    with attention.dense_scores():  # active while the runner's step is traced
+      return attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0, dropout_rng=key)
+
+  runners["stjax attend (dense scores)"] = jax_runner(dense, q, k, v, cot, keys)
+  if rate == 0.0:
+    for block in (512, 256):
+      runners[f"stjax attend (blockwise {block})"] = jax_runner(
+          lambda q, k, v, key, block=block: attention.attend(q, k, v, causal=causal, key_block=block), q, k, v, cot,
+          keys)
   runners["torch SDPA (eager)"] = torch_runner(q, k, v, cot, causal, rate)
   times = bench.interleaved_times({n: r for n, r in runners.items() if r}, len(keys), args.steps, warmup=2)
   print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform} (interleaved):")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from stjax.models.dropout import dropout
 
 KEY_BLOCK = 512  # keys per block of the blockwise path.
-SCORE_BYTES_LIMIT = 1 << 28  # `attend` goes blockwise when the float32 scores would exceed 256 MiB.
+SCORE_BYTES_LIMIT = 1 << 26  # `attend` goes blockwise when the float32 scores would exceed 64 MiB.
 _blockwise_traces = 0  # blockwise calls traced so far in this process (see `blockwise_traces`).
 
 
