@@ -5,6 +5,8 @@
 For the config's data and protocol, scores (same metrics code as the trainer, val and test):
 - time_of_week: the historical average of `stjax.baselines` (knows each target's weekday and time);
 - weekday_weekend: training mean per time of day, separately for Mon-Fri and Sat-Sun;
+- week_pooled: the mean of time_of_week and weekday_weekend (a weekly profile shrunk towards the
+  day type's: what a smooth model of (cell, calendar) could learn beyond the raw slot means);
 - time_of_day: training mean per time of day only (what a model that infers the time of day from
   its input window, but not the weekday, can know);
 - last_day: the reading one day before each target (seasonal naive; needs T_out <= steps per day).
@@ -51,7 +53,7 @@ def main(argv) -> None:
             "time_of_day": (group_means(bundle, tod, spd), tod)}
   channels = target_channels(bundle)
   print(f"{'predictor':<16} {'val MAE':>9} {'test MAE':>9}")
-  scores = {name: {} for name in ("time_of_week", "weekday_weekend", "time_of_day", "last_day")}
+  scores = {name: {} for name in ("time_of_week", "weekday_weekend", "week_pooled", "time_of_day", "last_day")}
   for split in ("val", "test"):
     source = bundle.splits[split]
     metrics = {name: Metrics.for_protocol(p, bundle.spec) for name in scores}
@@ -60,6 +62,7 @@ def main(argv) -> None:
       preds = {"time_of_week": ha(source, batch),
                "last_day": ds.values[steps - spd][..., channels]}
       preds.update({name: table[group[steps]] for name, (table, group) in tables.items()})
+      preds["week_pooled"] = 0.5 * (preds["time_of_week"] + preds["weekday_weekend"])
       for name, pred in preds.items():
         metrics[name].update(pred, batch["y"], batch["valid"])
     for name in scores:

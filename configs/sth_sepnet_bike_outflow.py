@@ -17,7 +17,8 @@ model trains on NYCBike2 as staged in ../shared/data (ST-SSL's 10x20 grid, 30-mi
 outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1920 / 242 / 529 windows). Both
 channels are predicted and reported per channel (`per_channel.outflow` is this config's number;
 `sth_sepnet_bike_inflow.py:cpu` is the same run). Unlike the paper, it feeds the spatial stream calendar and node-identity
-inputs (docs/sth_sepnet.md, "Extra inputs"). About 65 minutes on a quiet 2-core CPU; compared with both
+inputs (docs/sth_sepnet.md, "Extra inputs") and trains on MAE in original units, not MSE in
+z-scores (`data.loss`). About 65 minutes on a quiet 2-core CPU; compared with both
 naive baselines (last value, historical average), printed side by side at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_bike_outflow.py:cpu --workdir=runs/sth_sepnet_bike_cpu

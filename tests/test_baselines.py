@@ -144,7 +144,10 @@ def test_calendar_baselines_script_matches_the_baselines(tmp_path):
   run = subprocess.run([sys.executable] + script, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr
   rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in run.stdout.splitlines()[1:]}
-  assert set(rows) == {"time_of_week", "weekday_weekend", "time_of_day", "last_day"}
+  assert set(rows) == {"time_of_week", "weekday_weekend", "week_pooled", "time_of_day", "last_day"}
+  for i in range(2):  # the pooled profile is the mean of two predictors: MAE at most their mean MAE
+    assert rows["week_pooled"][i] <= 0.5 * (rows["time_of_week"][i] + rows["weekday_weekend"][i]) + 1e-9
+    assert rows["week_pooled"][i] > 0
 
   config = default_data_config()
   config.synthetic.num_nodes, config.synthetic.num_steps = 5, 288 * 10
