@@ -80,21 +80,21 @@ def compile_step(jitted: Any, *args) -> Compiled:
   return Compiled(compiled, compile_time, xla_flops(compiled), compiled_memory_bytes(compiled))
 
 
-def step_flops(exp: Any, args: tuple, compiled: Any, traces_before: int) -> float | None:
-  """Model FLOPs per device of the experiment's compiled train step for `args`.
+def step_flops(compiled: Any, traces_before: int, recompile: Callable[[], Any]) -> float | None:
+  """Model FLOPs per device of a compiled step.
 
-  XLA's cost analysis counts a loop body once, so when the step traced the blockwise attention
-  (a scan over key blocks; `attention.blockwise_traces()` grew past `traces_before`) the step is
-  compiled once more with dense scores, only to be costed: the model's FLOPs, without the
-  backward's recomputation of the probabilities (as MFU is usually defined).
+  XLA's cost analysis counts a loop body once, so when tracing the step took the blockwise
+  attention (a scan over key blocks; `attention.blockwise_traces()` grew past `traces_before`),
+  `recompile()` (a fresh trace and compile of the same step) runs once more with dense scores,
+  only to be costed: the model's FLOPs, without the backward's recomputation of the
+  probabilities (as MFU is usually defined).
   """
-  from stjax import trainer
   from stjax.models import attention
 
   if attention.blockwise_traces() == traces_before:
     return xla_flops(compiled)
-  with exp.context(), attention.dense_scores():
-    return xla_flops(trainer.compile_train_step(exp).lower(*args).compile())
+  with attention.dense_scores():
+    return xla_flops(recompile())
 
 
 def xla_flops(compiled: Any) -> float | None:
@@ -293,7 +293,12 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
       batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
     traces = attention.blockwise_traces()
     compiled = compile_step(jitted, state, batches[0])
-  compiled.flops_per_device = step_flops(exp, (state, batches[0]), compiled.fn, traces)
+
+  def recompile():
+    with exp.context():
+      return trainer.compile_train_step(exp).lower(state, batches[0]).compile()
+
+  compiled.flops_per_device = step_flops(compiled.fn, traces, recompile)
   return Prepared(config, exp, compiled, state, batches, host_batches)
 
 

@@ -132,7 +132,12 @@ def analyse(config, note: str = "") -> dict:
   with exp.context():
     compiled = step.lower(exp.abstract_state, batch).compile()
   mem = compiled.memory_analysis()
-  flops = bench.step_flops(exp, (exp.abstract_state, batch), compiled, traces) or float("nan")
+
+  def recompile():
+    with exp.context():
+      return trainer.compile_train_step(exp).lower(exp.abstract_state, batch).compile()
+
+  flops = bench.step_flops(compiled, traces, recompile) or float("nan")
   params = exp.abstract_state.params
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   memory = {
