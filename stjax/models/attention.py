@@ -102,7 +102,7 @@ def attend(
       a mask or active dropout).
 
   Returns:
-    [batch, q_len, heads, head_dim] in q's dtype. Softmax in float32.
+    [batch, q_len, heads, head_dim] in v's dtype. Softmax in float32.
   """
   b, q_len, heads, head_dim = q.shape
   k_len, kv_heads = k.shape[1], k.shape[2]
