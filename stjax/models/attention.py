@@ -174,8 +174,11 @@ def blockwise_attention(qh: jax.Array, kh: jax.Array, vh: jax.Array, *, causal: 
   return _blockwise(qh, to_blocks(kh), to_blocks(vh), causal, q_len, k_len)
 
 
-def _block_allowed(j, key_block: int, rows: int, causal: bool, q_len: int, k_len: int) -> jax.Array:
-  """[rows | 1, key_block] bool: which keys of block j each query row may see (padding excluded)."""
+def _block_allowed(j, key_block: int, rows: int, causal: bool, q_len: int, k_len: int) -> jax.Array | None:
+  """[rows | 1, key_block] bool: which keys of block j each query row may see (padding excluded);
+  None when every row sees every key (not causal, no padding): no masking work at all."""
+  if not causal and k_len % key_block == 0:
+    return None
   key_pos = j * key_block + jnp.arange(key_block)
   allowed = (key_pos < k_len)[None]
   if causal:
@@ -204,8 +207,10 @@ def _blockwise_fwd(qh, kb, vb, causal, q_len, k_len):
     j, kj, vj = block
     allowed = _block_allowed(j, key_block, rows, causal, q_len, k_len)
     s = _block_logits(qh, kj)
-    m_new = jnp.maximum(m, jnp.max(jnp.where(allowed, s, low), axis=-1))
-    p = jnp.where(allowed, jnp.exp(s - m_new[..., None]), 0.0)
+    m_new = jnp.maximum(m, jnp.max(s if allowed is None else jnp.where(allowed, s, low), axis=-1))
+    p = jnp.exp(s - m_new[..., None])
+    if allowed is not None:  # masked keys of a row with no key seen yet would give exp(0) = 1
+      p = jnp.where(allowed, p, 0.0)
     rescale = jnp.exp(m - m_new)
     l = l * rescale + p.sum(-1)
     acc = acc * rescale[..., None] + jnp.einsum("bnrk,bnkd->bnrd", p.astype(vj.dtype), vj,
@@ -225,18 +230,20 @@ def _blockwise_bwd(causal, q_len, k_len, res, d_out):
   qh, kb, vb, out, lse = res
   rows, key_block = qh.shape[2], kb.shape[3]
   scale = 1.0 / math.sqrt(qh.shape[-1])
-  d_out32 = d_out.astype(jnp.float32)
+  d_out32, q32 = d_out.astype(jnp.float32), qh.astype(jnp.float32)  # cast once, not per block
   delta = jnp.sum(d_out32 * out.astype(jnp.float32), axis=-1)  # [b, n, R]: rowsum(dO * O)
 
   def step(dq, block):
     j, kj, vj = block
     allowed = _block_allowed(j, key_block, rows, causal, q_len, k_len)
-    p = jnp.where(allowed, jnp.exp(_block_logits(qh, kj) - lse[..., None]), 0.0)  # [b, n, R, block]
+    p = jnp.exp(_block_logits(qh, kj) - lse[..., None])  # [b, n, R, block]; 0 for rows seeing no key
+    if allowed is not None:
+      p = jnp.where(allowed, p, 0.0)
     dv = jnp.einsum("bnrk,bnrd->bnkd", p, d_out32)
     dp = jnp.einsum("bnrd,bnkd->bnrk", d_out32, vj.astype(jnp.float32))
     ds = p * (dp - delta[..., None]) * scale
     dq = dq + jnp.einsum("bnrk,bnkd->bnrd", ds, kj.astype(jnp.float32))
-    dk = jnp.einsum("bnrk,bnrd->bnkd", ds, qh.astype(jnp.float32))
+    dk = jnp.einsum("bnrk,bnrd->bnkd", ds, q32)
     return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
 
   dq, (dkb, dvb) = jax.lax.scan(step, jnp.zeros(qh.shape, jnp.float32), (jnp.arange(kb.shape[0]), kb, vb))
