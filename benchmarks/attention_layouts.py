@@ -61,6 +61,7 @@ def main() -> None:
   if rate == 0.0:
     runners["jax.nn.dot_product_attention"] = jax_runner(
         lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys)
+
   def dense(q, k, v, key):
     with attention.dense_scores():  # active while the runner's step is traced
       return attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0, dropout_rng=key)
@@ -76,6 +77,7 @@ def main() -> None:
   print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform} (interleaved):")
   for name in runners:
     print(f"  {name:30s} {f'{1e3 * statistics.median(times[name]):.2f} ms' if name in times else 'n/a (no torch)'}")
+
 
 if __name__ == "__main__":
   main()

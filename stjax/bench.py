@@ -24,6 +24,7 @@ time excludes host-to-device copies (the data pipeline is measured on its own).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -78,6 +79,15 @@ def compile_step(jitted: Any, *args) -> Compiled:
   compiled = jitted.lower(*args).compile()
   compile_time = time.perf_counter() - start
   return Compiled(compiled, compile_time, xla_flops(compiled), compiled_memory_bytes(compiled))
+
+
+def compile_train_step_for(exp: Any, *args) -> Any:
+  """A fresh trace and XLA compile of the experiment's train step for `args` (arrays or
+  ShapeDtypeStructs), under its mesh."""
+  from stjax import trainer
+
+  with exp.context():
+    return trainer.compile_train_step(exp).lower(*args).compile()
 
 
 def step_flops(compiled: Any, traces_before: int, recompile: Callable[[], Any]) -> float | None:
@@ -293,12 +303,8 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
       batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
     traces = attention.blockwise_traces()
     compiled = compile_step(jitted, state, batches[0])
-
-  def recompile():
-    with exp.context():
-      return trainer.compile_train_step(exp).lower(state, batches[0]).compile()
-
-  compiled.flops_per_device = step_flops(compiled.fn, traces, recompile)
+  compiled.flops_per_device = step_flops(compiled.fn, traces,
+                                         functools.partial(compile_train_step_for, exp, state, batches[0]))
   return Prepared(config, exp, compiled, state, batches, host_batches)
 
 

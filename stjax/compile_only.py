@@ -26,6 +26,7 @@ kernels, so treat the numbers as a close estimate and re-check with
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -122,22 +123,16 @@ def analyse(config, note: str = "") -> dict:
   from stjax.models import attention
 
   exp = trainer.build_experiment(config)
-  step = trainer.compile_train_step(exp)
   b = config.train.batch_size
   example = exp.bundle.splits["train"].batch([0])
   shardings = exp.batch_shardings
   batch = {k: jax.ShapeDtypeStruct((b,) + example[k].shape[1:], example[k].dtype, sharding=shardings[k])
            for k in trainer._TRAIN_KEYS}
   traces = attention.blockwise_traces()
-  with exp.context():
-    compiled = step.lower(exp.abstract_state, batch).compile()
+  compile_step = functools.partial(bench.compile_train_step_for, exp, exp.abstract_state, batch)
+  compiled = compile_step()
   mem = compiled.memory_analysis()
-
-  def recompile():
-    with exp.context():
-      return trainer.compile_train_step(exp).lower(exp.abstract_state, batch).compile()
-
-  flops = bench.step_flops(compiled, traces, recompile) or float("nan")
+  flops = bench.step_flops(compiled, traces, compile_step) or float("nan")
   params = exp.abstract_state.params
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   memory = {
