@@ -6,7 +6,9 @@
 
 Every point is one fresh `python -m stjax.bench` process (its last output line is the JSON result),
 so one point running out of memory or time is recorded as a failure and the sweep goes on (the
-node sweep of that config skips the larger N).
+node sweep of that config skips the larger N). `--time_max_nodes=N`: larger N of the node sweep
+are compiled and sized but not timed (`stjax.bench --steps=0`: memory and FLOPs only), for curves
+that reach sizes this machine cannot run in minutes.
 Writes `<out_dir>/scaling_nodes.png`, `<out_dir>/scaling_batch.png` and `<out_dir>/scaling.json`
 (all points, failures included with their error line).
 """
@@ -53,8 +55,9 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
     ok = sorted((p for p in points if p["label"] == label and "error" not in p), key=lambda p: p[x_key])
     if not ok:
       continue
-    xs = [p[x_key] for p in ok]
-    ax_t.plot(xs, [p["step_time_s"] for p in ok], "o-", label=label)
+    timed = [(p[x_key], p["step_time_s"]) for p in ok if p.get("step_time_s") is not None]
+    if timed:
+      ax_t.plot(*zip(*timed), "o-", label=label)
     mem = [(p[x_key], p["peak_memory_bytes"] / 2**30) for p in ok if p.get("peak_memory_bytes")]
     if mem:
       ax_m.plot(*zip(*mem), "o-", label=label)
@@ -81,6 +84,8 @@ def main(argv=None):
   ap.add_argument("--batches", default="4,8,16,32,64", help="B values of the batch sweep")
   ap.add_argument("--nodes_for_batch", type=int, default=207, help="N of the batch sweep")
   ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--time_max_nodes", type=int, default=0,
+                  help="node-sweep points with more nodes are sized, not timed (0 = time all)")
   ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
   ap.add_argument("--timeout", type=int, default=1800, help="seconds per point")
   ap.add_argument("--out_dir", default="docs")
@@ -96,7 +101,8 @@ def main(argv=None):
     failed_at = None  # a larger N than one that ran out of time or memory is not tried
     for n in sorted(int(v) for v in args.nodes.split(",") if v):
       if failed_at is None:
-        r = run_point(config, args.batch, n, args.steps, args.set, args.timeout)
+        steps = 0 if 0 < args.time_max_nodes < n else args.steps
+        r = run_point(config, args.batch, n, steps, args.set, args.timeout)
         failed_at = n if "error" in r else None
       else:
         r = {"error": f"skipped: N={failed_at} already failed"}

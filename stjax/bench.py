@@ -19,6 +19,10 @@ LAST line, one JSON object:
 Timing rules: `--warmup` untimed steps after compilation, then `--steps` timed steps, each
 synchronised before the clock stops; batches are placed on the devices before timing so the step
 time excludes host-to-device copies (the data pipeline is measured on its own).
+
+`--steps=0` compiles and sizes the step without running it (sizes too slow to time on this
+machine): times, samples/s and MFU are null, `peak_memory_bytes` is the compiled step's memory
+analysis, `loss` is null.
 """
 
 from __future__ import annotations
@@ -188,14 +192,14 @@ def interleaved_times(runners: dict[str, Callable[[int], Any]], num_inputs: int,
   return times
 
 
+_TIME_KEYS = ("step_time_s", "step_time_p10_s", "step_time_p90_s")
+
+
 def summarize_times(times: list[float]) -> dict[str, float]:
   """Median and 10th/90th percentiles of step times (seconds)."""
   arr = np.asarray(times, np.float64)
-  return {
-      "step_time_s": float(np.median(arr)),
-      "step_time_p10_s": float(np.percentile(arr, 10)),
-      "step_time_p90_s": float(np.percentile(arr, 90)),
-  }
+  return dict(zip(_TIME_KEYS, (float(np.median(arr)), float(np.percentile(arr, 10)),
+                               float(np.percentile(arr, 90)))))
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -316,14 +320,20 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
   Returns the result dict documented in the module docstring (plus shapes and environment).
   profile_dir: also trace `steps` more steps there and attribute op time to model components.
   """
+  if steps < 0:
+    raise UserError(f"--steps: must be >= 0 (0 = compile and size only), got {steps}")
+  if steps == 0 and profile_dir:
+    raise UserError("--profile_dir: needs timed steps (--steps >= 1)")
   prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
   config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
-  times, state = time_calls(prep.step, prep.state, prep.batches, steps=steps, warmup=warmup)
-  # One finite loss proves the timed step computed something real.
-  state, measurements = prep.step(state, prep.batches[0])
-  loss = float(jax.device_get(measurements["loss"]))
-  if not math.isfinite(loss):
-    raise RuntimeError(f"benchmark step produced a non-finite loss {loss}")
+  state, loss = prep.state, None
+  if steps:
+    times, state = time_calls(prep.step, state, prep.batches, steps=steps, warmup=warmup)
+    # One finite loss proves the timed step computed something real.
+    state, measurements = prep.step(state, prep.batches[0])
+    loss = float(jax.device_get(measurements["loss"]))
+    if not math.isfinite(loss):
+      raise RuntimeError(f"benchmark step produced a non-finite loss {loss}")
 
   devices = list(exp.mesh.devices.flat)
   dtype = config.train.compute_dtype
@@ -333,19 +343,19 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
       "backend": jax.default_backend(), "device_kind": devices[0].device_kind, "num_devices": len(devices),
       "steps": steps, "warmup": warmup, "loss": loss,
   }
-  result.update(summarize_times(times))
+  result.update(summarize_times(times) if steps else dict.fromkeys(_TIME_KEYS))
   step_time = result["step_time_s"]
   result["compile_time_s"] = compiled.compile_time_s
-  result["samples_per_s"] = batch / step_time
+  result["samples_per_s"] = batch / step_time if steps else None
   tokens = llm_tokens_per_sample(config.model, bundle.spec)
   result["tokens_per_sample"] = tokens
-  result["tokens_per_s"] = None if tokens is None else tokens * batch / step_time
+  result["tokens_per_s"] = None if tokens is None or not steps else tokens * batch / step_time
   flops = None if compiled.flops_per_device is None else compiled.flops_per_device * len(devices)
   result["flops_per_step"] = flops
   peak = peak_flops if peak_flops is not None else peak_flops_per_device(devices[0], dtype)
   result["peak_flops_per_device"] = peak
-  result["mfu"] = None if (flops is None or peak is None) else flops / step_time / (peak * len(devices))
-  device_peak = device_peak_memory(devices)
+  result["mfu"] = None if (flops is None or peak is None or not steps) else flops / step_time / (peak * len(devices))
+  device_peak = device_peak_memory(devices) if steps else None  # nothing ran: the compiled size
   if device_peak is not None:
     result["peak_memory_bytes"], result["peak_memory_source"] = device_peak, "memory_stats"
   elif compiled.memory_bytes is not None:
@@ -410,7 +420,7 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Training config file (as for stjax.train).")
   flags.DEFINE_integer("batch", 8, "Global batch size B.")
   flags.DEFINE_integer("nodes", 207, "Number of nodes N of the synthetic data.")
-  flags.DEFINE_integer("steps", 20, "Timed train steps (the median is reported).")
+  flags.DEFINE_integer("steps", 20, "Timed train steps (the median is reported); 0 = compile and size only.")
   flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
   flags.DEFINE_integer("num_steps", 864, "Time steps of the synthetic series (windows to draw from).")
   flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the data pipeline alone; 0 = skip.")

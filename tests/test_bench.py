@@ -262,6 +262,27 @@ def test_bench_cli_prints_json_last_line(tmp_path):
   assert "Op time per step by component" in proc.stdout
 
 
+def test_bench_steps_zero_sizes_without_timing(tmp_path):
+  """`--steps=0` (the sizes scaling.py does not time): compiled memory and FLOPs, null times."""
+  import json
+  import os
+  import subprocess
+
+  cfg = tmp_path / "tiny_st_llm.py"
+  cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--batch=8", "--nodes=6", "--steps=0",
+       "--num_steps=300", "--data_batches=0"],
+      capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+      cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  for key in ("step_time_s", "step_time_p10_s", "step_time_p90_s", "samples_per_s", "tokens_per_s", "mfu", "loss"):
+    assert result[key] is None, key
+  assert result["flops_per_step"] > 0 and result["compile_time_s"] > 0
+  assert result["peak_memory_bytes"] > 0 and result["peak_memory_source"] == "compiled_memory_analysis"
+
+
 def test_op_profile_reads_hlo_names_and_module_paths():
   from stjax import op_profile
 
