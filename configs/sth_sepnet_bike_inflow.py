@@ -18,7 +18,7 @@ outflow, 2880 steps) under the STH-SepNet protocol, 48 -> 48 (1920 / 242 / 529 w
 channels are predicted and reported per channel (`per_channel.inflow` is this config's number;
 `sth_sepnet_bike_outflow.py:cpu` is the same run). Unlike the paper, it feeds the spatial stream calendar and node-identity
 inputs (docs/sth_sepnet.md, "Extra inputs") and trains on MAE in original units, not MSE in
-z-scores (`data.loss`). About 65 minutes on a quiet 2-core CPU; compared with both
+z-scores (`data.loss`). About 85 minutes on a quiet 2-core CPU; compared with both
 naive baselines (last value, historical average), printed side by side at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_bike_inflow.py:cpu --workdir=runs/sth_sepnet_bike_cpu
