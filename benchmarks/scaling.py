@@ -49,6 +49,7 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
   for label in sorted({p["label"] for p in points}):
@@ -64,6 +65,9 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
   for ax, ylabel in ((ax_t, "train step time (s, median)"), (ax_m, "peak memory (GiB)")):
     ax.set_xscale("log")
     ax.set_yscale("log")
+    xs = sorted({p[x_key] for p in points if "error" not in p})
+    ax.set_xticks(xs, [str(x) for x in xs])  # the measured values, not 2 x 10^0
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(x_key)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
