@@ -334,3 +334,31 @@ def test_flops_of_a_blockwise_attention_step_are_the_model_flops(monkeypatch):
   assert bench.xla_flops(blockwise) < dense  # two of the three blocks uncounted
   assert bench.step_flops(blockwise, traces, compile_step) == pytest.approx(dense, rel=1e-9)
   assert bench.step_flops(blockwise, attention.blockwise_traces(), compile_step) == bench.xla_flops(blockwise)
+
+
+def test_scaling_sweep_sizes_large_n_and_skips_after_a_failure(tmp_path, monkeypatch):
+  """benchmarks/scaling.py: N above --time_max_nodes runs `stjax.bench --steps=0`; after a failed N
+  the larger N of that config are skipped; the JSON and both PNGs are written (bench stubbed)."""
+  import json
+
+  from benchmarks import scaling
+
+  calls = []
+
+  def fake_point(config, batch, nodes, steps, sets, timeout):
+    calls.append((config, batch, nodes, steps))
+    if config == "b.py" and nodes == 500:
+      return {"error": "exit 1: out of memory"}
+    return {"step_time_s": None if steps == 0 else 0.01 * nodes, "peak_memory_bytes": 1000 * nodes,
+            "device_kind": "cpu"}
+
+  monkeypatch.setattr(scaling, "run_point", fake_point)
+  scaling.main(["--configs=a.py,b.py", "--nodes=200,500,1000", "--batch=2", "--batches=2,4",
+                "--steps=3", "--time_max_nodes=500", f"--out_dir={tmp_path}"])
+  assert calls == [("a.py", 2, 200, 3), ("a.py", 2, 500, 3), ("a.py", 2, 1000, 0), ("a.py", 2, 207, 3),
+                   ("a.py", 4, 207, 3), ("b.py", 2, 200, 3), ("b.py", 2, 500, 3), ("b.py", 2, 207, 3),
+                   ("b.py", 4, 207, 3)]
+  points = json.loads((tmp_path / "scaling.json").read_text())
+  skipped = [p for p in points if p["label"] == "b" and p["nodes"] == 1000]
+  assert skipped[0]["error"] == "skipped: N=500 already failed"
+  assert (tmp_path / "scaling_nodes.png").stat().st_size > 0 and (tmp_path / "scaling_batch.png").stat().st_size > 0
