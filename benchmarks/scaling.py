@@ -59,13 +59,18 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
     timed = [(p[x_key], p["step_time_s"]) for p in ok if p.get("step_time_s") is not None]
     if timed:
       ax_t.plot(*zip(*timed), "o-", label=label)
-    mem = [(p[x_key], p["peak_memory_bytes"] / 2**30) for p in ok if p.get("peak_memory_bytes")]
+    mem = [p for p in ok if p.get("peak_memory_bytes")]
     if mem:
-      ax_m.plot(*zip(*mem), "o-", label=label)
+      line, = ax_m.plot([p[x_key] for p in mem], [p["peak_memory_bytes"] / 2**30 for p in mem], "-", label=label)
+      for p in mem:  # filled: a step that ran; open: compiled and sized only (--time_max_nodes)
+        ax_m.plot(p[x_key], p["peak_memory_bytes"] / 2**30, "o", color=line.get_color(),
+                  markerfacecolor=line.get_color() if p.get("step_time_s") is not None else "none")
+  xs = sorted({p[x_key] for p in points if "error" not in p})
+  if any(p.get("step_time_s") is None and p.get("peak_memory_bytes") for p in points if "error" not in p):
+    ax_m.set_title("open markers: compiled and sized, not run", fontsize=9)
   for ax, ylabel in ((ax_t, "train step time (s, median)"), (ax_m, "peak memory (GiB)")):
     ax.set_xscale("log")
     ax.set_yscale("log")
-    xs = sorted({p[x_key] for p in points if "error" not in p})
     ax.set_xticks(xs, [str(x) for x in xs])  # the measured values, not 2 x 10^0
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel(x_key)

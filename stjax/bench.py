@@ -192,14 +192,16 @@ def interleaved_times(runners: dict[str, Callable[[int], Any]], num_inputs: int,
   return times
 
 
-_TIME_KEYS = ("step_time_s", "step_time_p10_s", "step_time_p90_s")
-
-
-def summarize_times(times: list[float]) -> dict[str, float]:
-  """Median and 10th/90th percentiles of step times (seconds)."""
+def summarize_times(times: list[float]) -> dict[str, float | None]:
+  """Median and 10th/90th percentiles of step times (seconds); None each when nothing was timed."""
+  if not times:
+    return {"step_time_s": None, "step_time_p10_s": None, "step_time_p90_s": None}
   arr = np.asarray(times, np.float64)
-  return dict(zip(_TIME_KEYS, (float(np.median(arr)), float(np.percentile(arr, 10)),
-                               float(np.percentile(arr, 90)))))
+  return {
+      "step_time_s": float(np.median(arr)),
+      "step_time_p10_s": float(np.percentile(arr, 10)),
+      "step_time_p90_s": float(np.percentile(arr, 90)),
+  }
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -326,7 +328,7 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
     raise UserError("--profile_dir: needs timed steps (--steps >= 1)")
   prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
   config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
-  state, loss = prep.state, None
+  state, loss, times = prep.state, None, []
   if steps:
     times, state = time_calls(prep.step, state, prep.batches, steps=steps, warmup=warmup)
     # One finite loss proves the timed step computed something real.
@@ -343,18 +345,22 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
       "backend": jax.default_backend(), "device_kind": devices[0].device_kind, "num_devices": len(devices),
       "steps": steps, "warmup": warmup, "loss": loss,
   }
-  result.update(summarize_times(times) if steps else dict.fromkeys(_TIME_KEYS))
-  step_time = result["step_time_s"]
+  result.update(summarize_times(times))
+  step_time = result["step_time_s"]  # None when nothing ran (--steps=0)
+
+  def per_second(amount):
+    return None if amount is None or step_time is None else amount / step_time
+
   result["compile_time_s"] = compiled.compile_time_s
-  result["samples_per_s"] = batch / step_time if steps else None
+  result["samples_per_s"] = per_second(batch)
   tokens = llm_tokens_per_sample(config.model, bundle.spec)
   result["tokens_per_sample"] = tokens
-  result["tokens_per_s"] = None if tokens is None or not steps else tokens * batch / step_time
+  result["tokens_per_s"] = per_second(None if tokens is None else tokens * batch)
   flops = None if compiled.flops_per_device is None else compiled.flops_per_device * len(devices)
   result["flops_per_step"] = flops
   peak = peak_flops if peak_flops is not None else peak_flops_per_device(devices[0], dtype)
   result["peak_flops_per_device"] = peak
-  result["mfu"] = None if (flops is None or peak is None or not steps) else flops / step_time / (peak * len(devices))
+  result["mfu"] = per_second(None if flops is None or peak is None else flops / (peak * len(devices)))
   device_peak = device_peak_memory(devices) if steps else None  # nothing ran: the compiled size
   if device_peak is not None:
     result["peak_memory_bytes"], result["peak_memory_source"] = device_peak, "memory_stats"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stjax import bench
+from stjax.errors import UserError
 from stjax.models.gpt2 import GPT2Block, GPT2Config
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the benchmarks/ package
@@ -263,24 +264,18 @@ def test_bench_cli_prints_json_last_line(tmp_path):
 
 
 def test_bench_steps_zero_sizes_without_timing(tmp_path):
-  """`--steps=0` (the sizes scaling.py does not time): compiled memory and FLOPs, null times."""
-  import json
-  import os
-  import subprocess
+  """`steps=0` (the sizes scaling.py does not time): compiled memory and FLOPs, null times."""
+  from helpers import load_config
 
   cfg = tmp_path / "tiny_st_llm.py"
   cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
-  proc = subprocess.run(
-      [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--batch=8", "--nodes=6", "--steps=0",
-       "--num_steps=300", "--data_batches=0"],
-      capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"),
-      cwd=pathlib.Path(__file__).resolve().parents[1])
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = bench.run(load_config(cfg), batch=8, nodes=6, steps=0, num_steps=300, data_batches=0)
   for key in ("step_time_s", "step_time_p10_s", "step_time_p90_s", "samples_per_s", "tokens_per_s", "mfu", "loss"):
     assert result[key] is None, key
   assert result["flops_per_step"] > 0 and result["compile_time_s"] > 0
   assert result["peak_memory_bytes"] > 0 and result["peak_memory_source"] == "compiled_memory_analysis"
+  with pytest.raises(UserError, match="--profile_dir: needs timed steps"):
+    bench.run(load_config(cfg), batch=8, nodes=6, steps=0, profile_dir=str(tmp_path / "trace"))
 
 
 def test_op_profile_reads_hlo_names_and_module_paths():
