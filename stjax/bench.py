@@ -326,7 +326,8 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
     raise UserError(f"--steps: must be >= 0 (0 = compile and size only), got {steps}")
   if steps == 0 and profile_dir:
     raise UserError("--profile_dir: needs timed steps (--steps >= 1)")
-  prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
+  prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps,
+                 num_distinct_batches=4 if steps else 1)  # sizing needs one example batch
   config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
   state, loss, times = prep.state, None, []
   if steps:
