@@ -90,7 +90,11 @@ def profile(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batches: li
   component, ms_per_step, share (of all attributed op time), ops (distinct HLO ops); op-kind rows:
   kind, ms_per_step, share, ops. The `top` rows of each.
   """
-  names = op_names(compiled.as_text())
+  hlo = compiled.as_text()
+  os.makedirs(trace_dir, exist_ok=True)
+  with open(os.path.join(trace_dir, "hlo.txt"), "w") as f:  # to look ops of the trace up by name
+    f.write(hlo)
+  names = op_names(hlo)
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for i in range(steps):
       state, _ = step(state, batches[i % len(batches)])

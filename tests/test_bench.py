@@ -255,6 +255,7 @@ def test_bench_cli_prints_json_last_line(tmp_path):
   assert math.isfinite(result["loss"])
   # --profile_dir: a Perfetto trace, and op time attributed to the model's modules.
   assert list((tmp_path / "trace").rglob("*.trace.json.gz"))
+  assert "HloModule" in (tmp_path / "trace" / "hlo.txt").read_text()  # to look the trace's ops up
   components = {(r["pass"], r["component"]): r for r in result["profile"]["components"]}
   for key in (("forward", "llm/h_0"), ("backward", "llm/h_1"), ("step", "(outside modules)")):
     assert components[key]["ms_per_step"] > 0 and components[key]["ops"] >= 1, key
