@@ -13,7 +13,9 @@ interleaved (one step of each framework per round, `--steps` rounds after `--war
 of machine load hits all frameworks alike; medians are reported.
 
 On a GPU both frameworks share the device: JAX's memory preallocation is switched off, torch runs
-on CUDA, every torch step ends with `torch.cuda.synchronize()`, and peak memories are JAX's
+on CUDA with TF32 float32 matmuls (`torch.set_float32_matmul_precision("high")`, as JAX's default
+precision computes them there), every torch step ends with `torch.cuda.synchronize()`, and peak
+memories are JAX's
 `peak_bytes_in_use` and, per torch model, torch's `max_memory_allocated` over its first two steps
 above what was already allocated. On CPU the stjax peak is the compiled
 step's memory analysis and torch's is not measured.
@@ -128,6 +130,8 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
 
   if threads:
     torch.set_num_threads(threads)
+  if DEVICE.type == "cuda":  # JAX's default float32 matmuls are TF32 on NVIDIA tensor cores; torch's are not
+    torch.set_float32_matmul_precision("high")
   prep = bench.prepare(config, batch=batch, nodes=nodes, num_steps=num_steps)
   cfg, exp = prep.config, prep.exp
   variables = jax.device_get(prep.state.variables())
@@ -182,7 +186,8 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
   for r in rows:
     r["vs_torch_eager"] = r["step_time_s"] / statistics.median(eager)
   return {"model": cfg.model.name, "nodes": nodes, "batch": batch, "steps": steps, "warmup": warmup,
-          "dtype": "float32", "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
+          "dtype": "float32", "torch_float32_matmul": torch.get_float32_matmul_precision(),
+          "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
           "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
           "device": jax.devices()[0].device_kind, "stjax_flops_per_step": prep.compiled.flops_per_device,
           "rows": rows}

@@ -10,7 +10,9 @@ node sweep of that config skips the larger N). `--time_max_nodes=N`: larger N of
 are compiled and sized but not timed (`stjax.bench --steps=0`: memory and FLOPs only), for curves
 that reach sizes this machine cannot run in minutes.
 Writes `<out_dir>/scaling_nodes.png`, `<out_dir>/scaling_batch.png` and `<out_dir>/scaling.json`
-(all points, failures included with their error line).
+(all points, failures included with their error line). While it runs, the points so far are in
+`<out_dir>/scaling.partial.json` (rewritten after every point), so a sweep stopped midway keeps
+what it measured and an existing scaling.json is replaced only at the end.
 """
 
 from __future__ import annotations
@@ -23,21 +25,31 @@ import subprocess
 import sys
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
+PARTIAL = "scaling.partial.json"  # the points so far of a sweep still running (or stopped midway)
+
+
+def run_json(cmd: list[str], timeout: float) -> tuple[dict, str]:
+  """Runs a benchmark process from the repository root; returns (its last-line JSON or {"error": ...},
+  the command with its whole stdout and stderr, for a log)."""
+  log = "$ " + " ".join(cmd) + "\n"
+  try:
+    proc = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired as e:
+    out = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+    return {"error": f"timeout after {timeout:.0f} s"}, log + out(e.stdout) + out(e.stderr)
+  log += proc.stdout + proc.stderr + f"(exit {proc.returncode})\n"
+  lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+  if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+    err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {"error": f"exit {proc.returncode}: {err}"}, log
+  return json.loads(lines[-1]), log
 
 
 def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], timeout: int) -> dict:
   """One benchmark process; returns its JSON result or {"error": ...}."""
   cmd = [sys.executable, "-m", "stjax.bench", f"--config={config}", f"--batch={batch}", f"--nodes={nodes}",
          f"--steps={steps}", "--warmup=2", "--data_batches=0"] + [f"--config.{s}" for s in sets]
-  try:
-    proc = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timeout after {timeout} s"}
-  lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
-  if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-    err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"error": f"exit {proc.returncode}: {err}"}
-  return json.loads(lines[-1])
+  return run_json(cmd, timeout)[0]
 
 
 def label_of(config: str) -> str:
@@ -76,7 +88,8 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
     ax.set_xlabel(x_key)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # a sweep with no measured point has no curve to name
+      ax.legend()
   fig.suptitle(title)
   fig.tight_layout()
   tmp = path.with_suffix(".tmp.png")
@@ -116,19 +129,32 @@ def main(argv=None):
       else:
         r = {"error": f"skipped: N={failed_at} already failed"}
       points.append({"label": label_of(config), "sweep": "nodes", "nodes": n, "batch": args.batch, **r})
+      save_points(points, out / PARTIAL)
       print(json.dumps(points[-1]), flush=True)
     for b in [int(v) for v in args.batches.split(",") if v]:
       r = run_point(config, b, args.nodes_for_batch, args.steps, args.set, args.timeout)
       points.append({"label": label_of(config), "sweep": "batch", "nodes": args.nodes_for_batch, "batch": b, **r})
+      save_points(points, out / PARTIAL)
       print(json.dumps(points[-1]), flush=True)
-  tmp = out / "scaling.json.tmp"
+  write_outputs(points, out, args.batch, args.nodes_for_batch)
+
+
+def save_points(points: list[dict], path: pathlib.Path) -> None:
+  """Writes the points to path, replaced atomically."""
+  tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(points, indent=1))
-  os.replace(tmp, out / "scaling.json")
+  os.replace(tmp, path)
+
+
+def write_outputs(points: list[dict], out: pathlib.Path, batch: int, nodes_for_batch: int) -> None:
+  """scaling.json and the two PNGs of a sweep's points; the sweep's partial JSON goes."""
+  save_points(points, out / "scaling.json")
+  (out / PARTIAL).unlink(missing_ok=True)
   device = next((p.get("device_kind") for p in points if "error" not in p), "?")
   plot([p for p in points if p["sweep"] == "nodes"], "nodes", out / "scaling_nodes.png",
-       f"step time and memory vs N (batch {args.batch}, {device})")
+       f"step time and memory vs N (batch {batch}, {device})")
   plot([p for p in points if p["sweep"] == "batch"], "batch", out / "scaling_batch.png",
-       f"step time and memory vs batch (N = {args.nodes_for_batch}, {device})")
+       f"step time and memory vs batch (N = {nodes_for_batch}, {device})")
 
 
 if __name__ == "__main__":

@@ -342,6 +342,9 @@ def test_scaling_sweep_sizes_large_n_and_skips_after_a_failure(tmp_path, monkeyp
   calls = []
 
   def fake_point(config, batch, nodes, steps, sets, timeout):
+    if calls:  # every point so far is on disk already (a sweep stopped midway keeps them)
+      saved = {(p["label"], p["batch"], p["nodes"]) for p in json.loads((tmp_path / scaling.PARTIAL).read_text())}
+      assert {(scaling.label_of(c), b, n) for c, b, n, _ in calls} <= saved
     calls.append((config, batch, nodes, steps))
     if config == "b.py" and nodes == 500:
       return {"error": "exit 1: out of memory"}
@@ -355,6 +358,73 @@ def test_scaling_sweep_sizes_large_n_and_skips_after_a_failure(tmp_path, monkeyp
                    ("a.py", 4, 207, 3), ("b.py", 2, 200, 3), ("b.py", 2, 500, 3), ("b.py", 2, 207, 3),
                    ("b.py", 4, 207, 3)]
   points = json.loads((tmp_path / "scaling.json").read_text())
+  assert not (tmp_path / scaling.PARTIAL).exists()
   skipped = [p for p in points if p["label"] == "b" and p["nodes"] == 1000]
   assert skipped[0]["error"] == "skipped: N=500 already failed"
   assert (tmp_path / "scaling_nodes.png").stat().st_size > 0 and (tmp_path / "scaling_batch.png").stat().st_size > 0
+
+
+def test_gpu_suite_records_every_stage_within_its_budget(tmp_path, monkeypatch, capsys):
+  """benchmarks/gpu_suite.py (processes stubbed): each stage gets min(cap, time left); a timed-out
+  scaling sweep still leaves its curves from the partial JSON; too little time left skips a stage;
+  the summary checks the issue-8 targets; at most the six documented files are written."""
+  import json
+
+  from benchmarks import gpu_suite, scaling
+
+  clock = {"now": 0.0}
+  monkeypatch.setattr(gpu_suite.time, "monotonic", lambda: clock["now"])
+  timeouts = {}
+
+  def fake_run_json(cmd, timeout):
+    stage = next(name for name, c in gpu_suite.commands(gpu_suite.PRESETS["gpu"], tmp_path).items() if c == cmd)
+    timeouts[stage] = timeout
+    clock["now"] += {"env": 5, "stjax_bf16": 100, "compare_f32": 150}.get(stage, timeout)
+    if stage == "env":
+      return {"devices": ["NVIDIA H100 80GB HBM3"], "jax": "0.11.2", "torch": "2.11.0"}, "env log\n"
+    if stage == "stjax_bf16":
+      return {"step_time_s": 0.5, "compile_time_s": 40.0, "flops_per_step": 1e14, "mfu": 0.42,
+              "peak_memory_bytes": 30 * 2**30, "samples_per_s": 128.0, "data_samples_per_s": 900.0}, "bench log\n"
+    if stage == "compare_f32":
+      return {"rows": [{"framework": "stjax (jax.jit)", "step_time_s": 0.3, "vs_torch_eager": 0.6,
+                        "peak_memory_bytes": 20 * 2**30},
+                       {"framework": "torch eager", "step_time_s": 0.5, "vs_torch_eager": 1.0,
+                        "peak_memory_bytes": 25 * 2**30}]}, "compare log\n"
+    points = [{"label": "st_link_cpu", "sweep": "nodes", "nodes": 200, "batch": 8, "step_time_s": 0.1,
+               "peak_memory_bytes": 2**30, "device_kind": "H100"},
+              {"label": "st_link_cpu", "sweep": "nodes", "nodes": 1000, "batch": 8, "error": "exit 1: OOM"}]
+    (tmp_path / scaling.PARTIAL).write_text(json.dumps(points))  # what the sweep saved before its timeout
+    return {"error": f"timeout after {timeout:.0f} s"}, "scaling log\n"
+
+  monkeypatch.setattr(scaling, "run_json", fake_run_json)
+  assert gpu_suite.main(["--preset=gpu", f"--out_dir={tmp_path}", "--budget_s=300"]) == 1
+  # caps 60 / 180 / 240 / 600 s; after env (5 s) and stjax_bf16 (100 s) 195 s are left, after compare 45 s
+  assert timeouts == {"env": 60, "stjax_bf16": 180, "compare_f32": 195, "scaling": 45}
+  summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
+  assert summary["scaling"]["status"] == "timeout" and summary["scaling"]["points_ok"] == 1
+  assert {p.name for p in tmp_path.iterdir()} == {"summary.md", "summary.json", "suite.log", "scaling.json",
+                                                  "scaling_nodes.png", "scaling_batch.png"}
+  md = capsys.readouterr().out
+  assert "| MFU bf16 | 42.0 % | >= 40 % | yes |" in md
+  assert "| data pipeline alone vs the step (samples/s) | 900 vs 128 | pipeline faster | yes |" in md
+  assert "| stjax / torch eager, float32 B=32 | 0.600 (0.3000 vs 0.5000 s) | <= 0.5 | **no** |" in md
+  assert "| peak memory stjax vs torch eager, float32 | 20 GiB vs 25 GiB | stjax <= torch | yes |" in md
+  assert "| scaling points measured | 1 of 2 | | |" in md
+  assert "### compare_f32" in (tmp_path / "suite.log").read_text()
+
+  # Too little time left: the later stages are skipped, not started.
+  clock["now"], timeouts = 0.0, {}
+  gpu_suite.main(["--preset=gpu", f"--out_dir={tmp_path}", "--budget_s=110", "--stages=env,stjax_bf16,compare_f32"])
+  summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
+  assert set(timeouts) == {"env", "stjax_bf16"} and timeouts["stjax_bf16"] == 105
+  assert summary["compare_f32"] == {"status": "skipped", "error": "budget: 5 s left"}
+
+
+def test_gpu_suite_env_stage_prints_devices(capsys):
+  import json
+
+  from benchmarks import gpu_suite
+
+  assert gpu_suite.main(["--env"]) == 0
+  env = json.loads(capsys.readouterr().out)
+  assert env["backend"] == "cpu" and env["devices"] and env["jax"] == jax.__version__
