@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -30,17 +31,21 @@ PARTIAL = "scaling.partial.json"  # the points so far of a sweep still running (
 
 def run_json(cmd: list[str], timeout: float) -> tuple[dict, str]:
   """Runs a benchmark process from the repository root; returns (its last-line JSON or {"error": ...},
-  the command with its whole stdout and stderr, for a log)."""
+  the command with its whole stdout and stderr, for a log). On timeout the process and everything
+  it started (e.g. scaling.py's bench processes) are killed."""
   log = "$ " + " ".join(cmd) + "\n"
+  proc = subprocess.Popen(cmd, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)  # its own process group, to kill as a whole
   try:
-    proc = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired as e:
-    out = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
-    return {"error": f"timeout after {timeout:.0f} s"}, log + out(e.stdout) + out(e.stderr)
-  log += proc.stdout + proc.stderr + f"(exit {proc.returncode})\n"
-  lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+    stdout, stderr = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate()
+    return {"error": f"timeout after {timeout:.0f} s"}, log + stdout + stderr
+  log += stdout + stderr + f"(exit {proc.returncode})\n"
+  lines = [l for l in stdout.strip().splitlines() if l.strip()]
   if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
-    err = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+    err = (stderr.strip().splitlines() or ["(no output)"])[-1]
     return {"error": f"exit {proc.returncode}: {err}"}, log
   return json.loads(lines[-1]), log
 

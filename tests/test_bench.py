@@ -428,3 +428,29 @@ def test_gpu_suite_env_stage_prints_devices(capsys):
   assert gpu_suite.main(["--env"]) == 0
   env = json.loads(capsys.readouterr().out)
   assert env["backend"] == "cpu" and env["devices"] and env["jax"] == jax.__version__
+
+
+def test_run_json_kills_the_whole_process_group_on_timeout(tmp_path):
+  """A timed-out stage leaves no process behind: scaling.py's bench children die with it."""
+  import os
+  import time
+
+  from benchmarks import scaling
+
+  pid_file = tmp_path / "grandchild.pid"
+  script = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)")
+  start = time.monotonic()
+  result, log = scaling.run_json([sys.executable, "-c", script], timeout=3)
+  assert time.monotonic() - start < 30  # not held until the grandchild's 60 s sleep ends
+  assert result == {"error": "timeout after 3 s"} and "started" in log
+  grandchild = int(pid_file.read_text())
+  for _ in range(50):  # reaped by init once killed; /proc entry goes away
+    if not os.path.exists(f"/proc/{grandchild}") or open(f"/proc/{grandchild}/stat").read().split()[2] == "Z":
+      break
+    time.sleep(0.1)
+  else:
+    raise AssertionError(f"process {grandchild} still running after the timeout")
+  ok, _ = scaling.run_json([sys.executable, "-c", "print('x'); print('{\"a\": 1}')"], timeout=30)
+  assert ok == {"a": 1}
