@@ -110,6 +110,7 @@ def run_suite(preset: str, out: pathlib.Path, budget_s: float, stages=STAGES) ->
     left = deadline - time.monotonic()
     if left < MIN_STAGE_S:
       results[name] = {"status": "skipped", "error": f"budget: {left:.0f} s left"}
+      summary = write_summary(preset, budget_s, results, log, out)
       continue
     timeout = min(p["caps"][name], left)
     start = time.monotonic()
@@ -125,11 +126,21 @@ def run_suite(preset: str, out: pathlib.Path, budget_s: float, stages=STAGES) ->
         points = json.loads((out / "scaling.json").read_text())
         results[name]["points"] = len(points)
         results[name]["points_ok"] = sum("error" not in q for q in points)
+    summary = write_summary(preset, budget_s, results, log, out)  # after every stage: a cut-off call keeps them
+  return summary
+
+
+def write_summary(preset: str, budget_s: float, results: dict, log: list[str], out: pathlib.Path) -> dict:
+  """suite.log, summary.json and summary.md of the stages so far."""
   (out / "suite.log").write_text("".join(log))
   summary = {"preset": preset, "budget_s": budget_s, "stages": results}
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
-  (out / "summary.md").write_text(summary_markdown(summary, p))
+  (out / "summary.md").write_text(summary_markdown(summary, PRESETS[preset]))
   return summary
+
+
+def _num(v, fmt: str) -> str:
+  return "n/a" if v is None else format(v, fmt)
 
 
 def _gib(b) -> str:
@@ -150,7 +161,7 @@ def summary_markdown(summary: dict, p: dict) -> str:
   if bf16.get("status") == "ok":
     mfu, data = bf16.get("mfu"), bf16.get("data_samples_per_s")
     lines += [f"| ST-LINK N={p['nodes']} B={p['batch']} bf16 step | {bf16['step_time_s']:.4f} s "
-              f"(compile {bf16['compile_time_s']:.0f} s, {bf16['flops_per_step']:.3g} FLOPs) | | |",
+              f"(compile {bf16['compile_time_s']:.0f} s, {_num(bf16.get('flops_per_step'), '.3g')} FLOPs) | | |",
               f"| MFU bf16 | {'n/a' if mfu is None else f'{100 * mfu:.1f} %'} | >= 40 % | "
               f"{_met(None if mfu is None else mfu >= 0.40)} |",
               f"| stjax bf16 peak memory | {_gib(bf16.get('peak_memory_bytes'))} | | |",

@@ -29,17 +29,18 @@ _ROOT = pathlib.Path(__file__).resolve().parents[1]
 PARTIAL = "scaling.partial.json"  # the points so far of a sweep still running (or stopped midway)
 
 
-def run_json(cmd: list[str], timeout: float) -> tuple[dict, str]:
+def run_json(cmd: list[str], timeout: float, new_group: bool = True) -> tuple[dict, str]:
   """Runs a benchmark process from the repository root; returns (its last-line JSON or {"error": ...},
   the command with its whole stdout and stderr, for a log). On timeout the process and everything
-  it started (e.g. scaling.py's bench processes) are killed."""
+  it started are killed; new_group=False keeps it in the caller's group (scaling.py's bench points,
+  so that killing a sweep kills the point it is running too)."""
   log = "$ " + " ".join(cmd) + "\n"
   proc = subprocess.Popen(cmd, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)  # its own process group, to kill as a whole
+                          start_new_session=new_group)  # its own process group, to kill as a whole
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL) if new_group else proc.kill()
     stdout, stderr = proc.communicate()
     return {"error": f"timeout after {timeout:.0f} s"}, log + stdout + stderr
   log += stdout + stderr + f"(exit {proc.returncode})\n"
@@ -54,7 +55,7 @@ def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], 
   """One benchmark process; returns its JSON result or {"error": ...}."""
   cmd = [sys.executable, "-m", "stjax.bench", f"--config={config}", f"--batch={batch}", f"--nodes={nodes}",
          f"--steps={steps}", "--warmup=2", "--data_batches=0"] + [f"--config.{s}" for s in sets]
-  return run_json(cmd, timeout)[0]
+  return run_json(cmd, timeout, new_group=False)[0]
 
 
 def label_of(config: str) -> str:
@@ -142,6 +143,7 @@ def main(argv=None):
       save_points(points, out / PARTIAL)
       print(json.dumps(points[-1]), flush=True)
   write_outputs(points, out, args.batch, args.nodes_for_batch)
+  print(json.dumps({"points": len(points), "points_ok": sum("error" not in p for p in points)}), flush=True)
 
 
 def save_points(points: list[dict], path: pathlib.Path) -> None:

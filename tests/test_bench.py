@@ -438,9 +438,11 @@ def test_run_json_kills_the_whole_process_group_on_timeout(tmp_path):
   from benchmarks import scaling
 
   pid_file = tmp_path / "grandchild.pid"
-  script = ("import subprocess, sys, time; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            f"open({str(pid_file)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)")
+  # the child runs its own child as scaling.py runs a bench point: run_json(..., new_group=False)
+  grandchild = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+  script = (f"import sys; sys.path.insert(0, {str(pathlib.Path(scaling.__file__).parents[1])!r}); "
+            "from benchmarks import scaling; print('started', flush=True); "
+            f"scaling.run_json([sys.executable, '-c', {grandchild!r}], 60, new_group=False)")
   start = time.monotonic()
   result, log = scaling.run_json([sys.executable, "-c", script], timeout=3)
   assert time.monotonic() - start < 30  # not held until the grandchild's 60 s sleep ends

@@ -283,3 +283,17 @@ def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
   drop = ("steps_per_s",)  # timing differs; everything else must be identical
   assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == \
          [{k: v for k, v in r.items() if k not in drop} for r in mb]
+
+
+def test_bfloat16_compute_keeps_time_of_day_exact():
+  """Only the series goes to bf16: floor(tod * 288) of a bf16 tod would pick wrong day slots."""
+  import jax.numpy as jnp
+  import numpy as np
+
+  from stjax import trainer
+
+  tod = jnp.asarray(np.arange(288) / 288, jnp.float32)
+  inputs = {"x": jnp.ones((2, 3)), "tod": tod, "dow": jnp.arange(7)}
+  cast = trainer._cast_inputs(inputs, jnp.bfloat16)
+  assert cast["x"].dtype == jnp.bfloat16 and cast["tod"].dtype == jnp.float32 and cast["dow"].dtype == inputs["dow"].dtype
+  np.testing.assert_array_equal(np.floor(np.asarray(cast["tod"]) * 288), np.arange(288))
