@@ -43,7 +43,7 @@ PRESETS = {
     # JAX keeps its step's peak allocated while torch runs; B = 64 in float32 needs both at once.
     "gpu": dict(config="configs/st_link_pemsbay.py", sets=[], nodes=325, batch=64, compare_batch=32, steps=20,
                 scaling_configs="benchmarks/configs/st_link_cpu.py,configs/sth_sepnet_metrla.py:cpu",
-                scaling_nodes="200,1000,2000,4300,8600", scaling_batch=8, scaling_batches="8,32,64",
+                scaling_nodes="200,1000,4300,8600", scaling_batch=8, scaling_batches="8,64",
                 nodes_for_batch=325, scaling_steps=3,
                 caps=dict(env=60, stjax_bf16=180, compare_f32=240, scaling=600)),
     # CPU, toy sizes: every stage's command runs for real in seconds.
@@ -74,6 +74,7 @@ def commands(p: dict, out: pathlib.Path) -> dict[str, list[str]]:
       "scaling": [py, "benchmarks/scaling.py", f"--configs={p['scaling_configs']}", f"--nodes={p['scaling_nodes']}",
                   f"--batch={p['scaling_batch']}", f"--batches={p['scaling_batches']}",
                   f"--nodes_for_batch={p['nodes_for_batch']}", f"--steps={p['scaling_steps']}", f"--set={BF16}",
+                  "--timeout=150",
                   *[f"--set={s}" for s in p["sets"]], f"--out_dir={out}"],
   }
 
