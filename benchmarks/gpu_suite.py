@@ -101,47 +101,43 @@ def environment() -> dict:
 
 
 def run_suite(preset: str, out: pathlib.Path, budget_s: float, stages=STAGES) -> dict:
-  """Runs the stages within budget_s seconds; writes suite.log, summary.json and summary.md."""
+  """Runs the stages within budget_s seconds; after every stage (a cut-off call keeps what ran)
+  writes suite.log, summary.json and summary.md. Returns the summary."""
   p = PRESETS[preset]
   out.mkdir(parents=True, exist_ok=True)
   cmds = commands(p, out)
   deadline = time.monotonic() + budget_s
-  results, log = {}, []
+  summary = {"preset": preset, "budget_s": budget_s, "stages": {}}
+  log = []
   for name in stages:
     left = deadline - time.monotonic()
     if left < MIN_STAGE_S:
-      results[name] = {"status": "skipped", "error": f"budget: {left:.0f} s left"}
-      summary = write_summary(preset, budget_s, results, log, out)
-      continue
-    timeout = min(p["caps"][name], left)
-    start = time.monotonic()
-    result, text = scaling.run_json(cmds[name], timeout)
-    log.append(f"### {name} (timeout {timeout:.0f} s)\n{text}\n")
-    status = "ok" if "error" not in result else ("timeout" if result["error"].startswith("timeout") else "failed")
-    results[name] = {"status": status, "seconds": round(time.monotonic() - start, 1), **result}
-    if name == "scaling":  # the points measured before a timeout or failure still make the curves
-      partial = out / scaling.PARTIAL
-      if partial.exists():
-        scaling.write_outputs(json.loads(partial.read_text()), out, p["scaling_batch"], p["nodes_for_batch"])
-      if (out / "scaling.json").exists():
-        points = json.loads((out / "scaling.json").read_text())
-        results[name]["points"] = len(points)
-        results[name]["points_ok"] = sum("error" not in q for q in points)
-    summary = write_summary(preset, budget_s, results, log, out)  # after every stage: a cut-off call keeps them
+      summary["stages"][name] = {"status": "skipped", "error": f"budget: {left:.0f} s left"}
+    else:
+      summary["stages"][name] = run_stage(name, cmds[name], min(p["caps"][name], left), p, out, log)
+    (out / "suite.log").write_text("".join(log))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(summary_markdown(summary, p))
   return summary
 
 
-def write_summary(preset: str, budget_s: float, results: dict, log: list[str], out: pathlib.Path) -> dict:
-  """suite.log, summary.json and summary.md of the stages so far."""
-  (out / "suite.log").write_text("".join(log))
-  summary = {"preset": preset, "budget_s": budget_s, "stages": results}
-  (out / "summary.json").write_text(json.dumps(summary, indent=1))
-  (out / "summary.md").write_text(summary_markdown(summary, PRESETS[preset]))
-  return summary
+def run_stage(name: str, cmd: list[str], timeout: float, p: dict, out: pathlib.Path, log: list[str]) -> dict:
+  """One stage's process -> its result with status and seconds; appends its output to log."""
+  start = time.monotonic()
+  result, text = scaling.run_json(cmd, timeout)
+  log.append(f"### {name} (timeout {timeout:.0f} s)\n{text}\n")
+  status = "ok" if "error" not in result else ("timeout" if result["error"].startswith("timeout") else "failed")
+  result = {"status": status, "seconds": round(time.monotonic() - start, 1), **result}
+  if name == "scaling":  # the points measured before a timeout or failure still make the curves
+    if (out / scaling.PARTIAL).exists():
+      points = json.loads((out / scaling.PARTIAL).read_text())
+      scaling.write_outputs(points, out, p["scaling_batch"], p["nodes_for_batch"])
+      result.update(points=len(points), points_ok=sum("error" not in q for q in points))
+  return result
 
 
-def _num(v, fmt: str) -> str:
-  return "n/a" if v is None else format(v, fmt)
+def _fmt(v) -> str:
+  return "n/a" if v is None else f"{v:.4g}"
 
 
 def _gib(b) -> str:
@@ -154,36 +150,41 @@ def _met(ok) -> str:
 
 def summary_markdown(summary: dict, p: dict) -> str:
   """The checks of issue 8 (value, target, met) and a table of the stages."""
+  from stjax.bench import markdown_table  # imports jax, but starts no backend in this process
+
   st = summary["stages"]
-  env, bf16, cmp_ = (st.get(k, {}) for k in ("env", "stjax_bf16", "compare_f32"))
-  lines = [f"# GPU suite ({summary['preset']}): {', '.join(env.get('devices', ['?']))}; "
-           f"jax {env.get('jax', '?')}, torch {env.get('torch', '?')}", "",
-           "| check | value | target | met |", "|---|---|---|---|"]
+  env, bf16, cmp_, sc = (st.get(k, {}) for k in STAGES)
+  checks = []
   if bf16.get("status") == "ok":
-    mfu, data = bf16.get("mfu"), bf16.get("data_samples_per_s")
-    lines += [f"| ST-LINK N={p['nodes']} B={p['batch']} bf16 step | {bf16['step_time_s']:.4f} s "
-              f"(compile {bf16['compile_time_s']:.0f} s, {_num(bf16.get('flops_per_step'), '.3g')} FLOPs) | | |",
-              f"| MFU bf16 | {'n/a' if mfu is None else f'{100 * mfu:.1f} %'} | >= 40 % | "
-              f"{_met(None if mfu is None else mfu >= 0.40)} |",
-              f"| stjax bf16 peak memory | {_gib(bf16.get('peak_memory_bytes'))} | | |",
-              f"| data pipeline alone vs the step (samples/s) | {data:.0f} vs {bf16['samples_per_s']:.0f} | "
-              f"pipeline faster | {_met(data > bf16['samples_per_s'] if data else None)} |"]
+    mfu, data, rate = bf16.get("mfu"), bf16.get("data_samples_per_s"), bf16["samples_per_s"]
+    checks += [
+        dict(check=f"ST-LINK N={p['nodes']} B={p['batch']} bf16 step (s)", value=bf16["step_time_s"]),
+        dict(check="compile (s) / FLOPs per step", value=f"{bf16['compile_time_s']:.0f} / {_fmt(bf16.get('flops_per_step'))}"),
+        dict(check="MFU bf16 (%)", value=None if mfu is None else 100 * mfu, target=">= 40",
+             met=_met(None if mfu is None else mfu >= 0.40)),
+        dict(check="stjax bf16 peak memory", value=_gib(bf16.get("peak_memory_bytes"))),
+        dict(check="data pipeline alone vs the step (samples/s)", value=f"{_fmt(data)} vs {_fmt(rate)}",
+             target="pipeline faster", met=_met(data > rate if data else None))]
   rows = {r["framework"]: r for r in cmp_.get("rows", [])}
   jx, eager = rows.get("stjax (jax.jit)"), rows.get("torch eager")
   if jx and eager:
-    ratio = jx["vs_torch_eager"]
-    lines.append(f"| stjax / torch eager, float32 B={p['compare_batch']} | {ratio:.3f} ({jx['step_time_s']:.4f} vs "
-                 f"{eager['step_time_s']:.4f} s) | <= 0.5 | {_met(ratio <= 0.5)} |")
     mj, mt = jx.get("peak_memory_bytes"), eager.get("peak_memory_bytes")
-    lines.append(f"| peak memory stjax vs torch eager, float32 | {_gib(mj)} vs {_gib(mt)} | stjax <= torch | "
-                 f"{_met(None if not (mj and mt) else mj <= mt)} |")
-  sc = st.get("scaling", {})
+    checks += [
+        dict(check=f"stjax / torch eager, float32 B={p['compare_batch']}",
+             value=f"{jx['vs_torch_eager']:.3f} ({jx['step_time_s']:.4f} vs {eager['step_time_s']:.4f} s)",
+             target="<= 0.5", met=_met(jx["vs_torch_eager"] <= 0.5)),
+        dict(check="peak memory stjax vs torch eager, float32", value=f"{_gib(mj)} vs {_gib(mt)}",
+             target="stjax <= torch", met=_met(None if not (mj and mt) else mj <= mt))]
   if "points" in sc:
-    lines.append(f"| scaling points measured | {sc['points_ok']} of {sc['points']} | | |")
-  lines += ["", "| stage | status | seconds | error |", "|---|---|---|---|"]
-  for name, r in st.items():
-    lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {r.get('error', '')} |")
-  return "\n".join(lines) + "\n"
+    checks.append(dict(check="scaling points measured", value=f"{sc['points_ok']} of {sc['points']}"))
+  stages = [dict(stage=k, status=r["status"], seconds=r.get("seconds", ""), error=r.get("error", ""))
+            for k, r in st.items()]
+  title = (f"# GPU suite ({summary['preset']}): {', '.join(env.get('devices', ['?']))}; "
+           f"jax {env.get('jax', '?')}, torch {env.get('torch', '?')}")
+  check_table = markdown_table([{"target": "", "met": "", **c} for c in checks],
+                                     [("check", "check"), ("value", "value"), ("target", "target"), ("met", "met")])
+  stage_table = markdown_table(stages, [(k, k) for k in ("stage", "status", "seconds", "error")])
+  return f"{title}\n\n{check_table}\n\n{stage_table}\n"
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,10 @@ def run_json(cmd: list[str], timeout: float, new_group: bool = True) -> tuple[di
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
-    os.killpg(proc.pid, signal.SIGKILL) if new_group else proc.kill()
+    if new_group:
+      os.killpg(proc.pid, signal.SIGKILL)
+    else:
+      proc.kill()
     stdout, stderr = proc.communicate()
     return {"error": f"timeout after {timeout:.0f} s"}, log + stdout + stderr
   log += stdout + stderr + f"(exit {proc.returncode})\n"

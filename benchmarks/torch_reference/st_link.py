@@ -393,15 +393,9 @@ class STLink(nn.Module):
     return tuple(unused)
 
 
-def _stjax_dispatch_is_dense(dispatch: str) -> bool:
-  """Whether stjax's MRFFN runs all experts densely (`memory.ExpertMixture`: auto is dense off the CPU)."""
-  import jax
-
-  return dispatch == "dense" or (dispatch == "auto" and jax.default_backend() != "cpu")
-
-
 def from_config(mc, spec) -> STLink:
   """The torch ST-LINK for a stjax `config.model` (split SE-Attention or none) and DataSpec."""
+  from stjax.models.memory import auto_dispatch_is_dense
   from stjax.models.pretrained import llm_config
   from stjax.models.st_link import resolve_mrffn_layers
 
@@ -410,12 +404,14 @@ def from_config(mc, spec) -> STLink:
   if mc.node_emb_init != "xavier":
     raise ValueError("torch reference: node_emb_init must be xavier (weights are copied from stjax anyway)")
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=False)
+  dispatch = mc.get("expert_dispatch", "auto")
   mrffn_kwargs = dict(memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
                       tau=mc.memory_tau, alpha=mc.memory_alpha, num_experts=mc.num_experts,
                       expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight,
-                      # stjax's grouped dispatch (auto picks it on CPU) against torch's per-expert loop;
-                      # dense against dense where stjax runs dense (asked for, or auto off the CPU).
-                      dispatch="dense" if _stjax_dispatch_is_dense(mc.get("expert_dispatch", "auto")) else "loop")
+                      # torch's per-expert loop against stjax's grouped dispatch; dense where stjax runs
+                      # dense (asked for, or auto off the CPU / on a multi-device mesh).
+                      dispatch="dense" if dispatch == "dense" or (dispatch == "auto" and auto_dispatch_is_dense())
+                      else "loop")
   if mc.mrffn and mc.memory_reseed_after:
     raise ValueError("torch reference: memory_reseed_after > 0 is not built")
   return STLink(num_nodes=spec.num_nodes, input_offsets=tuple(int(o) for o in spec.input_offsets),

@@ -242,6 +242,15 @@ class MemoryRetrieval(nn.Module):
     return jnp.where(dead[:, None], seeds, keys), jnp.where(dead, 0, idle)
 
 
+def auto_dispatch_is_dense() -> bool:
+  """Whether `dispatch="auto"` runs the experts dense whatever the size: off the CPU, or on a mesh of
+  several devices (the grouped dispatch sorts the (token, expert) pairs of the whole batch, which
+  such a mesh cannot split: XLA replicates it on every device). On one CPU device auto is grouped
+  when that has fewer rows than dense."""
+  mesh = jax.sharding.get_abstract_mesh()  # the mesh the step is traced under (trainer: jax.set_mesh)
+  return jax.default_backend() != "cpu" or (not mesh.empty and mesh.size > 1)
+
+
 class ExpertMixture(nn.Module):
   """Top-k of E small GELU FFNs with a softmax router; Switch-style load-balancing loss.
 
@@ -314,10 +323,7 @@ class ExpertMixture(nn.Module):
       raise ValueError(f"expert dispatch {self.dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
     if self.dispatch != "auto":
       return self.dispatch == "grouped"
-    # One CPU device only: the grouped dispatch sorts the (token, expert) pairs of the whole batch,
-    # which a mesh of several devices cannot split (XLA replicates it on every device).
-    mesh = jax.sharding.get_abstract_mesh()  # the mesh the step is traced under (trainer: jax.set_mesh)
-    if jax.default_backend() != "cpu" or (not mesh.empty and mesh.size > 1):
+    if auto_dispatch_is_dense():
       return False
     rows = grouped_blocks(tokens, self.top_k, self.num_experts, self.block_rows) * self.block_rows
     return rows < tokens * self.num_experts
