@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax import bench
-from stjax.models import attention
+from stjax.perf import bench
+from stjax.layers import attention
 
 
 def jax_runner(fn, q, k, v, cot, keys):
@@ -63,8 +63,8 @@ def main() -> None:
         lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys)
 
   def dense(q, k, v, key):
-    with attention.dense_scores():  # active while the runner's step is traced
-      return attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0, dropout_rng=key)
+    return attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0, dropout_rng=key,
+                            kernel="xla_dense")
 
   runners["stjax attend (dense scores)"] = jax_runner(dense, q, k, v, cot, keys)
   if rate == 0.0:

@@ -43,8 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.torch_reference import build_reference, weights  # noqa: E402
-from stjax import bench  # noqa: E402
+from stjax.perf import bench  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
+from stjax.kernels import Kernels  # noqa: E402
 
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -154,7 +155,7 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
       torch.cuda.synchronize()
       base = torch.cuda.memory_allocated()
       torch.cuda.reset_peak_memory_stats()
-    model = build_reference(cfg.model, exp.bundle.spec)
+    model = build_reference(cfg.model, exp.bundle.spec, Kernels(**exp.config.kernels))
     name_map = model.name_map()
     weights.load_stjax_params(model, variables, name_map, unused=model.unused_stjax())
     model.to(DEVICE)

@@ -13,8 +13,8 @@ import statistics
 
 import jax
 
-from stjax import bench
-from stjax.models.dropout import keep_mask
+from stjax.perf import bench
+from stjax.layers.dropout import keep_mask
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax import bench
-from stjax.models.memory import dense_experts, grouped_experts
+from stjax.perf import bench
+from stjax.kernels.experts import dense_experts, grouped_experts
 
 
 def ragged_experts(z, top_i, gates, w1, b1, w2, b2):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax import bench
+from stjax.perf import bench
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Sums over leading axes on this device: XLA's reduce vs the ones-vector matmul of
-`stjax.models.broadcast.over_leading` (the gradient of a parameter broadcast over the batch).
+`stjax.kernels.broadcast.over_leading` (the gradient of a parameter broadcast over the batch).
 
     python benchmarks/leading_sums.py [--shapes=8x207x256,16x207x42x8,64x325x768] [--steps=30]
 
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax import bench
+from stjax.perf import bench
 
 
 def main() -> None:

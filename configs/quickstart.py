@@ -15,12 +15,13 @@ end and written to runs/quickstart/results.json; measured numbers in docs/result
 
 import ml_collections
 
-from stjax import presets, trainer
+from stjax import presets
+from stjax.train.config import base_config
 from stjax.models import st_llm
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = trainer.base_config(st_llm.default_config())
+  c = base_config(st_llm.default_config())
   c.data.name = "synthetic"  # built-in generator; no files needed.
   c.data.protocol = "dcrnn"  # 12 -> 12 steps, 7:1:2 split, masked (0 = missing) MAE.
   c.data.synthetic.num_nodes = 48  # sensors.

@@ -16,13 +16,14 @@ historical average), printed side by side at the end:
 Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: batch 64, lr 1e-4 (demand), GPT-2 6 blocks, U = 2 (PFA).
 """
 
-from stjax import presets, trainer
+from stjax import presets
+from stjax.train.config import base_config, parse_variant
 from stjax.models import st_link
 
 
 def get_config(arg: str | None = None):
-  variant = trainer.parse_variant(arg, ('cpu', 'pick', 'drop'))
-  c = trainer.base_config(st_link.default_config())
+  variant = parse_variant(arg, ('cpu', 'pick', 'drop'))
+  c = base_config(st_link.default_config())
   c.data.name = "bike-drop" if "drop" in variant else "bike-pick"  # registry name (python -m stjax.data list).
   c.data.protocol = "stllm"  # windows, split, scaler, null rule and metrics (docs/protocols.md).
   presets.st_link_paper(

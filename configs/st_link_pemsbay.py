@@ -15,13 +15,14 @@ historical average), printed side by side at the end:
 Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: batch 64, lr 2.5e-4 (speed), GPT-2 6 blocks, U = 2 (PFA).
 """
 
-from stjax import presets, trainer
+from stjax import presets
+from stjax.train.config import base_config, parse_variant
 from stjax.models import st_link
 
 
 def get_config(arg: str | None = None):
-  variant = trainer.parse_variant(arg, ('cpu',))
-  c = trainer.base_config(st_link.default_config())
+  variant = parse_variant(arg, ('cpu',))
+  c = base_config(st_link.default_config())
   c.data.name = "pems-bay"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "dcrnn"  # windows, split, scaler, null rule and metrics (docs/protocols.md).
   presets.st_link_paper(

@@ -23,13 +23,14 @@ Measured numbers: docs/results.md (not comparable with the paper: 7 days of data
 model).
 """
 
-from stjax import presets, trainer
+from stjax import presets
+from stjax.train.config import base_config, parse_variant
 from stjax.models import sth_sepnet
 
 
 def get_config(arg: str | None = None):
-  variant = trainer.parse_variant(arg, ("cpu",))
-  c = trainer.base_config(sth_sepnet.default_config())
+  variant = parse_variant(arg, ("cpu",))
+  c = base_config(sth_sepnet.default_config())
   c.data.name = "sthsepnet-metr"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
   presets.sth_sepnet_paper(c)  # the released METR/PEMS/BJ GPT-2 scripts (d_ff 128, lr 3e-4, batch 32, 30 epochs).

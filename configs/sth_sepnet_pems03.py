@@ -19,13 +19,14 @@ with `--config.train.max_steps=...`:
   python -m stjax.train --config=configs/sth_sepnet_pems03.py:cpu --workdir=runs/sth_sepnet_pems03_cpu
 """
 
-from stjax import presets, trainer
+from stjax import presets
+from stjax.train.config import base_config, parse_variant
 from stjax.models import sth_sepnet
 
 
 def get_config(arg: str | None = None):
-  variant = trainer.parse_variant(arg, ("cpu",))
-  c = trainer.base_config(sth_sepnet.default_config())
+  variant = parse_variant(arg, ("cpu",))
+  c = base_config(sth_sepnet.default_config())
   c.data.name = "sthsepnet-pems03"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
   presets.sth_sepnet_paper(c)  # the released METR/PEMS/BJ GPT-2 scripts (d_ff 128, lr 3e-4, batch 32, 30 epochs).

@@ -151,7 +151,8 @@ def main(argv) -> None:
   if "data" not in config:
     raise UserError("--config: the config has no `data` section")
   bundle = build_data(config.data)
-  batch_size = config.eval.batch_size if "eval" in config and "batch_size" in config.eval else 256
+  train = config.get("train", {})
+  batch_size = train.get("eval_batch_size", 0) or train.get("batch_size", 0) or 256  # as the trainer evaluates
   print(format_results(bundle, evaluate_baselines(bundle, batch_size=batch_size)))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-import ml_collections
 from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder written by stjax.train.")
@@ -18,37 +17,17 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["val", "test"], "Split to evaluate.
 flags.mark_flags_as_required(["workdir"])
 
 
-def _tuples(x):
-  """JSON lists back to tuples (configs use tuples; JSON has only lists)."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-  """The resolved config a run wrote to DIR/config.json."""
-  from stjax.errors import UserError
-
-  path = pathlib.Path(workdir) / "config.json"
-  if not path.exists():
-    raise UserError(f"--workdir {workdir}: no config.json (not a stjax.train run folder)")
-  try:
-    return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
-  except json.JSONDecodeError as e:
-    raise UserError(f"{path}: not valid JSON ({e})") from None
-
-
 def evaluate_workdir(workdir: str | pathlib.Path, split: str = "test") -> dict:
   """Metrics of the best checkpoint of `workdir` on `split` (same dict as results.json[split])."""
-  from stjax import checkpoint, trainer
+  from stjax.train import checkpoint
+  from stjax.train.evaluation import evaluate_split
+  from stjax.train.experiment import build_experiment
 
-  config = load_config(workdir)
-  exp = trainer.build_experiment(config)
+  config = checkpoint.load_run_config(workdir)
+  exp = build_experiment(config)
   checkpoints = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints, read_only=True)
   state, _ = checkpoints.restore_best(exp.abstract_state)
-  metrics, _ = trainer.evaluate_split(exp, state, split)
+  metrics, _ = evaluate_split(exp, state, split)
   return metrics
 
 

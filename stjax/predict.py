@@ -26,7 +26,8 @@ class Forecaster:
   """A trained model with its scaler and protocol; `predict` maps history to forecasts."""
 
   def __init__(self, experiment, state):
-    from stjax import trainer
+    from stjax.train.experiment import build_experiment
+    from stjax.train.step import make_predict_fn
 
     self.experiment, self.state = experiment, state
     self.protocol, self.spec = experiment.bundle.protocol, experiment.bundle.spec
@@ -34,17 +35,18 @@ class Forecaster:
                          else list(range(experiment.bundle.dataset.num_channels)))
     self._in_scaler = experiment.bundle.scaler.target(self._in_channels)
     self._offsets = np.asarray(self.protocol.input_offsets) - min(self.protocol.input_offsets)
-    predict = trainer.make_predict_fn(experiment.model, experiment.bundle.target_scaler,
+    predict = make_predict_fn(experiment.model, experiment.bundle.target_scaler,
                                       experiment.config.train.compute_dtype)
     self._predict = jax.jit(predict)
 
   @classmethod
   def from_workdir(cls, workdir: str | pathlib.Path) -> "Forecaster":
-    from stjax import checkpoint, trainer
-    from stjax.evaluate import load_config
+    from stjax.train import checkpoint
+    from stjax.train.experiment import build_experiment
+    from stjax.train.step import make_predict_fn
 
-    config = load_config(workdir)
-    exp = trainer.build_experiment(config)
+    config = checkpoint.load_run_config(workdir)
+    exp = build_experiment(config)
     ckpts = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints, read_only=True)
     state, _ = ckpts.restore_best(exp.abstract_state)
     return cls(exp, state)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stjax import bench
+from stjax.perf import bench
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2Block, GPT2Config
+from stjax.models.backbones.gpt2 import GPT2Block, GPT2Config
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the benchmarks/ package
 torch = pytest.importorskip("torch")
@@ -89,8 +89,8 @@ def test_torch_se_mrffn_block_equals_stjax(rng):
   stjax block: eval forward and aux loss, then a training forward and the EMA-updated memory keys."""
   import flax.linen as nn
 
-  from stjax.models.memory import MRFFN
-  from stjax.models.se_attention import SEAttention
+  from stjax.models.st_link.memory import MRFFN
+  from stjax.models.st_link.se_attention import SEAttention
 
   d, heads, td = 32, 2, 8
   cfg = GPT2Config(n_embd=d, n_head=heads, n_layer=1, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, causal=False)
@@ -209,7 +209,9 @@ def test_torch_reference_forward_equals_stjax(name, rng):
 
 _TINY_CONFIG = '''
 import ml_collections
-from stjax import optim, sharding, trainer
+from stjax import sharding
+from stjax.train import optim
+from stjax.train.config import default_train_config
 from stjax.data.windows import default_data_config
 from stjax.models import {name}
 
@@ -223,7 +225,7 @@ def get_config():
   c.model.update(dict(llm_layers=2, unfrozen_layers=1, trainable="pfa(1)", n_embd=32, n_head=2, vocab_size=64,
                       n_positions=64, embed_dim=8))
   c.optim = optim.default_optim_config()
-  c.train = trainer.default_train_config()
+  c.train = default_train_config()
   c.mesh = sharding.default_mesh_config()
   return c
 '''
@@ -280,7 +282,7 @@ def test_bench_steps_zero_sizes_without_timing(tmp_path):
 
 
 def test_op_profile_reads_hlo_names_and_module_paths():
-  from stjax import op_profile
+  from stjax.perf import op_profile
 
   hlo = """
   %ynn_fusion.3 = f32[8,64]{1,0} fusion(%a, %b), kind=kCustom, calls=%c.3, metadata={op_name="jit(step)/transpose(jvp(STLink))/llm/h_3/mlp/mrffn/dot_general" stack_frame_id=4}
@@ -312,24 +314,22 @@ def test_bench_cli_bad_batch_is_one_line_error(tmp_path):
 def test_flops_of_a_blockwise_attention_step_are_the_model_flops(monkeypatch):
   """A step whose attention went blockwise (a scan over key blocks, which XLA's cost analysis
   counts once) reports the FLOPs of the dense-score step: `bench.step_flops` re-costs it."""
-  from stjax.models import attention
+  from stjax.layers import attention
 
   q = jnp.zeros((2, 24, 2, 8))
 
-  def compile_step():  # a fresh trace each time, as the trainer's step
-    loss = lambda q, k, v: jnp.sum(attention.attend(q, k, v, causal=False) ** 2)  # noqa: E731
+  def compile_step(kernel="xla"):  # a fresh trace each time, as the trainer's step
+    loss = lambda q, k, v: jnp.sum(attention.attend(q, k, v, causal=False, kernel=kernel) ** 2)  # noqa: E731
     return jax.jit(jax.value_and_grad(loss, (0, 1, 2))).lower(q, q, q).compile()
 
-  monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", float("inf"))
-  dense = bench.xla_flops(compile_step())
-  monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", 0)  # every attend call goes blockwise
+  dense = bench.xla_flops(compile_step("xla_dense"))
+  monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", 0)  # every automatic attend call goes blockwise
   monkeypatch.setattr(attention, "KEY_BLOCK", 8)          # 24 keys: 3 blocks
-  traces = attention.blockwise_traces()
   blockwise = compile_step()
-  assert attention.blockwise_traces() > traces
   assert bench.xla_flops(blockwise) < dense  # two of the three blocks uncounted
-  assert bench.step_flops(blockwise, traces, compile_step) == pytest.approx(dense, rel=1e-9)
-  assert bench.step_flops(blockwise, attention.blockwise_traces(), compile_step) == bench.xla_flops(blockwise)
+  assert bench.step_flops(blockwise, lambda: compile_step("xla_dense")) == pytest.approx(dense, rel=1e-9)
+  not_blockwise = compile_step("xla_dense")
+  assert bench.step_flops(not_blockwise, lambda: 1 / 0) == bench.xla_flops(not_blockwise)  # not recompiled
 
 
 def test_scaling_sweep_sizes_large_n_and_skips_after_a_failure(tmp_path, monkeypatch):

@@ -12,9 +12,10 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from stjax import checkpoint, sharding
+from stjax import sharding
+from stjax.train import checkpoint
 from stjax.errors import UserError
-from stjax.train_state import TrainState
+from stjax.train.state import TrainState
 
 
 def _state(rng, mesh, step=0):

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from stjax import optim, trainer
+from stjax.train import optim
+from stjax.train.config import trainability_policy, validate_config
+from stjax.train.experiment import schedule_of
 from stjax.data import build_data, registry, windows
 from stjax.data.dataset import Dataset
 from stjax.errors import UserError
@@ -87,14 +89,14 @@ def test_every_config_file_is_listed():
 @pytest.mark.parametrize("filename,variant", CASES, ids=[f"{f}:{v or ''}" for f, v in CASES])
 def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_in):
   config = load(filename, variant)
-  trainer.validate_config(config)
+  validate_config(config)
   assert config.model.name and config.data.name
   if variant and "cpu" in variant:
     # :cpu variants run without downloads: random init, never pretrained weights.
     assert config.model.get("pretrained", "") == ""
   bundle = build_data(config.data)
   spec = bundle.spec
-  steps_per_epoch, total, _ = trainer.schedule_of(config, len(bundle.splits["train"]))
+  steps_per_epoch, total, _ = schedule_of(config, len(bundle.splits["train"]))
   assert steps_per_epoch >= 1 and total >= 1
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # random-init GPT-2 on purpose in :cpu variants
@@ -108,7 +110,7 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
   assert pred.shape == (2, spec.output_len, spec.num_nodes, spec.out_channels)
   assert "aux_loss" in aux
   params = nn.meta.unbox(variables["params"])
-  mask = optim.trainable_mask(params, trainer.trainability_policy(config))
+  mask = optim.trainable_mask(params, trainability_policy(config))
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
   n_trainable = sum(int(np.prod(a.shape)) for a, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
   assert 0 < n_trainable <= n_params

@@ -13,7 +13,7 @@ import pytest
 
 from stjax.convert import hf_gpt2
 from stjax.convert.__main__ import main as convert_main
-from stjax.models.gpt2 import GPT2
+from stjax.models.backbones.gpt2 import GPT2
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

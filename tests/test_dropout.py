@@ -1,11 +1,11 @@
-"""stjax.models.dropout: packed 16-bit masks keep the bernoulli statistics and flax's interface."""
+"""stjax.layers.dropout: packed 16-bit masks keep the bernoulli statistics and flax's interface."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stjax.models.dropout import Dropout, dropout, keep_mask, keep_probability
+from stjax.layers.dropout import Dropout, dropout, keep_mask, keep_probability
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.1, 0.3, 0.5])

@@ -13,7 +13,7 @@ import pytest
 from stjax.data.dataset import calendar_features
 from stjax.data.formats import kind_of, read_adj_pkl, read_graph, read_series
 from stjax.errors import UserError
-from stjax.graph.gaussian import gaussian_kernel_adjacency
+from stjax.data.formats.gaussian import gaussian_kernel_adjacency
 
 
 def write_pandas_fixed_h5(path, values, columns, index_ns, key="df", blocks=None):

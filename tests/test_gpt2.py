@@ -14,7 +14,7 @@ import pytest
 
 from stjax.convert import hf_gpt2
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2, GPT2Attention, GPT2Config
+from stjax.models.backbones.gpt2 import GPT2, GPT2Attention, GPT2Config
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_gpt2_golden", FIXTURES / "make_gpt2_golden.py")

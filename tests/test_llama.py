@@ -24,8 +24,9 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 from helpers import assert_one_line  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
+from stjax.convert import backbones as convert_backbones  # noqa: E402
 from stjax.models import backbones  # noqa: E402
-from stjax.models.llama import Llama, LlamaConfig, num_params, rope_inverse_frequencies  # noqa: E402
+from stjax.models.backbones.llama import Llama, LlamaConfig, num_params, rope_inverse_frequencies  # noqa: E402
 
 SEQ = 520
 ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -239,13 +240,13 @@ def test_bad_inputs_give_one_clear_line(tied_model, tmp_path):
 
 def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   model, folder = tied_model
-  config, params = backbones.load_backbone(folder, num_layers=1)
+  config, params = convert_backbones.load_backbone(folder, num_layers=1)
   assert isinstance(config, LlamaConfig) and backbones.backbone_name(config) == "llama"
   assert (backbones.hidden_size(config), backbones.num_layers(config)) == (32, 1)
   np.testing.assert_array_equal(backbones.token_embedding_table(params),
                                 model.embed_tokens.weight.detach().numpy())
   _, _, ckpt = hf_llama.convert(folder, tmp_path / "ckpt", num_layers=2)
-  config2, _ = backbones.load_backbone(ckpt)
+  config2, _ = convert_backbones.load_backbone(ckpt)
   assert config2.num_hidden_layers == 2
   module = backbones.build_backbone("llama", dataclasses.asdict(config))
   x = rng.normal(size=(1, 8, 32)).astype(np.float32)
@@ -255,7 +256,7 @@ def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   gpt2_folder = tmp_path / "gpt2"
   transformers.GPT2Model(transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50,
                                                  n_positions=32)).save_pretrained(gpt2_folder)
-  gcfg, gparams = backbones.load_backbone(gpt2_folder)
+  gcfg, gparams = convert_backbones.load_backbone(gpt2_folder)
   assert backbones.backbone_name(gcfg) == "gpt2" and backbones.hidden_size(gcfg) == 16
   assert backbones.token_embedding_table(gparams).shape == (50, 16)
 
@@ -263,7 +264,7 @@ def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   other.mkdir()
   (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
   with pytest.raises(UserError) as e:
-    backbones.load_backbone(other)
+    convert_backbones.load_backbone(other)
   assert_one_line(e, "bert", "supported backbones: gpt2, llama")
   with pytest.raises(UserError):
     backbones.build_backbone("t5", None)
@@ -291,7 +292,7 @@ def test_llama_3_2_1b_geometry_param_count_and_axes():
 def test_trainability_policies_know_llama_names():
   """PFA(U) on Llama: embeddings frozen; q/k/v/o train only in the last U blocks; the SwiGLU MLP
   stays frozen; RMSNorms and new modules train. LoRA: only the adapters train."""
-  from stjax import optim
+  from stjax.train import optim
 
   cfg = LlamaConfig(**{**dataclasses.asdict(LlamaConfig.from_hf(_hf_config().to_dict())), "lora_rank": 2})
   shapes = nn.unbox(jax.eval_shape(Llama(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 32)))["params"])

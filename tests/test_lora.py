@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stjax import optim
+from stjax.train import optim
 from stjax.convert import hf_gpt2
-from stjax.models.gpt2 import GPT2, GPT2Config
-from stjax.models.lora import LoRADense, merge_lora
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+from stjax.layers.lora import LoRADense, merge_lora
 
 SHAPE = dict(vocab_size=11, n_positions=64, n_embd=16, n_head=2, n_layer=2)
 

@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stjax.models.memory import MRFFN, ExpertMixture, MemoryRetrieval, memory_stats
+from stjax.kernels import default_kernel_config, resolve_kernels
+from stjax.kernels.experts import uses_grouped
+from stjax.models.st_link.memory import MRFFN, ExpertMixture, MemoryRetrieval, memory_stats
 
 
 def np_retrieve(q, keys, values, k, tau):
@@ -82,9 +84,9 @@ def test_dead_slots_are_reseeded_with_worst_served_queries(rng):
   np.testing.assert_array_equal(new["memory"]["idle_steps"], 0)
 
 
-@pytest.mark.parametrize("dispatch", ["dense", "grouped"])
-def test_expert_mixture_matches_numpy(rng, dispatch):
-  mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, dispatch=dispatch, block_rows=4)
+@pytest.mark.parametrize("kernel", ["dense", "grouped"])
+def test_expert_mixture_matches_numpy(rng, kernel):
+  mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, kernel=kernel, block_rows=4)
   z = jnp.asarray(rng.normal(size=(7, 6)), jnp.float32)
   variables = mix.init(jax.random.key(0), z)
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
@@ -108,18 +110,17 @@ def test_expert_mixture_matches_numpy(rng, dispatch):
   np.testing.assert_allclose(balance, 4 * np.sum(frac * probs.mean(0)), rtol=1e-5)
 
 
-def test_auto_dispatch_is_grouped_on_one_cpu_device_only(monkeypatch):
-  """`auto`: grouped on the CPU backend when it has fewer rows, but dense under a mesh of several
-  devices (the batch-wide sort would be replicated on every device of a data-parallel mesh)."""
-  mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, dispatch="auto", block_rows=4)
-  assert mix._grouped(1000)             # no mesh: 2000 (token, expert) rows in 503 blocks of 4 < 4000
-  assert not mix._grouped(1)            # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
-  with jax.set_mesh(jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])):
-    assert mix._grouped(1000)
-  with jax.set_mesh(jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])):
-    assert not mix._grouped(1000)
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert not mix._grouped(1000)
+def test_min_rows_kernel_and_auto_resolution():
+  """`min_rows` is grouped when that has fewer rows; `auto` resolves to it on one CPU device only
+  (the batch-wide sort of the grouped kernel would be replicated on every device of a mesh)."""
+  assert uses_grouped("min_rows", 1000, 2, 4, 4)      # 2000 (token, expert) rows in 503 blocks of 4 < 4000
+  assert not uses_grouped("min_rows", 1, 2, 4, 4)     # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
+  assert uses_grouped("grouped", 1, 2, 4, 4) and not uses_grouped("dense", 1000, 2, 4, 4)
+  auto = default_kernel_config()
+  assert resolve_kernels(auto, backend="cpu", num_devices=1).experts == "min_rows"
+  assert resolve_kernels(auto, backend="cpu", num_devices=2).experts == "dense"
+  assert resolve_kernels(auto, backend="gpu", num_devices=1).experts == "dense"
+  assert resolve_kernels(auto, backend="tpu", num_devices=1).experts == "dense"
 
 
 def test_grouped_dispatch_gradients_equal_dense(rng):
@@ -127,8 +128,8 @@ def test_grouped_dispatch_gradients_equal_dense(rng):
   z = jnp.asarray(rng.normal(size=(3, 11, 10)), jnp.float32)
   cot = jnp.asarray(rng.normal(size=(3, 11, 6)), jnp.float32)
   results = []
-  for dispatch in ("dense", "grouped"):
-    mix = ExpertMixture(num_experts=5, top_k=2, hidden=7, features=6, dispatch=dispatch, block_rows=8)
+  for kernel in ("dense", "grouped"):
+    mix = ExpertMixture(num_experts=5, top_k=2, hidden=7, features=6, kernel=kernel, block_rows=8)
     params = mix.init(jax.random.key(0), z)["params"]
     params = {**params, "b1": jnp.asarray(rng.normal(size=(5, 7)), jnp.float32),
               "b2": jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)} if not results else results[0][2]
@@ -151,7 +152,7 @@ def test_benchmark_ragged_dot_dispatch_equals_grouped(rng):
   """benchmarks/expert_dispatch.py's jax.lax.ragged_dot dispatch (an independent implementation)
   gives the grouped dispatch's outputs and gradients."""
   from benchmarks.expert_dispatch import ragged_experts
-  from stjax.models.memory import grouped_experts
+  from stjax.kernels.experts import grouped_experts
 
   t, dz, e, k = 37, 10, 5, 2
   z = jnp.asarray(rng.normal(size=(t, dz)), jnp.float32)

@@ -52,10 +52,10 @@ def _in_process(config, workdir) -> None:
   """1 process x the 8 simulated devices of the test process (tests/conftest.py)."""
   import jax
 
-  from stjax import trainer
+  from stjax.train.loop import train_and_evaluate
 
   assert jax.device_count() == 8 and jax.process_count() == 1
-  trainer.train_and_evaluate(load_config(config), str(workdir))
+  train_and_evaluate(load_config(config), str(workdir))
 
 
 def _losses(workdir) -> dict[int, float]:

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from stjax import optim
+from stjax.train import optim
 from stjax.errors import UserError
 
 

@@ -92,5 +92,5 @@ def test_bad_batch_settings(source):
     train_batches(source, 128, seed=0)
   with pytest.raises(UserError, match="num_epochs"):
     train_batches(source, 8, seed=0, num_epochs=0)
-  with pytest.raises(UserError, match="config.eval.batch_size"):
+  with pytest.raises(UserError, match="config.train.eval_batch_size"):
     eval_batches(source, 0)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax.models.revin import RevIN
+from stjax.layers.revin import RevIN
 
 
 def _with_affine(rng, f):

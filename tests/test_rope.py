@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from stjax.errors import UserError
-from stjax.models.embeddings import NodeEmbedding, laplacian_node_init
-from stjax.models.rope import NodePhases, apply_rotary, laplacian_eigenvectors, rope_frequencies, temporal_angles
+from stjax.layers.embeddings import NodeEmbedding, laplacian_node_init
+from stjax.layers.rope import NodePhases, apply_rotary, laplacian_eigenvectors, rope_frequencies, temporal_angles
 
 
 def np_rotate(x, ang):

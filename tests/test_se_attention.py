@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2, GPT2Config
-from stjax.models.se_attention import SEAttention, SERotary, rotary_dims
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+from stjax.models.st_link.se_attention import SEAttention, SERotary, rotary_dims
 
 
 def se_attention_reference(h, c_attn, c_proj, time_angles, space_angles, n_head, mode, temporal_dims, causal,

@@ -16,9 +16,10 @@ import optax
 import pytest
 
 from helpers import TINY_ST_LINK, load_config
-from stjax import sharding, trainer
+from stjax import sharding
+from stjax.train.step import jit_train_step, make_loss_fn, make_train_step
 from stjax.data.windows import Scaler
-from stjax.train_state import TrainState, split_variables
+from stjax.train.state import TrainState, split_variables
 
 B, T, N, C, T_OUT, D = 16, 6, 8, 1, 3, 16
 
@@ -90,9 +91,9 @@ def _run_step(mesh, rules, batch_np, variables_np, tx, scaler, trainable, model=
                        opt_state=jax.jit(tx.init, out_shardings=opt_sh)(params),
                        model_state=jax.device_put(model_state, ms_sh),
                        rng=jax.device_put(jax.random.PRNGKey(7), rep))
-    step = trainer.make_train_step(model, tx, trainer.make_loss_fn(protocol or _Protocol, scaler), trainable,
+    step = make_train_step(model, tx, make_loss_fn(protocol or _Protocol, scaler), trainable,
                                    schedule=lambda s: 1e-2 * jnp.ones(()))
-    step = trainer.jit_train_step(step, shardings, mesh)
+    step = jit_train_step(step, shardings, mesh)
     batch = sharding.put_batch({k: batch_np[k] for k in ("x", "tod", "dow", "y")},
                                sharding.batch_shardings(mesh, ("x", "tod", "dow", "y")))
     new_state, m = step(state, batch)
@@ -152,7 +153,7 @@ def test_loss_is_masked_mae_in_original_units(rng):
   y = (rng.uniform(size=(4, 3, 5, 1)) * 60).astype(np.float32)
   y[rng.uniform(size=y.shape) < 0.3] = 0
   scaler = Scaler(np.full((1, 1), 30.0, np.float32), np.full((1, 1), 7.0, np.float32))
-  got = trainer.make_loss_fn(_Protocol, scaler)(jnp.asarray(pred), jnp.asarray(y))
+  got = make_loss_fn(_Protocol, scaler)(jnp.asarray(pred), jnp.asarray(y))
   p64 = pred.astype(np.float64) * 7.0 + 30.0
   mask = y != 0
   np.testing.assert_allclose(got, np.abs(p64 - y)[mask].mean(), rtol=1e-5)
@@ -160,7 +161,7 @@ def test_loss_is_masked_mae_in_original_units(rng):
   class Mse:
     loss, null_rule, name = "mse", "none", "mse"
 
-  got = trainer.make_loss_fn(Mse, scaler)(jnp.asarray(pred), jnp.asarray(y))
+  got = make_loss_fn(Mse, scaler)(jnp.asarray(pred), jnp.asarray(y))
   np.testing.assert_allclose(got, np.mean((pred.astype(np.float64) - (y - 30.0) / 7.0) ** 2), rtol=1e-5)
 
 
@@ -203,7 +204,7 @@ def test_real_st_link_step_matches_single_device(mesh_sizes):
   """Tiny ST-LINK (GPT-2 blocks with SE-Attention, MRFFN memory, RevIN, PFA mask): two sharded
   steps equal the 1-device steps; every leaf with >= 64 elements is split (annotated ones by the
   rules, the rest by size), so the FSDP/tensor/nodes paths really run."""
-  from stjax import optim
+  from stjax.train import optim
   from stjax.models import build_model
 
   bundle = _synthetic_bundle()

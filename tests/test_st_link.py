@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from helpers import mae_train_step
-from stjax import optim
+from stjax.train import optim
 from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models import build_model
-from stjax.models.pretrained import merge_pretrained
+from stjax.convert.pretrained import merge_pretrained
 from stjax.models.st_link import default_config
 
 PROTOCOL_SHAPES = {  # name: (input offsets, output len, in channels, out channels, patch_len)
@@ -185,7 +185,7 @@ def test_jitted_forward_compiles_once_per_shape(rng, trained):
 
 def test_pretrained_weights_load_into_llm(rng, tmp_path):
   from stjax.convert import hf_gpt2
-  from stjax.models.gpt2 import GPT2, GPT2Config
+  from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 
   spec = make_spec(tuple(range(-11, 1)), 12, 1, 1)
   gcfg = GPT2Config(n_embd=16, n_head=2, n_layer=3, vocab_size=8, n_positions=16)

@@ -14,13 +14,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from helpers import assert_one_line, mae_train_step  # noqa: E402
-from stjax import optim  # noqa: E402
+from stjax.train import optim  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
-from stjax.models import build_model  # noqa: E402
-from stjax.models.llama import Llama, LlamaAttention, LlamaConfig, rope_inverse_frequencies  # noqa: E402
-from stjax.models.pretrained import merge_pretrained  # noqa: E402
-from stjax.models.se_attention import SELlamaAttention, SERotary, se_rotate  # noqa: E402
+from stjax.convert.pretrained import backbone_config_of  # noqa: E402
+from stjax.models import build_model as _build_model  # noqa: E402
+from stjax.models.backbones.llama import Llama, LlamaAttention, LlamaConfig, rope_inverse_frequencies  # noqa: E402
+from stjax.convert.pretrained import merge_pretrained  # noqa: E402
+from stjax.models.st_link.se_attention import SELlamaAttention, SERotary, se_rotate  # noqa: E402
 from test_st_link import make_batch, make_spec, tiny_config  # noqa: E402
 
 # GQA (4 query heads, 2 K/V heads, head dim 8) with llama3 rope scaling whose three bands all occur.
@@ -47,6 +48,11 @@ def llama_folder(tmp_path_factory):
   folder = tmp_path_factory.mktemp("st_link_llama")
   model.save_pretrained(folder)
   return folder
+
+
+def build_model(config, spec):
+  """As the experiment builds a model: the pretrained backbone's config read by convert first."""
+  return _build_model(config, spec, pretrained_config=backbone_config_of(config))
 
 
 def llama_config(folder, **changes):

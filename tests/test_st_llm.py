@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stjax import optim
+from stjax.train import optim
 from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models import build_model

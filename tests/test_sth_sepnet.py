@@ -15,7 +15,7 @@ from stjax.models import build_model
 from stjax.models.sth_sepnet import default_config
 from stjax.models.sth_sepnet.fusion import AdaptiveGate, AttentionGate, LSTMGate
 from stjax.models.sth_sepnet.temporal import num_patches, replication_pad_patches
-from stjax.optim import trainable_mask
+from stjax.train.optim import trainable_mask
 
 N, T_IN, T_OUT, C_IN, C_OUT = 9, 12, 6, 2, 1
 STEPS_PER_DAY = 24

@@ -15,7 +15,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from stjax import checkpoint, evaluate, optim, sharding, trainer
+from stjax import evaluate, sharding
+from stjax.train import checkpoint, loop, optim
+from stjax.train import step as step_lib
+from stjax.train import config as train_config
 from stjax.data.windows import default_data_config
 from stjax.errors import UserError
 from stjax.models import registry
@@ -49,8 +52,8 @@ class Tiny(nn.Module):
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
   monkeypatch.setitem(registry._MODULES, "tiny", __name__)
-  monkeypatch.setitem(registry._BUILDERS, "tiny", lambda cfg, spec: Tiny(cfg.hidden, spec.output_len,
-                                                                          spec.out_channels))
+  monkeypatch.setitem(registry._BUILDERS, "tiny", lambda cfg, spec, kernels, pretrained: Tiny(cfg.hidden, spec.output_len,
+                                                                                             spec.out_channels))
 
 
 def tiny_config(**train) -> ml_collections.ConfigDict:
@@ -63,7 +66,7 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
   c.model = default_config()
   c.optim = optim.default_optim_config()
   c.optim.learning_rate = 3e-3
-  c.train = trainer.default_train_config()
+  c.train = train_config.default_train_config()
   c.train.batch_size = 64
   c.train.num_epochs = 3
   c.train.log_every_steps = 4
@@ -80,7 +83,7 @@ def _lines(path):
 
 def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   cfg = tiny_config()
-  res = trainer.train_and_evaluate(cfg, str(tmp_path))
+  res = loop.train_and_evaluate(cfg, str(tmp_path))
   for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "predictions.png",
                "training_curves.png"):
     assert (tmp_path / name).stat().st_size > 0, name
@@ -111,21 +114,21 @@ def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   span = slice(t - f.history_len + 1, t + 1)
   got = f.predict(ds.values[span], time_of_day=ds.time_of_day[span], day_of_week=ds.day_of_week[span])
   window = {k: v for k, v in src.batch([7]).items() if k in ("x", "tod", "dow")}
-  want = jax.jit(trainer.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(f.state, window)
+  want = jax.jit(step_lib.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(f.state, window)
   assert got.shape == (12, 6, 1)
   np.testing.assert_allclose(got, np.asarray(want)[0], rtol=1e-5, atol=1e-5)
   with pytest.raises(UserError, match="history"):
     f.predict(ds.values[span][:5], time_of_day=ds.time_of_day[span][:5], day_of_week=ds.day_of_week[span][:5])
   # Running the finished command again resumes at the end: nothing retrains, same results.
-  again = trainer.train_and_evaluate(tiny_config(), str(tmp_path))
+  again = loop.train_and_evaluate(tiny_config(), str(tmp_path))
   assert again["test"] == saved["test"]
 
 
 def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
   cfg = tiny_config(checkpoint_every_steps=5, num_epochs=2)
-  full = trainer.train_and_evaluate(cfg, str(tmp_path / "full"))
+  full = loop.train_and_evaluate(cfg, str(tmp_path / "full"))
 
-  real = trainer.jit_train_step
+  real = step_lib.jit_train_step
 
   def dies_after(n):
     def jit_train_step(*args, **kwargs):
@@ -139,12 +142,12 @@ def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
       return wrapped
     return jit_train_step
 
-  monkeypatch.setattr(trainer, "jit_train_step", dies_after(17))  # last checkpoint: step 15
+  monkeypatch.setattr(step_lib, "jit_train_step", dies_after(17))  # last checkpoint: step 15
   with pytest.raises(KeyboardInterrupt):
-    trainer.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2), str(tmp_path / "cut"))
+    loop.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2), str(tmp_path / "cut"))
   assert checkpoint.Checkpoints(tmp_path / "cut").latest_step() == 15
-  monkeypatch.setattr(trainer, "jit_train_step", real)
-  resumed = trainer.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2),
+  monkeypatch.setattr(step_lib, "jit_train_step", real)
+  resumed = loop.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2),
                                        str(tmp_path / "cut"))
   assert resumed["test"] == full["test"] and resumed["val"] == full["val"]  # bit-for-bit
   assert resumed["best_step"] == full["best_step"] and resumed["steps"] == full["steps"]
@@ -154,7 +157,7 @@ def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path, monkeypatch):
-  real = trainer.evaluate_split
+  real = loop.evaluate_split
   scripted = iter([5.0, 4.0, 4.5, 4.2, 4.1, 3.0])  # best at the 2nd validation, patience 3
 
   def evaluate_split(exp, state, split, *args, **kwargs):
@@ -163,8 +166,8 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path, monkeypatch):
       metrics = {**metrics, "mae": next(scripted)}
     return metrics, trace
 
-  monkeypatch.setattr(trainer, "evaluate_split", evaluate_split)
-  res = trainer.train_and_evaluate(tiny_config(eval_every_steps=3, patience=3, num_epochs=10),
+  monkeypatch.setattr(loop, "evaluate_split", evaluate_split)
+  res = loop.train_and_evaluate(tiny_config(eval_every_steps=3, patience=3, num_epochs=10),
                                    str(tmp_path))
   assert res["steps"] == 15 and res["best_step"] == 6  # stopped after 3 validations without gain
   ck = checkpoint.Checkpoints(tmp_path)
@@ -178,7 +181,7 @@ def test_diverging_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path):
   cfg.optim.learning_rate = 1e30
   with pytest.raises(UserError, match=r"training diverged: loss is (nan|inf) at step \d+; the last good "
                                       r"checkpoint \(step \d+\) is intact") as e:
-    trainer.train_and_evaluate(cfg, str(tmp_path))
+    loop.train_and_evaluate(cfg, str(tmp_path))
   ck = checkpoint.Checkpoints(tmp_path)
   step = int(str(e.value).split("(step ")[1].split(")")[0])
   assert ck.latest_step() == step
@@ -196,20 +199,22 @@ def test_bad_config_is_one_clear_line(tmp_path, edit, message):
   cfg = tiny_config()
   edit(cfg)
   with pytest.raises(UserError, match=message) as e:
-    trainer.train_and_evaluate(cfg, str(tmp_path))
+    loop.train_and_evaluate(cfg, str(tmp_path))
   assert "\n" not in str(e.value)
 
 
 def test_cli_errors_are_one_line(tmp_path):
   cfg_file = tmp_path / "cfg.py"
   cfg_file.write_text(
-      "from stjax import optim, sharding, trainer\n"
+      "from stjax import sharding\n"
+      "from stjax.train import optim\n"
+      "from stjax.train.config import default_train_config\n"
       "from stjax.data.windows import default_data_config\n"
       "import ml_collections\n"
       "def get_config():\n"
       "  return ml_collections.ConfigDict({'seed': 0, 'overwrite': False, 'data': default_data_config(),\n"
       "      'model': {'name': 'gpt5'}, 'optim': optim.default_optim_config(),\n"
-      "      'train': trainer.default_train_config(), 'mesh': sharding.default_mesh_config()})\n")
+      "      'train': default_train_config(), 'mesh': sharding.default_mesh_config()})\n")
   run = lambda *a: subprocess.run([sys.executable, "-m", "stjax.train", f"--config={cfg_file}", *a],
                                   capture_output=True, text=True, timeout=300)
   r = run("--config.train.nonsense=3", f"--workdir={tmp_path / 'w'}")  # refused by the locked config
@@ -222,12 +227,12 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 _KILL_CONFIG = '''
-from stjax import trainer
+from stjax import train
 from stjax.models import st_llm
 
 
 def get_config():
-  c = trainer.base_config(st_llm.default_config())
+  c = train.base_config(st_llm.default_config())
   c.data.synthetic.num_nodes = 4
   c.data.synthetic.num_steps = 864  # 3 days: 36 steps per epoch at batch 16
   c.model.update(dict(pretrained="", trainable="full", llm_layers=1, unfrozen_layers=1, n_embd=16,
@@ -290,10 +295,8 @@ def test_bfloat16_compute_keeps_time_of_day_exact():
   import jax.numpy as jnp
   import numpy as np
 
-  from stjax import trainer
-
   tod = jnp.asarray(np.arange(288) / 288, jnp.float32)
   inputs = {"x": jnp.ones((2, 3)), "tod": tod, "dow": jnp.arange(7)}
-  cast = trainer._cast_inputs(inputs, jnp.bfloat16)
+  cast = step_lib._cast_inputs(inputs, jnp.bfloat16)
   assert cast["x"].dtype == jnp.bfloat16 and cast["tod"].dtype == jnp.float32 and cast["dow"].dtype == inputs["dow"].dtype
   np.testing.assert_array_equal(np.floor(np.asarray(cast["tod"]) * 288), np.arange(288))

@@ -14,13 +14,14 @@ tensors and return `(pred [B, T_out, N, C_out], aux_loss scalar)`.
 """
 
 
-def build_reference(model_config, spec):
-  """The torch reference for a stjax `config.model` and `DataSpec` (same sizes, same switches)."""
+def build_reference(model_config, spec, kernels=None):
+  """The torch reference for a stjax `config.model`, `DataSpec` and resolved `stjax.kernels.Kernels`
+  (same sizes, same switches; experts dense where stjax's are)."""
   name = model_config.name
   if name == "st_llm":
     from benchmarks.torch_reference import st_llm
     return st_llm.from_config(model_config, spec)
   if name == "st_link":
     from benchmarks.torch_reference import st_link
-    return st_link.from_config(model_config, spec)
+    return st_link.from_config(model_config, spec, kernels)
   raise ValueError(f"no PyTorch reference for model {name!r} (have: st_llm, st_link)")

@@ -393,10 +393,11 @@ class STLink(nn.Module):
     return tuple(unused)
 
 
-def from_config(mc, spec) -> STLink:
-  """The torch ST-LINK for a stjax `config.model` (split SE-Attention or none) and DataSpec."""
-  from stjax.models.memory import auto_dispatch_is_dense
-  from stjax.models.pretrained import llm_config
+def from_config(mc, spec, kernels=None) -> STLink:
+  """The torch ST-LINK for a stjax `config.model` (split SE-Attention or none), DataSpec and
+  resolved kernels (None = stjax's defaults: dense experts)."""
+  from stjax.kernels import Kernels
+  from stjax.models.backbones.config import llm_config
   from stjax.models.st_link import resolve_mrffn_layers
 
   if mc.se_attention and mc.se_mode != "split":
@@ -404,14 +405,12 @@ def from_config(mc, spec) -> STLink:
   if mc.node_emb_init != "xavier":
     raise ValueError("torch reference: node_emb_init must be xavier (weights are copied from stjax anyway)")
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=False)
-  dispatch = mc.get("expert_dispatch", "auto")
+  dense = (kernels or Kernels()).experts == "dense"
   mrffn_kwargs = dict(memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
                       tau=mc.memory_tau, alpha=mc.memory_alpha, num_experts=mc.num_experts,
                       expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight,
-                      # torch's per-expert loop against stjax's grouped dispatch; dense where stjax runs
-                      # dense (asked for, or auto off the CPU / on a multi-device mesh).
-                      dispatch="dense" if dispatch == "dense" or (dispatch == "auto" and auto_dispatch_is_dense())
-                      else "loop")
+                      # torch's per-expert loop against stjax's grouped kernels; dense where stjax's are.
+                      dispatch="dense" if dense else "loop")
   if mc.mrffn and mc.memory_reseed_after:
     raise ValueError("torch reference: memory_reseed_after > 0 is not built")
   return STLink(num_nodes=spec.num_nodes, input_offsets=tuple(int(o) for o in spec.input_offsets),

@@ -79,7 +79,7 @@ class STLLM(nn.Module):
 
 def from_config(mc, spec) -> STLLM:
   """The torch ST-LLM for a stjax `config.model` and DataSpec (same GPT-2 geometry and dropouts)."""
-  from stjax.models.pretrained import llm_config
+  from stjax.models.backbones.config import llm_config
 
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=True)
   if not mc.causal:

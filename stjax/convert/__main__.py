@@ -21,7 +21,7 @@ def _count(params) -> int:
 
 
 def _describe(config) -> str:
-  from stjax.models.llama import LlamaConfig
+  from stjax.models.backbones.llama import LlamaConfig
   if isinstance(config, LlamaConfig):
     rope = f"rope {config.rope_type} (theta {config.rope_theta:g}"
     rope += f", factor {config.rope_factor:g})" if config.rope_type == "llama3" else ")"
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parameters: {_count(params):,}")
     print(f"wrote stjax checkpoint: {path} (config.json, params/)")
   else:
-    from stjax.models.backbones import backbone_name, load_backbone
+    from stjax.convert.backbones import load_backbone
+    from stjax.models.backbones import backbone_name
     config, params = load_backbone(args.source, args.num_layers)  # GPT-2 or Llama, by config.json
     family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama")}[backbone_name(config)]
     path = family[0].export(config, params, args.output)

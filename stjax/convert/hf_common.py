@@ -159,6 +159,11 @@ def _same_shape(rule: Rule, config: Any) -> tuple[int, ...]:
   return rule.shape(config)
 
 
+def geometry_of(config: Any) -> dict:
+  """A backbone config's fields as saved with a checkpoint: everything but the run's kernel choices."""
+  return {k: v for k, v in dataclasses.asdict(config).items() if k != "kernels"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Converter:
   """HF <-> stjax conversion of one model family.
@@ -279,12 +284,12 @@ class Converter:
               num_layers: int | None = None) -> tuple[Any, dict, pathlib.Path]:
     """Pretrained model (see `load`) -> stjax checkpoint folder at `output` (atomic)."""
     config, params = self.load(source, num_layers)
-    path = checkpoint_io.save(output, dataclasses.asdict(config), params, source=str(source), fmt=self.fmt)
+    path = checkpoint_io.save(output, geometry_of(config), params, source=str(source), fmt=self.fmt)
     return config, params, path
 
   def to_hf_tensors(self, config: Any, params: Any) -> dict[str, np.ndarray]:
     """stjax params -> HF state dict (NumPy float32, trunk names). LoRA adapters are merged first."""
-    from stjax.models.lora import merge_lora
+    from stjax.layers.lora import merge_lora
 
     params = plain(params)
     if any(p[-1] in ("lora_a", "lora_b") for p in leaf_paths(params)):

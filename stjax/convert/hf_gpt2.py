@@ -6,7 +6,7 @@
     GPT2(cfg).apply({"params": params}, inputs_embeds)
 
 `load` returns params as a nested dict of NumPy float32 arrays with GPT-2 names (see
-stjax/models/gpt2.py). `convert` writes a stjax checkpoint folder (orbax + config.json), `export`
+stjax/models/backbones/gpt2.py). `convert` writes a stjax checkpoint folder (orbax + config.json), `export`
 writes an HF folder (`model.safetensors` + `config.json`) that `transformers.GPT2Model.
 from_pretrained` loads. No torch is imported: safetensors is read with its NumPy API and
 `pytorch_model.bin` with a weights-only unpickler. This module holds the GPT-2 table; the machinery
@@ -19,7 +19,7 @@ import re
 
 from stjax.convert import checkpoint_io
 from stjax.convert.hf_common import Converter, Rule, download, overlay  # noqa: F401 (public here too)
-from stjax.models.gpt2 import GPT2Config
+from stjax.models.backbones.gpt2 import GPT2Config
 
 # HF Conv1D stores kernels as [in, out], which is exactly LoRADense's layout: no transpose, and
 # c_attn stays fused q|k|v (split inside GPT2Attention.qkv). The hooks only fix the dtype.

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from stjax.convert.hf_common import Converter, Rule
-from stjax.models.llama import LlamaConfig
+from stjax.models.backbones.llama import LlamaConfig
 
 FORMAT = "stjax.llama"  # `format` of a stjax Llama checkpoint's config.json
 

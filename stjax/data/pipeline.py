@@ -84,7 +84,7 @@ def eval_batches(source: WindowSource, batch_size: int, num_threads: int = 2,
 
   Padding rows repeat the last window and have valid = False.
   """
-  lo, hi = _host_rows(batch_size, "config.eval.batch_size")
+  lo, hi = _host_rows(batch_size, "config.train.eval_batch_size")
   n = len(source)
   num_batches = -(-n // batch_size)
 

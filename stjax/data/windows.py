@@ -18,6 +18,10 @@ from stjax.data.dataset import Dataset
 from stjax.data.protocols import Protocol, get_protocol
 from stjax.errors import UserError
 
+# The keys of an example / batch (table in docs/architecture.md), named once here.
+MODEL_INPUT_KEYS = ("x", "tod", "dow")  # what a model reads: series, time of day, day of week.
+TRAIN_KEYS = MODEL_INPUT_KEYS + ("y",)  # what a train step reads: inputs and targets.
+EVAL_KEYS = TRAIN_KEYS + ("index", "valid")  # eval adds the window index and the padding mask.
 _FIT_CHUNK = 2048  # time steps per chunk when fitting a scaler, bounds float64 temporaries
 
 

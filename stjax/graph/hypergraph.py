@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax import struct
 
-from stjax.models.dropout import Dropout
+from stjax.layers.dropout import Dropout
 
 
 @struct.dataclass

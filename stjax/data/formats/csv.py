@@ -20,7 +20,7 @@ import numpy as np
 from stjax.data.dataset import Dataset, calendar_features
 from stjax.data.formats.timeaxis import checked_step_minutes, regular_timestamps
 from stjax.errors import UserError
-from stjax.graph.gaussian import gaussian_kernel_adjacency
+from stjax.data.formats.gaussian import gaussian_kernel_adjacency
 
 
 def _open(path: pathlib.Path):

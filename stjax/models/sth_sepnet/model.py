@@ -19,58 +19,66 @@ input channels.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from stjax.graph import EdgeList
+from stjax.errors import UserError
+from stjax.graph import EdgeList, edge_list_from_dense
+from stjax.kernels import Kernels
+from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding
 from stjax.models.backbones import backbone_name, build_backbone, hidden_size
-from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding
-from stjax.models.gpt2 import GPT2Config
+from stjax.models.backbones.config import backbone_config, warn_if_random
+from stjax.models.backbones.gpt2 import GPT2Config
+from stjax.models.registry import register
 from stjax.models.sth_sepnet.fusion import GATES
 from stjax.models.sth_sepnet.spatial import SpatialStream
-from stjax.models.sth_sepnet.temporal import TemporalStream
+from stjax.models.sth_sepnet.temporal import TemporalStream, num_patches
+
 
 @dataclasses.dataclass(frozen=True)
 class STHSepNetConfig:
-  """The module's own fields; see `stjax.models.sth_sepnet.default_config` for their meaning.
+  """The module's own fields, all from `config.model`: their defaults and meaning are in
+  `stjax.models.sth_sepnet.config.default_config` (one place).
   The language model's geometry arrives separately as a `GPT2Config` (`llm_config`)."""
-  use_llm: bool = True
-  lora_rank: int = 4
-  lora_alpha: float = 4.0
-  patch_len: int = 16
-  stride: int = 8
-  d_model: int = 768
-  d_ff: int = 128
-  n_heads: int = 8
-  num_prototypes: int = 1000
-  reprogramming: bool = True
-  dropout: float = 0.1
-  use_spatial: bool = True
-  graph: str = "adaptive"
-  use_hypergraph: bool = True
-  hypergraph_conv: str = "hgat"
-  num_layers: int = 3
-  residual_channels: int = 32
-  conv_channels: int = 32
-  skip_channels: int = 64
-  end_channels: int = 128
-  node_dim: int = 40
-  tanh_alpha: float = 3.0
-  top_k: int = 20
-  mixprop_depth: int = 2
-  mixprop_beta: float = 0.05
-  hyperedge_size: int = 3
-  hypergraph_refresh: int = 100
-  gamma_init: float = 0.5
-  spatial_dropout: float = 0.3
-  hypergraph_dropout: float = 0.2
-  graph_block: int = 1024
-  graph_refresh: int = 0
-  fusion: str = "adaptive"
-  fusion_hidden: int = 16
-  calendar_dim: int = 0
-  node_input_dim: int = 0
+  use_llm: bool
+  lora_rank: int
+  lora_alpha: float
+  patch_len: int
+  stride: int
+  d_model: int
+  d_ff: int
+  n_heads: int
+  num_prototypes: int
+  reprogramming: bool
+  dropout: float
+  use_spatial: bool
+  graph: str
+  use_hypergraph: bool
+  hypergraph_conv: str
+  num_layers: int
+  residual_channels: int
+  conv_channels: int
+  skip_channels: int
+  end_channels: int
+  node_dim: int
+  tanh_alpha: float
+  top_k: int
+  mixprop_depth: int
+  mixprop_beta: float
+  hyperedge_size: int
+  hypergraph_refresh: int
+  gamma_init: float
+  spatial_dropout: float
+  hypergraph_dropout: float
+  graph_block: int
+  graph_refresh: int
+  fusion: str
+  fusion_hidden: int
+  calendar_dim: int
+  node_input_dim: int
 
 
 class STHSepNet(nn.Module):
@@ -86,6 +94,7 @@ class STHSepNet(nn.Module):
   out_channels: int
   static_graph: EdgeList | None = None
   steps_per_day: int | None = None
+  kernels: Kernels = Kernels()
 
   def setup(self):
     cfg = self.config
@@ -97,13 +106,8 @@ class STHSepNet(nn.Module):
           cfg.stride, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.num_prototypes, cfg.reprogramming,
           cfg.dropout)
     if cfg.use_spatial:
-      self.spatial = SpatialStream(
-          self.num_nodes, self.output_len, self.out_channels, self.static_graph, cfg.num_layers,
-          cfg.residual_channels, cfg.conv_channels, cfg.skip_channels, cfg.end_channels,
-          cfg.node_dim, cfg.tanh_alpha, cfg.top_k, cfg.mixprop_depth, cfg.mixprop_beta,
-          cfg.use_hypergraph, cfg.hypergraph_conv, cfg.hyperedge_size, cfg.hypergraph_refresh,
-          cfg.gamma_init, cfg.spatial_dropout, cfg.hypergraph_dropout, cfg.graph_block,
-          graph_refresh=cfg.graph_refresh)
+      self.spatial = SpatialStream(cfg, self.num_nodes, self.output_len, self.out_channels,
+                                   self.static_graph, self.kernels.leading_sum)
       if cfg.calendar_dim:
         if not self.steps_per_day:
           raise ValueError("STHSepNet: calendar_dim > 0 needs steps_per_day (the data's DataSpec has it)")
@@ -145,3 +149,83 @@ class STHSepNet(nn.Module):
     if self.config.node_input_dim:
       extra.append(jnp.broadcast_to(self.node_input(), (b, t, n, self.config.node_input_dim)))
     return jnp.concatenate([x] + [e.astype(x.dtype) for e in extra], axis=-1) if extra else x
+
+
+# Config fields that are not `STHSepNetConfig` fields: the name, and GPT-2's geometry and
+# checkpoint (read by `stjax.models.backbones.config`, shared with the other LLM models).
+_LLM_FIELDS = ("backbone", "llm_layers", "vocab_size", "n_positions", "n_embd", "n_head", "attention_dropout",
+               "dtype", "pretrained")
+_NOT_MODULE_FIELDS = ("name",) + _LLM_FIELDS
+
+
+def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
+  def bad(field, why):
+    raise UserError(f"config.model.{field}: {why}")
+
+  if not (cfg.use_llm or cfg.use_spatial):
+    bad("use_llm", "use_llm and use_spatial are both False; nothing would predict")
+  if cfg.fusion not in GATES:
+    bad("fusion", f"unknown {cfg.fusion!r}; known: {', '.join(GATES)}")
+  if cfg.graph not in ("adaptive", "static"):
+    bad("graph", f"must be 'adaptive' or 'static', got {cfg.graph!r}")
+  if cfg.hypergraph_conv not in ("hgat", "hgcn"):
+    bad("hypergraph_conv", f"must be 'hgat' or 'hgcn', got {cfg.hypergraph_conv!r}")
+  if cfg.graph == "static" and cfg.use_spatial and spec.adjacency is None:
+    bad("graph", "'static' needs a dataset adjacency (config.data.graph_path), and there is none")
+  if cfg.conv_channels % 4:
+    bad("conv_channels", f"must be divisible by 4 (one share per inception kernel), got {cfg.conv_channels}")
+  if cfg.hypergraph_refresh < 1:
+    bad("hypergraph_refresh", f"must be >= 1, got {cfg.hypergraph_refresh}")
+  if cfg.graph_refresh < 0:
+    bad("graph_refresh", f"must be >= 0 (0 = hypergraph_refresh), got {cfg.graph_refresh}")
+  if not 1 <= cfg.hyperedge_size <= spec.num_nodes:
+    bad("hyperedge_size", f"must be in [1, {spec.num_nodes}], got {cfg.hyperedge_size}")
+  for field in ("calendar_dim", "node_input_dim"):
+    if getattr(cfg, field) < 0:
+      bad(field, f"must be >= 0 (0 = off), got {getattr(cfg, field)}")
+    if getattr(cfg, field) and not cfg.use_spatial:
+      bad(field, "feeds the spatial stream, which use_spatial=False removes")
+  if cfg.top_k < 1:
+    bad("top_k", f"must be >= 1, got {cfg.top_k}")
+  if spec.out_channels > spec.in_channels:
+    bad("name", f"sth_sepnet reads its targets from x's first channels, but out_channels="
+        f"{spec.out_channels} > in_channels={spec.in_channels}")
+  if llm is not None:
+    width = hidden_size(llm)
+    if not 1 <= cfg.d_ff <= width:
+      bad("d_ff", f"must be in [1, LM width {width}], got {cfg.d_ff}")
+    if num_patches(spec.input_len, cfg.patch_len, cfg.stride) < 1:
+      bad("patch_len", f"{cfg.patch_len} is longer than the padded input ({spec.input_len} + {cfg.stride})")
+
+
+def config_from(model_config) -> STHSepNetConfig:
+  """ConfigDict / mapping -> the frozen module config; unknown fields are a UserError."""
+  fields = dict(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
+  for name in _NOT_MODULE_FIELDS:
+    fields.pop(name, None)
+  known = {f.name for f in dataclasses.fields(STHSepNetConfig)}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise UserError(f"config.model: unknown sth_sepnet field(s) {', '.join(unknown)}")
+  return STHSepNetConfig(**fields)
+
+
+@register("sth_sepnet")
+def build(model_config, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None) -> STHSepNet:
+  """The STH-SepNet module for a dataset of shape `spec` (a `stjax.data.windows.DataSpec`), with
+  the run's resolved `kernels` and the pretrained backbone's config (Llama geometry) if any."""
+  cfg = config_from(model_config)
+  llm = None
+  if cfg.use_llm:
+    warn_if_random(model_config)
+    if cfg.lora_rank < 0:
+      raise UserError(f"config.model.lora_rank: must be >= 0, got {cfg.lora_rank}")
+    llm = backbone_config(model_config, causal=True, use_wpe=True, kernels=kernels,
+                          pretrained_config=pretrained_config).replace(
+        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
+  _check(cfg, llm, spec)
+  static = None
+  if cfg.use_spatial and cfg.graph == "static":
+    static = edge_list_from_dense(spec.adjacency, "config.data.graph_path (adjacency)")
+  return STHSepNet(cfg, llm, spec.num_nodes, spec.input_len, spec.output_len, spec.in_channels,
+                   spec.out_channels, static, spec.steps_per_day, kernels)

@@ -15,7 +15,7 @@ hypergraph_refresh training steps (all pairs, in row blocks); their weights trai
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,8 @@ from flax import linen as nn
 
 from stjax.graph import (AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv,
                          KNNHypergraph, MixProp)
-from stjax.models.broadcast import over_leading
-from stjax.models.dropout import Dropout
+from stjax.kernels.broadcast import over_leading
+from stjax.layers.dropout import Dropout
 
 INCEPTION_KERNELS = (2, 3, 6, 7)
 
@@ -64,6 +64,7 @@ class NodeLayerNorm(nn.Module):
   x: [B, N, T, C] -> same shape.
   """
   epsilon: float = 1e-5
+  leading_sum: str = "xla"  # kernel summing the affine's gradient over the batch (stjax.kernels).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -72,7 +73,8 @@ class NodeLayerNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, x.shape[1:])
     bias = self.param("bias", nn.initializers.zeros, x.shape[1:])
     lead = x.shape[:1]
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * over_leading(scale, lead) + over_leading(bias, lead)
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * over_leading(scale, lead, self.leading_sum) + over_leading(
+        bias, lead, self.leading_sum)
 
 
 def _over_window(features: int, name: str):
@@ -85,93 +87,80 @@ class SpatialStream(nn.Module):
   """x: [B, T_in, N, C_in] -> ([B, T_out, N, C_out], logs).
 
   Attributes:
+    config: the STH-SepNet module config (`STHSepNetConfig`): the spatial fields (`num_layers`,
+      channels, `node_dim`, `tanh_alpha`, `top_k`, MixProp depth and beta, hypergraph fields,
+      `gamma_init`, dropouts, `graph_block`, `graph_refresh`) are read from it.
     num_nodes, output_len, out_channels: N, T_out, C_out.
     static_graph: an `EdgeList` (the dataset adjacency) for the static variant: one MixProp on it
       replaces the two MixProps on the adaptive graph; None = adaptive graph.
-    use_hypergraph: False = x1 only (GNN-only variant, the released Bike runs).
-    hypergraph_conv: "hgat" (released default) | "hgcn".
-    gamma_init: initial gamma of every layer (1 = pairwise only, 0 = hypergraph only).
-    hypergraph_refresh: training steps between rebuilds of the KNN hyperedges.
-    graph_refresh: training steps between re-selections of the adaptive graph's top-k edges
-      (1 = MTGNN, every call; 0 = the same as hypergraph_refresh). The edge weights are
-      recomputed from the embeddings on every call.
+    leading_sum: the leading-sum kernel of the per-node LayerNorm affine (`stjax.kernels`).
+
+  Meaning of the config fields: `use_hypergraph` False = x1 only (GNN-only variant, the released
+  Bike runs); `hypergraph_conv` "hgat" (released default) | "hgcn"; `gamma_init` initial gamma of
+  every layer (1 = pairwise only, 0 = hypergraph only); `hypergraph_refresh` training steps
+  between rebuilds of the KNN hyperedges; `graph_refresh` training steps between re-selections
+  of the adaptive graph's top-k edges (1 = MTGNN, every call; 0 = the same as
+  hypergraph_refresh). The edge weights are recomputed from the embeddings on every call.
   """
+  config: Any
   num_nodes: int
   output_len: int
   out_channels: int
   static_graph: EdgeList | None = None
-  num_layers: int = 3
-  residual_channels: int = 32
-  conv_channels: int = 32
-  skip_channels: int = 64
-  end_channels: int = 128
-  node_dim: int = 40
-  tanh_alpha: float = 3.0
-  top_k: int = 20
-  mixprop_depth: int = 2
-  mixprop_beta: float = 0.05
-  use_hypergraph: bool = True
-  hypergraph_conv: str = "hgat"
-  hyperedge_size: int = 3
-  hypergraph_refresh: int = 100
-  gamma_init: float = 0.5
-  dropout_rate: float = 0.3
-  hypergraph_dropout_rate: float = 0.2
-  graph_block: int = 1024
-  graph_refresh: int = 0
+  leading_sum: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns (forecast [B, T_out, N, C_out], logs: {"gamma": mean gamma} when mixed)."""
-    det = not train
+    cfg, det = self.config, not train
     logs = {}
     b, t, n, _ = x.shape
     x = jnp.transpose(x, (0, 2, 1, 3))  # [B, N, T, C_in]
-    rf = receptive_field(self.num_layers)
+    rf = receptive_field(cfg.num_layers)
     if t < rf:  # MTGNN left-pads short inputs with zeros up to the receptive field
       x = jnp.pad(x, ((0, 0), (0, 0), (rf - t, 0), (0, 0)))
-    skip = _over_window(self.skip_channels, "skip_0")(Dropout(self.dropout_rate)(x, deterministic=det))
-    x = nn.Dense(self.residual_channels, name="start")(x)
+    skip = _over_window(cfg.skip_channels, "skip_0")(Dropout(cfg.spatial_dropout)(x, deterministic=det))
+    x = nn.Dense(cfg.residual_channels, name="start")(x)
 
     if self.static_graph is None:
-      graph = AdaptiveGraph(n, self.top_k, self.node_dim, self.tanh_alpha, block=self.graph_block,
-                            refresh=self.graph_refresh or self.hypergraph_refresh,
+      graph = AdaptiveGraph(n, cfg.top_k, cfg.node_dim, cfg.tanh_alpha, block=cfg.graph_block,
+                            refresh=cfg.graph_refresh or cfg.hypergraph_refresh,
                             name="adaptive_graph")(update=train)
     else:
       graph = self.static_graph
     incidence = None
-    if self.use_hypergraph:
-      incidence = KNNHypergraph(n, self.hyperedge_size, self.node_dim, self.tanh_alpha,
-                                self.hypergraph_refresh, self.graph_block, name="hypergraph")(update=train)
+    if cfg.use_hypergraph:
+      incidence = KNNHypergraph(n, cfg.hyperedge_size, cfg.node_dim, cfg.tanh_alpha,
+                                cfg.hypergraph_refresh, cfg.graph_block, name="hypergraph")(update=train)
 
-    for i in range(self.num_layers):
+    for i in range(cfg.num_layers):
       residual = x
-      gated = (jnp.tanh(DilatedInception(self.conv_channels, name=f"filter_{i}")(x))
-               * jax.nn.sigmoid(DilatedInception(self.conv_channels, name=f"gate_{i}")(x)))
-      x = Dropout(self.dropout_rate)(gated, deterministic=det)
-      skip = skip + _over_window(self.skip_channels, f"skip_{i + 1}")(x)
-      x1 = MixProp(self.residual_channels, self.mixprop_depth, self.mixprop_beta, node_axis=1,
+      gated = (jnp.tanh(DilatedInception(cfg.conv_channels, name=f"filter_{i}")(x))
+               * jax.nn.sigmoid(DilatedInception(cfg.conv_channels, name=f"gate_{i}")(x)))
+      x = Dropout(cfg.spatial_dropout)(gated, deterministic=det)
+      skip = skip + _over_window(cfg.skip_channels, f"skip_{i + 1}")(x)
+      x1 = MixProp(cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1,
                    name=f"mixprop_{i}")(x, graph)
       if self.static_graph is None:
-        x1 = x1 + MixProp(self.residual_channels, self.mixprop_depth, self.mixprop_beta, node_axis=1,
+        x1 = x1 + MixProp(cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1,
                           name=f"mixprop_t_{i}")(x, graph.transpose())
       if incidence is not None:
-        if self.hypergraph_conv == "hgat":
-          conv = HypergraphAttention(self.residual_channels, self.hypergraph_dropout_rate, node_axis=1,
+        if cfg.hypergraph_conv == "hgat":
+          conv = HypergraphAttention(cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1,
                                      name=f"hypergraph_conv_{i}")
         else:
-          conv = HypergraphConv(self.residual_channels, node_axis=1, name=f"hypergraph_conv_{i}")
+          conv = HypergraphConv(cfg.residual_channels, node_axis=1, name=f"hypergraph_conv_{i}")
         x2 = conv(x, incidence, deterministic=det)
-        gamma = self.param(f"gamma_{i}", nn.initializers.constant(self.gamma_init), ())
+        gamma = self.param(f"gamma_{i}", nn.initializers.constant(cfg.gamma_init), ())
         x = gamma * x1 + (1.0 - gamma) * x2
-        logs["gamma"] = logs.get("gamma", 0.0) + gamma / self.num_layers
+        logs["gamma"] = logs.get("gamma", 0.0) + gamma / cfg.num_layers
       else:
         x = x1
       x = x + residual[:, :, -x.shape[2]:]
-      x = NodeLayerNorm(name=f"norm_{i}")(x)
+      x = NodeLayerNorm(leading_sum=self.leading_sum, name=f"norm_{i}")(x)
 
-    skip = skip + _over_window(self.skip_channels, "skip_end")(x)
-    y = jax.nn.relu(nn.Dense(self.end_channels, name="end_1")(jax.nn.relu(skip)))
+    skip = skip + _over_window(cfg.skip_channels, "skip_end")(x)
+    y = jax.nn.relu(nn.Dense(cfg.end_channels, name="end_1")(jax.nn.relu(skip)))
     y = nn.Dense(self.output_len * self.out_channels, name="end_2")(y)  # [B, N, T_out * C_out]
     y = y.reshape(b, n, self.output_len, self.out_channels)
     return jnp.transpose(y, (0, 2, 1, 3)), logs

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from stjax.models.dropout import Dropout
+from stjax.layers.dropout import Dropout
 
 # Name of the token-embedding submodule of each backbone family.
 _TOKEN_TABLE = {"gpt2": "wte", "llama": "embed_tokens"}

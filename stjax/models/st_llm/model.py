@@ -11,7 +11,7 @@ One token per node. The released code feeds the 3-channel x (value, tod fraction
 its first 1x1 conv, so the calendar features are appended here as two extra input channels
 (ST-LLM's own data carries them inside x). The tables are Xavier-uniform initialised, the
 time-of-day table has `steps_per_day` rows. PFA (`pfa(U)`: LayerNorms everywhere, attention of
-the last U blocks, wpe, ln_f and the new layers train) is the optimizer mask of stjax.optim.
+the last U blocks, wpe, ln_f and the new layers train) is the optimizer mask of stjax.train.optim.
 """
 
 from __future__ import annotations
@@ -20,33 +20,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from stjax.errors import UserError
-from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding
-from stjax.models.gpt2 import GPT2, GPT2Config
-from stjax.models.pretrained import check_pfa, llm_config, warn_if_random
+from stjax.kernels import Kernels
+from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+from stjax.models.backbones.config import check_pfa, llm_config, warn_if_random
 from stjax.models.registry import register
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """`config.model` for ST-LLM; every field documented. Defaults = the released code + paper."""
-  c = ml_collections.ConfigDict()
-  c.name = "st_llm"
-  c.pretrained = ""  # converted stjax checkpoint folder, HF folder or hub id ("gpt2"); "" = random init.
-  c.llm_layers = 6  # GPT-2 blocks kept (paper: 6).
-  c.unfrozen_layers = 2  # U of PFA (paper's best: 2 for NYCTaxi, 1 for CHBike).
-  c.trainable = "pfa(2)"  # trainability policy for stjax.optim; pfa(U) must use U = unfrozen_layers.
-  c.n_embd = 768  # GPT-2 width (GPT-2 small: 768 = 3 x embed_dim in the released code).
-  c.n_head = 12  # attention heads.
-  c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
-  c.n_positions = 1024  # rows of wpe; positions are node indices, so N <= n_positions.
-  c.dropout = 0.1  # GPT-2 embedding and residual dropout (HF default, kept by ST-LLM).
-  c.attention_dropout = 0.1  # GPT-2 attention-probability dropout (HF default, kept by ST-LLM).
-  c.dtype = "float32"  # compute dtype of GPT-2: float32 | bfloat16.
-  c.embed_dim = 256  # D = gpt_channel: width of E_P, E_T and E_S.
-  c.causal = True  # ST-LLM keeps GPT-2's causal mask (node i sees nodes <= i).
-  return c
 
 
 class STLLM(nn.Module):
@@ -89,10 +69,12 @@ class STLLM(nn.Module):
 
 
 @register("st_llm")
-def build(mc, spec) -> STLLM:
-  """ST-LLM from `config.model` and a DataSpec."""
+def build(mc, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None) -> STLLM:
+  """ST-LLM from `config.model` and a DataSpec, with the run's resolved `kernels` (GPT-2 only, so
+  `pretrained_config` is unused)."""
+  del pretrained_config
   check_pfa(mc)
-  cfg = llm_config(mc, causal=mc.causal, use_wpe=True)
+  cfg = llm_config(mc, causal=mc.causal, use_wpe=True, kernels=kernels)
   if spec.num_nodes > cfg.n_positions:
     raise UserError(f"config.model.name=st_llm: {spec.num_nodes} nodes exceed n_positions={cfg.n_positions} "
                     "(ST-LLM uses one GPT-2 position per node)")

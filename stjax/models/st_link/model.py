@@ -9,7 +9,7 @@ and RevIN.
     -> pred [B, T_out, N, C_out] in scaled units, aux {"aux_loss", memory statistics}
 
 Design choices and their reasons: docs/st_link.md. Partially Frozen Attention is the optimizer
-mask `pfa(U)` (stjax.optim) on `params["llm"]`, never stop_gradient in the model.
+mask `pfa(U)` (stjax.train.optim) on `params["llm"]`, never stop_gradient in the model.
 """
 
 from __future__ import annotations
@@ -19,68 +19,18 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from stjax.errors import UserError
-from stjax.models.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
+from stjax.kernels import Kernels
+from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
 from stjax.models.backbones import backbone_name, build_backbone, hidden_size
-from stjax.models.llama import rope_inverse_frequencies
-from stjax.models.memory import EXPERT_DISPATCH, MEMORY, MRFFN, memory_stats
-from stjax.models.pretrained import backbone_config, check_pfa, warn_if_random
+from stjax.models.backbones.llama import rope_inverse_frequencies
+from stjax.models.st_link.memory import MEMORY, MRFFN, memory_stats
+from stjax.models.backbones.config import backbone_config, check_pfa, warn_if_random
 from stjax.models.registry import register
-from stjax.models.revin import RevIN
-from stjax.models.se_attention import SERotary, rotary_dims, se_attention_class
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """`config.model` for ST-LINK; every field documented (docs/st_link.md gives the reasons)."""
-  c = ml_collections.ConfigDict()
-  c.name = "st_link"
-  # Language model (params["llm"]); GPT-2 geometry must match `pretrained` when one is given.
-  c.backbone = "gpt2"  # gpt2 | llama (Llama geometry is read from `pretrained`, else Llama 3.2 1B;
-  # the GPT-2 geometry fields n_embd .. n_positions below then do not apply). docs/st_link.md.
-  c.pretrained = ""  # converted stjax checkpoint folder, HF folder or hub id ("gpt2"); "" = random init.
-  c.llm_layers = 6  # LLM blocks kept (the first llm_layers of the pretrained model).
-  c.unfrozen_layers = 2  # U: PFA trains attention in the last U blocks; MRFFN default sits there.
-  c.trainable = "pfa(2)"  # trainability policy for stjax.optim; pfa(U) must use U = unfrozen_layers.
-  c.n_embd = 768  # model width d (GPT-2 small: 768).
-  c.n_head = 12  # attention heads (GPT-2 small: 12, head dim 64).
-  c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
-  c.n_positions = 1024  # rows of wpe (used only by the no-SE ablation, indexed by patch).
-  c.dropout = 0.1  # GPT-2 embedding and residual dropout (Llama has none).
-  c.attention_dropout = 0.0  # dropout on attention probabilities; > 0 rules out the blockwise linear-memory path.
-  c.dtype = "float32"  # compute dtype of the LLM: float32 | bfloat16 (params stay float32).
-  # Tokens.
-  c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).
-  c.embed_dim = 64  # width of the time-of-day, day-of-week and node embeddings.
-  c.node_emb_init = "xavier"  # xavier | laplacian (graph Laplacian eigenvectors; needs an adjacency).
-  # SE-Attention.
-  c.se_attention = True  # rotary time + space positions; False = by patch index (ablation): GPT-2 wpe,
-  # Llama its own RoPE.
-  c.se_mode = "split"  # split (head dims shared between time and space) | dual (two attentions).
-  c.temporal_dims = 32  # split: time-rotated dims per head (even; default half of head dim 64).
-  c.rope_base = 10000.0  # RoPE base of omega_j (space phases; GPT-2 time angles; Llama time angles use
-  # the backbone's own rotary frequencies).
-  c.causal = False  # causal mask over the N*P token sequence (ST-LLM-style ablation); False = full.
-  # MRFFN.
-  c.mrffn = True  # add memory retrieval + mixture of experts to the MLP of `mrffn_layers`.
-  c.mrffn_layers = ()  # block indices with MRFFN; () = the last `unfrozen_layers` blocks.
-  c.memory_size = 64  # M memory slots per MRFFN layer (sweep: 16, 64, 256).
-  c.memory_key_dim = 64  # width of queries and keys.
-  c.memory_top_k = 4  # slots read per token.
-  c.memory_tau = 0.1  # softmax temperature over the top-k cosines.
-  c.memory_alpha = 0.1  # EMA rate of the key update (sweep: 0.05, 0.1, 0.2).
-  c.memory_reseed_after = 0  # re-seed a slot unused for this many training steps; 0 = never.
-  c.num_experts = 4  # E small expert FFNs.
-  c.expert_top_k = 2  # experts per token.
-  c.expert_hidden = 256  # hidden width of each expert.
-  c.moe_aux_weight = 0.01  # weight of the Switch load-balancing loss in aux_loss.
-  c.expert_dispatch = "auto"  # dense | grouped | auto (grouped on one CPU device): how experts run; same result.
-  # Output.
-  c.revin = True  # reversible instance normalisation of the input; outputs de-normalised.
-  c.revin_affine = True  # learnable per-feature affine in RevIN.
-  return c
+from stjax.layers.revin import RevIN
+from stjax.models.st_link.se_attention import SERotary, rotary_dims, se_attention_class
 
 
 def check_patches(input_len: int, patch_len: int) -> int:
@@ -203,8 +153,9 @@ def resolve_mrffn_layers(mc) -> tuple[int, ...]:
 
 
 @register("st_link")
-def build(mc, spec) -> STLink:
-  """ST-LINK from `config.model` and a DataSpec."""
+def build(mc, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None) -> STLink:
+  """ST-LINK from `config.model` and a DataSpec, with the run's resolved `kernels` and the
+  pretrained backbone's config (Llama geometry) if any."""
   check_pfa(mc)
   check_patches(spec.input_len, mc.patch_len)
   if len(spec.input_offsets) != spec.input_len:
@@ -212,7 +163,7 @@ def build(mc, spec) -> STLink:
   if mc.revin and spec.out_channels > spec.in_channels:
     raise UserError(f"config.model.revin: predicts {spec.out_channels} channels from {spec.in_channels} inputs; "
                     "RevIN de-normalises outputs with the statistics of the first out_channels inputs")
-  cfg = backbone_config(mc, causal=mc.causal, use_wpe=False)
+  cfg = backbone_config(mc, causal=mc.causal, use_wpe=False, kernels=kernels, pretrained_config=pretrained_config)
   if mc.se_attention:
     rotary_dims(cfg.head_dim, mc.se_mode, mc.temporal_dims)
   if mc.node_emb_init == "laplacian":
@@ -232,8 +183,6 @@ def build(mc, spec) -> STLink:
       raise UserError(f"config.model.memory_top_k: {mc.memory_top_k} not in 1..memory_size={mc.memory_size}")
     if not 1 <= mc.expert_top_k <= mc.num_experts:
       raise UserError(f"config.model.expert_top_k: {mc.expert_top_k} not in 1..num_experts={mc.num_experts}")
-    if mc.get("expert_dispatch", "auto") not in EXPERT_DISPATCH:
-      raise UserError(f"config.model.expert_dispatch: {mc.expert_dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
     if not 0.0 < mc.memory_alpha <= 1.0:
       raise UserError(f"config.model.memory_alpha: {mc.memory_alpha} not in (0, 1]")
     mrffn = functools.partial(
@@ -241,7 +190,7 @@ def build(mc, spec) -> STLink:
         tau=mc.memory_tau, alpha=mc.memory_alpha, reseed_after=mc.memory_reseed_after,
         num_experts=mc.num_experts, expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden,
         aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype,
-        dispatch=mc.get("expert_dispatch", "auto"))
+        expert_kernel=kernels.experts)
   warn_if_random(mc)
   return STLink(
       llm=cfg, num_nodes=spec.num_nodes, output_len=spec.output_len, in_channels=spec.in_channels,

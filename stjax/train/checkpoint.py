@@ -23,12 +23,14 @@ import tempfile
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 from stjax.errors import UserError
+from stjax.kernels import default_kernel_config
 
 # Config fields that may change between a run and its restart without refusing to resume.
-_RESUMABLE_FIELDS = ("overwrite",)
+_RESUMABLE_FIELDS = ("overwrite", "kernels")  # may differ on resume (kernels: same maths)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -174,3 +176,27 @@ class Checkpoints:
   def close(self) -> None:
     self._last.close()
     self._best.close()
+
+
+def _tuples(x):
+  """JSON lists back to tuples (configs use tuples; JSON has only lists)."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The resolved config a run wrote to DIR/config.json."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise UserError(f"--workdir {workdir}: no config.json (not a stjax.train run folder)")
+  try:
+    fields = _tuples(json.loads(path.read_text()))
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: not valid JSON ({e})") from None
+  if "kernels" not in fields:  # a run from before config.kernels: its expert choice moves there
+    fields["kernels"] = dict(default_kernel_config())
+    fields["kernels"]["experts"] = fields.get("model", {}).pop("expert_dispatch", "auto")
+  return ml_collections.ConfigDict(fields)

@@ -2,7 +2,7 @@
 classes), LoRA-aware projections and config conveniences.
 
 Every module, and so every parameter name, is created by the family's own `setup`
-(`stjax.models.gpt2`, `stjax.models.llama`): the bases hold the logic, not the parameter trees.
+(`stjax.models.backbones.gpt2`, `stjax.models.backbones.llama`): the bases hold the logic, not the parameter trees.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stjax.models.lora import LoRADense, lora_applies
+from stjax.kernels import Kernels
+from stjax.layers.lora import LoRADense, lora_applies
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -35,6 +36,11 @@ class ConfigMixin:
 
   def replace(self, **changes):
     return dataclasses.replace(self, **changes)
+
+  def _coerce_kernels(self) -> None:
+    """`kernels` given as a mapping (a config read from JSON) becomes a `Kernels`."""
+    if isinstance(self.kernels, Mapping):
+      object.__setattr__(self, "kernels", Kernels(**self.kernels))
 
 
 class LoRAProjections(nn.Module):

@@ -26,7 +26,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from stjax.kernels.experts import dense_experts, grouped_experts, uses_grouped
 
 MEMORY = "memory"  # the variable collection of MRFFN state
 
@@ -69,114 +70,6 @@ def ema_key_update(keys: jnp.ndarray, q: jnp.ndarray, idx: jnp.ndarray, alpha: f
   mean_q = sums / jnp.maximum(counts, 1.0)[:, None]
   moved = normalize((1.0 - alpha) * keys + alpha * mean_q)
   return jnp.where(counts[:, None] > 0, moved, keys), counts
-
-
-EXPERT_DISPATCH = ("auto", "dense", "grouped")
-
-
-def dense_experts(z, gates, w1, b1, w2, b2):
-  """sum_e gates[..., e] * FFN_e(z) with every expert on every token, as two plain matmuls.
-
-  The gates scale the hidden units, so the E second layers are one [E*H, F] matmul:
-  sum_e g_e (gelu(z W1_e + b1_e) W2_e + b2_e) = [g_e * hid_e]_e @ [W2_e]_e + g @ b2.
-
-  Args:
-    z: [..., dz]; gates: [..., E] (zero for experts not chosen).
-    w1: [E, dz, H]; b1: [E, H]; w2: [E, H, F]; b2: [E, F].
-  Returns: [..., F].
-  """
-  e, dz, h = w1.shape
-  hid = jax.nn.gelu((z @ jnp.transpose(w1, (1, 0, 2)).reshape(dz, e * h)).reshape(*z.shape[:-1], e, h) + b1)
-  gated = (hid * gates[..., None]).reshape(*z.shape[:-1], e * h)
-  return gated @ w2.reshape(e * h, -1) + gates @ b2
-
-
-def grouped_blocks(tokens: int, top_k: int, num_experts: int, block_rows: int) -> int:
-  """Blocks the grouped dispatch needs in the worst case: sum_e ceil(n_e / C) <= ceil(T k / C) + E - 1."""
-  return -(-tokens * top_k // block_rows) + num_experts - 1
-
-
-def grouped_experts(z, top_i, gates, w1, b1, w2, b2, block_rows: int):
-  """sum_k gates[t, k] * FFN_{top_i[t, k]}(z[t]), computing only the chosen (token, expert) pairs.
-
-  The T * k pairs are laid out by expert, each expert's run padded to a multiple of C =
-  `block_rows` rows, so that every block of C rows belongs to one expert; the blocks are one batched
-  matmul with each block's expert weights gathered. Padding rows read token 0 and are never read
-  back, so they add nothing to outputs or gradients. Exact (same sum as the dense form, only the
-  order of the k-term sum is fixed); static shapes: ceil(T k / C) + E - 1 blocks.
-
-  Args:
-    z: [T, dz]; top_i: [T, k] int chosen experts (distinct per token); gates: [T, k].
-    w1: [E, dz, H]; b1: [E, H]; w2: [E, H, F]; b2: [E, F].
-    block_rows: C.
-  Returns: [T, F].
-  """
-  t, k = top_i.shape
-  e = w1.shape[0]
-  c = block_rows
-  nb = grouped_blocks(t, k, e, c)
-  flat_e = top_i.reshape(-1)  # pair p = t * k + j
-  onehot = jax.nn.one_hot(flat_e, e, dtype=jnp.int32)  # [T k, E]
-  rank = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=-1)  # place of the pair in its expert's run
-  counts = onehot.sum(0)
-  padded = -(-counts // c) * c
-  start = jnp.cumsum(padded) - padded  # first row of each expert's run
-  row = start[flat_e] + rank  # [T k] distinct rows in [0, nb * C)
-  row_pair = jnp.zeros((nb * c,), jnp.int32).at[row].set(jnp.arange(t * k, dtype=jnp.int32), unique_indices=True)
-  row_valid = jnp.zeros((nb * c,), bool).at[row].set(True, unique_indices=True)
-  block_e = jnp.minimum(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * c, side="right"), e - 1)
-  xs = _take_rows(z, row_pair // k, row.reshape(t, k), jnp.ones((t, k), bool)).reshape(nb, c, -1)
-  hid = jax.nn.gelu(jnp.einsum("bcd,bdh->bch", xs, _take_blocks(w1, block_e)) + _take_blocks(b1, block_e)[:, None])
-  ys = jnp.einsum("bch,bhf->bcf", hid, _take_blocks(w2, block_e)) + _take_blocks(b2, block_e)[:, None]
-  pairs = _take_rows(ys.reshape(nb * c, -1), row, row_pair[:, None], row_valid[:, None])
-  return jnp.einsum("tk,tkf->tf", gates, pairs.reshape(t, k, -1))
-
-
-@jax.custom_vjp
-def _take_blocks(w, block_e):
-  """w[block_e]: each block's expert weights, [E, ...] -> [nb, ...]. The gradient sums the blocks of
-  each expert with a one-hot matmul (XLA's transpose of a gather is a scatter-add, slow on CPU).
-  A one-hot matmul in the forward as well made the expert fwd+bwd 11 % slower (57.5 vs 51.2 ms at
-  the defaults of `benchmarks/expert_dispatch.py`)."""
-  return w[block_e]
-
-
-def _take_blocks_fwd(w, block_e):
-  return w[block_e], (block_e, w.shape[0])
-
-
-def _take_blocks_bwd(res, g):
-  block_e, num_experts = res
-  dw = jnp.einsum("be,b...->e...", jax.nn.one_hot(block_e, num_experts, dtype=g.dtype), g)
-  return dw, np.zeros(block_e.shape, jax.dtypes.float0)
-
-
-_take_blocks.defvjp(_take_blocks_fwd, _take_blocks_bwd)
-
-
-@jax.custom_vjp
-def _take_rows(x, fwd, bwd, bwd_valid):
-  """x[fwd] whose transpose is also a gather: dx[i] = sum_j bwd_valid[i, j] * dy[bwd[i, j]].
-
-  Exact when bwd lists, for every row i of x, all the rows of y that read it (rows of y read by no
-  entry of bwd must get a zero cotangent; the grouped dispatch's padding rows do). XLA's default
-  transpose of a gather is a scatter-add, much slower on CPU.
-  """
-  return x[fwd]
-
-
-def _take_rows_fwd(x, fwd, bwd, bwd_valid):
-  return x[fwd], (fwd, bwd, bwd_valid)
-
-
-def _take_rows_bwd(res, dy):
-  fwd, bwd, bwd_valid = res
-  dx = jnp.sum(jnp.where(bwd_valid[..., None], dy[bwd], 0), axis=1).astype(dy.dtype)
-  zero_int = lambda a: np.zeros(a.shape, jax.dtypes.float0)  # noqa: E731
-  return dx, zero_int(fwd), zero_int(bwd), zero_int(bwd_valid)
-
-
-_take_rows.defvjp(_take_rows_fwd, _take_rows_bwd)
 
 
 class MemoryRetrieval(nn.Module):
@@ -242,35 +135,20 @@ class MemoryRetrieval(nn.Module):
     return jnp.where(dead[:, None], seeds, keys), jnp.where(dead, 0, idle)
 
 
-def auto_dispatch_is_dense() -> bool:
-  """Whether `dispatch="auto"` runs the experts dense whatever the size: off the CPU, or on a mesh of
-  several devices (the grouped dispatch sorts the (token, expert) pairs of the whole batch, which
-  such a mesh cannot split: XLA replicates it on every device). On one CPU device auto is grouped
-  when that has fewer rows than dense."""
-  mesh = jax.sharding.get_abstract_mesh()  # the mesh the step is traced under (trainer: jax.set_mesh)
-  return jax.default_backend() != "cpu" or (not mesh.empty and mesh.size > 1)
-
-
 class ExpertMixture(nn.Module):
   """Top-k of E small GELU FFNs with a softmax router; Switch-style load-balancing loss.
 
-  Gates are the router probabilities of the chosen experts renormalised to sum to one. Two exact
-  implementations of the same sum (`dispatch`):
-  - `dense`: all experts run on all tokens and the combine weights are zero off the top-k (E x the
-    expert FLOPs of one expert per token; two large matmuls per layer, best on accelerators; see
-    `dense_experts`).
-  - `grouped`: only the chosen (token, expert) pairs are computed, in blocks of `block_rows` rows
-    that each belong to one expert (see `grouped_experts`): about k/E of the dense FLOPs plus
-    gathers. `auto` (the default) uses it on the CPU backend, outside a mesh of several devices,
-    when it has fewer rows than dense (on a larger mesh the batch-wide sort would not shard).
+  Gates are the router probabilities of the chosen experts renormalised to sum to one. The sum
+  runs through one of the exact kernels of `stjax.kernels.experts` (`kernel`: dense | grouped |
+  min_rows, from `config.kernels.experts`).
 
   Attributes:
     num_experts: E.
     top_k: experts per token (2 in ST-LINK).
     hidden: hidden width of each expert.
     features: output width (the model width d).
-    dispatch: dense | grouped | auto.
-    block_rows: rows per block of the grouped dispatch.
+    kernel: dense | grouped | min_rows (stjax.kernels.experts).
+    block_rows: rows per block of the grouped kernel.
   """
 
   num_experts: int
@@ -278,7 +156,7 @@ class ExpertMixture(nn.Module):
   hidden: int
   features: int
   dtype: jnp.dtype = jnp.float32
-  dispatch: str = "auto"
+  kernel: str = "dense"
   block_rows: int = 256
 
   @nn.compact
@@ -304,7 +182,7 @@ class ExpertMixture(nn.Module):
     b2 = self.param("b2", nn.initializers.zeros, (e, self.features))
     zc = z.astype(self.dtype)
     w1, b1, w2, b2 = (w.astype(self.dtype) for w in (w1, b1, w2, b2))
-    if self._grouped(zc.size // dz):
+    if uses_grouped(self.kernel, zc.size // dz, self.top_k, e, self.block_rows):
       out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k),
                             top_gates.astype(self.dtype).reshape(-1, self.top_k),
                             w1, b1, w2, b2, self.block_rows).reshape(*z.shape[:-1], self.features)
@@ -316,17 +194,6 @@ class ExpertMixture(nn.Module):
     mean_p = probs.reshape(-1, e).mean(0)
     balance = e * jnp.sum(frac * mean_p)
     return out.astype(z.dtype), balance
-
-  def _grouped(self, tokens: int) -> bool:
-    """Whether this call uses the grouped dispatch (static: depends on shapes and the backend only)."""
-    if self.dispatch not in EXPERT_DISPATCH:
-      raise ValueError(f"expert dispatch {self.dispatch!r} is not one of {', '.join(EXPERT_DISPATCH)}")
-    if self.dispatch != "auto":
-      return self.dispatch == "grouped"
-    if auto_dispatch_is_dense():
-      return False
-    rows = grouped_blocks(tokens, self.top_k, self.num_experts, self.block_rows) * self.block_rows
-    return rows < tokens * self.num_experts
 
 
 class MRFFN(nn.Module):
@@ -341,7 +208,7 @@ class MRFFN(nn.Module):
     memory_size, key_dim, top_k, tau, alpha, reseed_after: see `MemoryRetrieval` (values are d wide).
     num_experts, expert_top_k, expert_hidden: see `ExpertMixture`.
     aux_weight: weight of the load-balancing loss in the returned aux loss.
-    dispatch: expert dispatch, dense | grouped | auto (see `ExpertMixture`; same result).
+    expert_kernel: dense | grouped | min_rows (see `ExpertMixture`; same result).
   """
 
   features: int
@@ -356,7 +223,7 @@ class MRFFN(nn.Module):
   expert_hidden: int = 256
   aux_weight: float = 0.01
   dtype: jnp.dtype = jnp.float32
-  dispatch: str = "auto"
+  expert_kernel: str = "dense"
 
   @nn.compact
   def __call__(self, h: jnp.ndarray, *, attn_out: jnp.ndarray, deterministic: bool = True):
@@ -365,7 +232,7 @@ class MRFFN(nn.Module):
                               self.reseed_after, self.dtype, name="memory")(h, update=not deterministic)
     z = jnp.concatenate([h, r.astype(h.dtype), attn_out.astype(h.dtype)], axis=-1)
     out, balance = ExpertMixture(self.num_experts, self.expert_top_k, self.expert_hidden, self.features,
-                                 self.dtype, self.dispatch, name="experts")(z)
+                                 self.dtype, self.expert_kernel, name="experts")(z)
     return out, self.aux_weight * balance
 
 

@@ -8,14 +8,16 @@ so the expectation is unchanged. Leading axes keep their shape, so a sharded act
 sharded mask (threefry is partitionable), not a replicated one.
 
     keep = keep_mask(rng, rate, x.shape)        # bool, P(keep) = 1 - rate (to 2^-17)
-    y = Dropout(rate)(x, deterministic=False)   # needs a "dropout" rng, like flax's nn.Dropout
+    y = dropout(rng, rate, x)                   # kept values scaled by 1 / P(keep)
+
+The Flax module is `stjax.layers.dropout.Dropout`. Used on every backend (not a CPU-only trick):
+the masks are exact to 2^-17 and halve the random bits on any device.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 _HALF = 1 << 16
 
@@ -46,14 +48,3 @@ def dropout(rng: jax.Array, rate: float, x: jax.Array) -> jax.Array:
   """x with elements zeroed at `rate` and the rest divided by the keep probability."""
   keep = keep_mask(rng, rate, x.shape)
   return jnp.where(keep, x / jnp.asarray(keep_probability(rate), x.dtype), jnp.zeros((), x.dtype))
-
-
-class Dropout(nn.Module):
-  """Drop-in for `flax.linen.Dropout`: __call__(x, deterministic) with the "dropout" rng stream."""
-  rate: float
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
-      return x
-    return dropout(self.make_rng("dropout"), self.rate, x)

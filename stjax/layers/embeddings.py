@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax.models.rope import laplacian_eigenvectors
+from stjax.layers.rope import laplacian_eigenvectors
 
 xavier = nn.initializers.xavier_uniform()
 

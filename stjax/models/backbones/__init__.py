@@ -3,7 +3,7 @@
 Every backbone is a Flax module with the same call and the same pluggable parts, so ST-LINK,
 ST-LLM and STH-SepNet are written once against this interface:
 
-    config, params = load_backbone("gpt2" | "meta-llama/Llama-3.2-1B" | FOLDER, num_layers=6)
+    config, params = stjax.convert.backbones.load_backbone("gpt2" | FOLDER, num_layers=6)
     model = build_backbone(backbone_name(config), config.replace(causal=False, dtype="bfloat16"))
     hidden = model.apply({"params": params}, inputs_embeds,        # [batch, seq, embed]
                          deterministic=True, attention_kwargs=None, return_aux=False)
@@ -23,21 +23,18 @@ ST-LLM and STH-SepNet are written once against this interface:
 
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
-from stjax.convert.hf_common import read_config_json, resolve_folder
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2, GPT2Config
-from stjax.models.llama import Llama, LlamaConfig
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+from stjax.models.backbones.llama import Llama, LlamaConfig
 
-# name -> (module class, config class, token-table param name, HF loader module)
-_BACKBONES: dict[str, tuple[type[nn.Module], type, str, str]] = {
-    "gpt2": (GPT2, GPT2Config, "wte", "stjax.convert.hf_gpt2"),
-    "llama": (Llama, LlamaConfig, "embed_tokens", "stjax.convert.hf_llama"),
+# name -> (module class, config class, token-table param name); converters: stjax.convert.backbones.
+_BACKBONES: dict[str, tuple[type[nn.Module], type, str]] = {
+    "gpt2": (GPT2, GPT2Config, "wte"),
+    "llama": (Llama, LlamaConfig, "embed_tokens"),
 }
 
 
@@ -47,7 +44,7 @@ def backbone_names() -> list[str]:
 
 def backbone_name(config: Any) -> str:
   """'gpt2' or 'llama' for a backbone config instance."""
-  for name, (_, config_cls, _, _) in _BACKBONES.items():
+  for name, (_, config_cls, _) in _BACKBONES.items():
     if isinstance(config, config_cls):
       return name
   raise TypeError(f"not a backbone config: {type(config).__name__}")
@@ -79,7 +76,7 @@ def build_backbone(name: str, config: Any = None,
   """
   if name not in _BACKBONES:
     raise UserError(f"backbone: unknown backbone {name!r}; known: {', '.join(backbone_names())}")
-  module_cls, config_cls, _, _ = _BACKBONES[name]
+  module_cls, config_cls, _ = _BACKBONES[name]
   if config is None:
     config = config_cls()
   elif isinstance(config, Mapping) or hasattr(config, "to_dict"):
@@ -94,41 +91,14 @@ def build_backbone(name: str, config: Any = None,
                     name=module_name)
 
 
-def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
-  """Pretrained weights of any backbone -> (config truncated to num_layers, params NumPy tree).
-
-  The family is read from `config.json`: a stjax checkpoint's `format` ('stjax.gpt2',
-  'stjax.llama') or a Hugging Face `model_type` ('gpt2', 'llama'). Hub ids are downloaded first
-  (huggingface_hub; a clear error when offline).
-  """
-  import importlib
-
-  folder = resolve_folder(path_or_hub_id)
-  name = family_of(folder)
-  loader = importlib.import_module(_BACKBONES[name][3])
-  return loader.load(folder, num_layers)
-
-
-def family_of(folder: pathlib.Path) -> str:
-  """'gpt2' | 'llama': the family of a model folder, from its config.json only (no weights read)."""
-  config_path, meta = read_config_json(
-      folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
-  fmt = meta.get("format")
-  name = fmt[len("stjax."):] if isinstance(fmt, str) and fmt.startswith("stjax.") else meta.get("model_type")
-  if name not in _BACKBONES:
-    raise UserError(f"{config_path}: unsupported model (model_type={meta.get('model_type')!r}, "
-                    f"format={fmt!r}); supported backbones: {', '.join(backbone_names())}")
-  return name
-
-
 def token_embedding_table(params: Any) -> Any:
   """The input token-embedding table [vocab, embed] of any backbone's params.
 
   `params` is the backbone's own tree (e.g. `variables["params"]["llm"]`); STH-SepNet builds its
   text prototypes from it.
   """
-  for _, _, table_name, _ in _BACKBONES.values():
+  for _, _, table_name in _BACKBONES.values():
     if table_name in params:
       return nn.unbox(params[table_name]["embedding"])
   raise UserError(f"params: no token embedding table (looked for "
-                  f"{', '.join(t for _, _, t, _ in _BACKBONES.values())}; keys: {sorted(params)[:8]})")
+                  f"{', '.join(t for _, _, t in _BACKBONES.values())}; keys: {sorted(params)[:8]})")

@@ -7,7 +7,7 @@ Frozen leaves go through `optax.set_to_zero()` inside `optax.multi_transform`, s
 and carry no optimizer state. The language model is the subtree `params["llm"]` when present (stjax
 models) or the whole tree (a bare GPT2); named policies act on it, everything outside `llm` trains.
 
-`python -m stjax.optim --policy='pfa(2)' --llm-layers=6` prints the parameter counts of full-size
+`python -m stjax.train.optim --policy='pfa(2)' --llm-layers=6` prints the parameter counts of full-size
 GPT-2 under a policy (see docs/gpt2.md for the hand count).
 """
 
@@ -281,10 +281,10 @@ def make_optimizer(cfg, params: Any, mask: Any, *, steps_per_epoch: int | None =
 def _main(argv: Sequence[str] | None = None) -> int:
   import argparse
 
-  from stjax.models.gpt2 import GPT2, GPT2Config
+  from stjax.models.backbones.gpt2 import GPT2, GPT2Config
   import flax.linen as nn
 
-  parser = argparse.ArgumentParser(prog="python -m stjax.optim",
+  parser = argparse.ArgumentParser(prog="python -m stjax.train.optim",
                                    description="parameter counts of GPT-2 (124M) under a trainability policy")
   parser.add_argument("--policy", default="pfa(2)", help="full | frozen | pfa(U) | lora")
   parser.add_argument("--llm-layers", type=int, default=6, help="GPT-2 blocks kept (truncation)")

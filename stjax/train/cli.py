@@ -1,4 +1,4 @@
-r"""Train and evaluate a forecaster: `python -m stjax.train --config=configs/X.py[:variant]`.
+r"""The command line of `python -m stjax.train --config=configs/X.py[:variant]` (flags and main).
 
   python -m stjax.train --config=configs/quickstart.py --workdir=runs/quick
   python -m stjax.train --config=configs/st_link_metrla.py:cpu --config.train.max_steps=500
@@ -62,18 +62,18 @@ def main(argv) -> None:
     distributed.initialize()
     import jax
 
-    from stjax import trainer
+    from stjax.train.loop import train_and_evaluate
     from stjax.errors import UserError
 
     if not _WORKDIR.value and jax.process_count() > 1:
       raise UserError("--workdir: required when training on several hosts (all must use the same)")
 
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
-    trainer.train_and_evaluate(_CONFIG.value, workdir)
+    train_and_evaluate(_CONFIG.value, workdir)
     print(f"Outputs in {workdir}", flush=True)
 
   run()
 
 
-if __name__ == "__main__":
+def run_main() -> None:
   app.run(main, flags_parser=parse_flags)

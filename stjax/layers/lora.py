@@ -8,7 +8,7 @@ pretrained tensors load without a transpose). With `rank > 0` it adds `lora_a` [
 
 with `lora_a` kaiming-uniform-like (U(-1/sqrt(in), 1/sqrt(in)), as loralib) and `lora_b` zero, so a
 fresh adapter leaves the pretrained function unchanged. Freezing the base kernel is the
-optimizer's job (`stjax.optim.trainable_mask(params, "lora")`), not the module's.
+optimizer's job (`stjax.train.optim.trainable_mask(params, "lora")`), not the module's.
 `merge_lora` folds trained adapters into the kernels for inference.
 """
 

@@ -1,10 +1,11 @@
-"""The GPT-2 backbone of stjax models: its config from `config.model`, and pretrained weights.
+"""The backbone config of stjax models, built from `config.model` (GPT-2 or Llama).
 
 Every LLM-backed model (ST-LINK, ST-LLM, STH-SepNet) keeps GPT-2 under `params["llm"]` and reads
 the same config fields: `llm_layers`, `n_embd`, `n_head`, `vocab_size`, `n_positions`, `dropout`,
 `attention_dropout`, `dtype`, `pretrained`. `model.pretrained` is a converted stjax checkpoint
-folder, a Hugging Face folder or a hub id (see `stjax.convert.hf_gpt2.load`); empty = random init,
-which `warn_if_random` announces, since the published results all start from pretrained GPT-2.
+folder, a Hugging Face folder or a hub id; its weights are read by `stjax.convert.pretrained`
+(models never read files). Empty = random init, which `warn_if_random` announces, since the
+published results all start from pretrained weights.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import warnings
 from typing import Any
 
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2Config
+from stjax.kernels import Kernels
+from stjax.models.backbones.gpt2 import GPT2Config
 
 LLM_KEY = "llm"
 
 
-def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None) -> GPT2Config:
+def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None,
+               kernels: Kernels = Kernels()) -> GPT2Config:
   """The GPT2Config of a model: geometry and dropout from `model_config`, masks from the caller.
 
   Args:
@@ -27,6 +30,7 @@ def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: 
     causal: causal attention mask.
     use_wpe: add GPT-2's learned position table to the inputs.
     attention_dropout: overrides `model_config.attention_dropout` when given.
+    kernels: the run's resolved kernel choices.
   """
   mc = model_config
   if mc.llm_layers < 1:
@@ -38,14 +42,16 @@ def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: 
       vocab_size=mc.vocab_size, n_positions=mc.n_positions, n_embd=mc.n_embd, n_layer=mc.llm_layers,
       n_head=mc.n_head, embd_pdrop=mc.dropout, resid_pdrop=mc.dropout,
       attn_pdrop=mc.attention_dropout if attention_dropout is None else attention_dropout,
-      use_wpe=use_wpe, causal=causal, dtype=mc.dtype)
+      use_wpe=use_wpe, causal=causal, dtype=mc.dtype, kernels=kernels)
 
 
-def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None):
+def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None,
+                    kernels: Kernels = Kernels(), pretrained_config: Any = None):
   """The backbone config selected by `config.model.backbone` (absent = "gpt2").
 
   "gpt2": `llm_config` above (geometry from the model config; checked against `pretrained` when
-  the weights are merged). "llama": the geometry of the `pretrained` model (its config.json:
+  the weights are merged). "llama": the geometry of `pretrained_config` (the pretrained model's
+  config, read by `stjax.convert.pretrained.backbone_config_of`:
   width, heads, K/V heads, SwiGLU width, vocab, RoPE theta and scaling), or Llama 3.2 1B
   (`LlamaConfig` defaults: width 2048, 32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) when
   `pretrained` is empty; truncated to `llm_layers` blocks, with the model's dtype and attention
@@ -53,41 +59,21 @@ def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_drop
   A local `pretrained` folder of the other family is a UserError naming config.model.backbone.
   Used by every LLM-backed model (ST-LINK, STH-SepNet).
   """
-  from stjax.models.llama import LlamaConfig
+  from stjax.models.backbones.llama import LlamaConfig
 
   name = model_config.get("backbone", "gpt2")
   if name not in ("gpt2", "llama"):
     raise UserError(f"config.model.backbone: {name!r} is not gpt2 or llama")
-  pretrained_config = _pretrained_backbone_config(model_config, name)
   if name == "gpt2":
-    return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout)
+    return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout,
+                      kernels=kernels)
   gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
   base = pretrained_config if pretrained_config is not None else LlamaConfig()
   if gpt2.n_layer > base.num_hidden_layers:
     raise UserError(f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
                     f"{model_config.get('pretrained', '') or 'Llama 3.2 1B'}")
   return base.replace(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
-                      dtype=gpt2.dtype, lora_rank=0, lora_alpha=None)
-
-
-def _pretrained_backbone_config(model_config, name: str):
-  """The full config of `model.pretrained` when the family `name` needs it (Llama) or it is a local
-  folder (family check); None when there is nothing to read. A hub id is read only for Llama
-  (downloaded, as the trainer would)."""
-  import pathlib
-
-  from stjax.convert import hf_llama
-  from stjax.convert.hf_common import resolve_folder
-  from stjax.models import backbones
-
-  source = model_config.get("pretrained", "")
-  if not source or (name == "gpt2" and not pathlib.Path(source).expanduser().is_dir()):
-    return None
-  folder = resolve_folder(source)
-  family = backbones.family_of(folder)
-  if family != name:
-    raise UserError(f"config.model.backbone: is {name!r} but config.model.pretrained={source} is a {family} model")
-  return hf_llama.CONVERTER.read_config(folder) if name == "llama" else None
+                      dtype=gpt2.dtype, lora_rank=0, lora_alpha=None, kernels=kernels)
 
 
 def check_pfa(mc) -> None:
@@ -108,33 +94,3 @@ def warn_if_random(model_config) -> None:
         "Fine for tests, smoke runs and sizing; results comparable to the papers need pretrained weights "
         "(set config.model.pretrained to a hub id such as 'gpt2', an HF folder or a converted checkpoint).",
         UserWarning, stacklevel=2)
-
-
-def merge_pretrained(model_config, params: Any) -> dict:
-  """Copies pretrained GPT-2 weights into `params["llm"]`, checking geometry and shapes.
-
-  Args:
-    model_config: `config.model` (`pretrained`, `llm_layers`, `n_embd`, `n_head`, ...).
-    params: the model's freshly initialised params (dict with an `llm` subtree).
-  Returns: a new params dict; leaves the checkpoint lacks (SE merge, MRFFN, LoRA) keep their init.
-  """
-  from stjax.convert import hf_gpt2, hf_llama
-
-  source = model_config.get("pretrained", "")
-  if not source:
-    raise UserError("config.model.pretrained: empty, nothing to load")
-  if LLM_KEY not in params:
-    raise UserError(f"config.model.name={model_config.name}: the model has no params['{LLM_KEY}'] to load GPT-2 into")
-  if model_config.get("backbone", "gpt2") == "llama":  # geometry is checked leaf by leaf below
-    _, loaded = hf_llama.load(source, num_layers=model_config.llm_layers)
-    out = dict(params)
-    out[LLM_KEY] = hf_gpt2.overlay(params[LLM_KEY], loaded, where=f"{source} -> params/{LLM_KEY}")
-    return out
-  loaded_config, loaded = hf_gpt2.load(source, num_layers=model_config.llm_layers)
-  for field in ("n_embd", "n_head", "vocab_size", "n_positions"):
-    want, got = model_config[field], getattr(loaded_config, field)
-    if want != got:
-      raise UserError(f"config.model.{field}: is {want} but the pretrained model {source} has {got}")
-  out = dict(params)
-  out[LLM_KEY] = hf_gpt2.overlay(params[LLM_KEY], loaded, where=f"{source} -> params/{LLM_KEY}")
-  return out

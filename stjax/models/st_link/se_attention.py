@@ -41,9 +41,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from stjax.errors import UserError
-from stjax.models.gpt2 import GPT2Attention
-from stjax.models.llama import LlamaAttention
-from stjax.models.rope import NodePhases, apply_rotary, temporal_angles
+from stjax.models.backbones.gpt2 import GPT2Attention
+from stjax.models.backbones.llama import LlamaAttention
+from stjax.layers.rope import NodePhases, apply_rotary, temporal_angles
 
 SE_MODES = ("split", "dual")
 SE_LAYOUTS = ("blocks", "pairs")
