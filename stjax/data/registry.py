@@ -4,7 +4,9 @@ Local files live in `data_dir()/<dataset>/<file>` (`$STJAX_DATA`, default `~/.ca
 `resolve(name)` also finds files staged in the shared data folder (`$STJAX_SHARED_DATA`, default
 `../shared/data` beside the repository), whose provenance is documented in its SOURCES.md.
 A file with `url=None` has no public direct link (Google Drive / Baidu releases); `note` says where
-to get it by hand. `sha256=None` means no checksum is published for that file.
+to get it by hand. `sha256` and `size` are recorded only for files byte-identical to the public file
+the URL serves (the staged copies SOURCES.md lists); `sha256=None` means none is recorded, and such
+a file is never reported verified (`download.verify` says "unverified: no checksum recorded").
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class RemoteFile:
   """One file of a dataset."""
   name: str  # local file name inside the dataset's folder
   url: str | None  # public direct link, or None when there is none
-  sha256: str | None = None  # published / verified checksum, or None
+  sha256: str | None = None  # of the public file (checked against a byte-identical staged copy), or None
   size: int | None = None  # bytes, when known
   shared: str | None = None  # path under the shared data folder (SOURCES.md), if staged there
   note: str = ""  # where to get it when url is None
