@@ -24,7 +24,7 @@ import urllib.request
 
 from tqdm import tqdm
 
-from stjax.data import registry
+from stjax.data import paths, registry
 from stjax.errors import UserError
 
 CHUNK = 1 << 16
@@ -95,7 +95,7 @@ def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None,
   the `.part` is deleted and no `dest` is written.
   """
   dest = pathlib.Path(dest)
-  dest.parent.mkdir(parents=True, exist_ok=True)
+  paths.writable_folder(dest.parent)  # a read-only or looping data dir is said before any transfer
   part = dest.with_name(dest.name + ".part")
   error = None
   for _ in range(retries + 1):

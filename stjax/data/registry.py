@@ -15,6 +15,7 @@ import dataclasses
 import os
 import pathlib
 
+from stjax.data import paths
 from stjax.errors import UserError
 
 _GH = "https://raw.githubusercontent.com"
@@ -183,12 +184,16 @@ def local_path(info: DatasetInfo, f: RemoteFile) -> pathlib.Path:
 
 
 def find_local(name: str) -> dict[str, pathlib.Path | None]:
-  """File name -> local path (data dir first, then the shared folder), or None when absent."""
+  """File name -> local path (data dir first, then the shared folder), or None when absent.
+
+  Something at a candidate path that cannot be read (a symlink loop, a broken link, no permission)
+  is a UserError saying so, not a file "not found".
+  """
   info = get(name)
   found = {}
   for f in info.files:
     candidates = [local_path(info, f)] + ([shared_dir() / f.shared] if f.shared else [])
-    found[f.name] = next((p for p in candidates if p.is_file()), None)
+    found[f.name] = next((paths.readable_file(p) for p in candidates if paths.present(p)), None)
   return found
 
 

@@ -32,6 +32,7 @@ import re
 import h5py
 import numpy as np
 
+from stjax.data import paths
 from stjax.data.dataset import Dataset, calendar_features
 from stjax.data.formats.timeaxis import checked_step_minutes
 from stjax.errors import UserError
@@ -123,7 +124,7 @@ def read_dcrnn_h5(path: str | pathlib.Path, key: str | None = None, name: str | 
     name: dataset name (default: the file stem).
     channel: name of the single value channel.
   """
-  path = pathlib.Path(path)
+  path = paths.readable_file(path)
   try:
     f = h5py.File(path, "r")
   except OSError as e:
