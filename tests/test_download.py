@@ -112,10 +112,13 @@ def test_registry_download_verify_and_resolve(server, tmp_path, monkeypatch):
   info = registry.get("nycbike1")
   with pytest.raises(UserError, match=r"dataset nycbike1: NYCBike1\.npz, adj_mx\.npz not found locally; run: python -m stjax.data download nycbike1"):
     registry.resolve("nycbike1")
-  # Wrong bytes under the right names: the registry's sha256 rejects them and nothing is kept.
+  # Wrong bytes under the right names: the registry's size and sha256 reject them and nothing is kept.
   for f in info.files:
     handler.files[f"/nycbike1/{f.name}"] = b"not the real file"
-  with pytest.raises(UserError, match="sha256 mismatch"):
+  with pytest.raises(UserError, match=r"NYCBike1\.npz: size mismatch \(expected 1287251 bytes, got 17\)"):
+    download.download("nycbike1", progress=False, log=lambda *_: None)
+  handler.files["/nycbike1/NYCBike1.npz"] = b"x" * 1287251  # the right size, the wrong bytes
+  with pytest.raises(UserError, match=r"NYCBike1\.npz: sha256 mismatch"):
     download.download("nycbike1", progress=False, log=lambda *_: None)
   assert not any((tmp_path / "data" / "nycbike1").iterdir())
   with pytest.raises(UserError, match=r"unknown dataset 'nycbike9' \(known: metr-la, "):
@@ -161,3 +164,81 @@ def test_registry_entries_are_consistent():
       assert f.url is None or f.url.startswith("https://"), f
       assert f.sha256 is None or len(f.sha256) == 64
       assert f.url is not None or f.note, f
+
+
+# ---- files with no recorded checksum (issue 21.3) ----------------------------------------------------
+
+def _h5_bytes(tmp_path) -> bytes:
+  import h5py
+  with h5py.File(tmp_path / "real.h5", "w") as f:
+    f["x"] = np.arange(3)
+  return (tmp_path / "real.h5").read_bytes()
+
+
+@pytest.mark.parametrize("served, dest, size, expected", [
+    (b"\x00\x01\x02\x03", "m.h5", None, r"m\.h5: not a \.h5 file \(only 4 bytes\); the download was deleted "
+                                        r"\(no checksum is recorded for it\)"),
+    (b"<html><body>rate limited</body></html>", "t.npz", None, r"t\.npz: not a \.npz file \(it starts with b'<html>"),
+    (b"PK\x03\x04abcd", "t.npz", 100, r"t\.npz: size mismatch \(expected 100 bytes, got 8\); the download was deleted"),
+])
+def test_unchecksummed_download_refuses_junk(server, tmp_path, served, dest, size, expected):
+  url, handler = server
+  handler.files[f"/{dest}"] = served
+  with pytest.raises(UserError, match=expected):
+    download.download_file(f"{url}/{dest}", tmp_path / "out" / dest, None, progress=False, size=size)
+  assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unchecksummed_files_are_never_verified(server, tmp_path, monkeypatch, rng):
+  """A registry entry with a checksummed file, one with only a size, one with neither."""
+  url, handler = server
+  graph = _payload(rng, 1000)
+  h5 = _h5_bytes(tmp_path)
+  toy = registry.DatasetInfo("toy", "test entry", 3, 3, 5, "dcrnn", "s.h5", "g.bin", (
+      registry.RemoteFile("s.h5", "https://example.invalid/s.h5"),
+      registry.RemoteFile("g.bin", "https://example.invalid/g.bin", hashlib.sha256(graph).hexdigest(), len(graph)),
+      registry.RemoteFile("e.npz", "https://example.invalid/e.npz", size=6)))
+  monkeypatch.setitem(registry.DATASETS, "toy", toy)
+  monkeypatch.setenv("STJAX_DATA", str(tmp_path / "data"))
+  monkeypatch.setenv("STJAX_SHARED_DATA", str(tmp_path / "no-shared"))
+  monkeypatch.setenv("STJAX_DOWNLOAD_MIRROR", url)
+  handler.files.update({"/toy/s.h5": h5, "/toy/g.bin": graph, "/toy/e.npz": b"PK\x03\x04ab"})
+  lines = []
+  paths = download.download("toy", progress=False, log=lines.append)
+  assert lines == [f"s.h5: downloaded to {paths['s.h5']} (unverified: no checksum recorded)",
+                   f"g.bin: downloaded to {paths['g.bin']}",
+                   f"e.npz: downloaded to {paths['e.npz']} (unverified: no checksum recorded)"]
+  lines = []
+  with pytest.raises(UserError) as e:
+    download.verify("toy", log=lines.append)
+  assert str(e.value) == "dataset toy: 2 file(s) unverified, no checksum recorded: s.h5, e.npz"
+  assert lines == [
+      f"s.h5: unverified: no checksum recorded ({paths['s.h5']}, {len(h5)} bytes, "
+      f"sha256 {hashlib.sha256(h5).hexdigest()})",
+      f"g.bin: ok ({paths['g.bin']})",
+      f"e.npz: unverified: no checksum recorded ({paths['e.npz']}, 6 bytes, the registry's size, "
+      f"sha256 {hashlib.sha256(b'PK' + bytes([3, 4]) + b'ab').hexdigest()})"]
+  # The issue's case: a 4-byte file in place of the series, and a wrong size, are corrupt, not unverified.
+  paths["s.h5"].write_bytes(b"\x00\x01\x02\x03")
+  paths["e.npz"].write_bytes(b"PK\x03\x04abc")
+  lines = []
+  with pytest.raises(UserError, match=r"^dataset toy: 2 file\(s\) missing or corrupt: s\.h5, e\.npz$"):
+    download.verify("toy", log=lines.append)
+  assert lines[0] == f"s.h5: BAD, not a .h5 file (only 4 bytes) ({paths['s.h5']})"
+  assert lines[2] == f"e.npz: BAD size 7, expected 6 ({paths['e.npz']})"
+
+
+def test_registry_checksums_match_the_staged_copies(shared_data):
+  """Every registry file staged in the shared folder (byte copies of the public files, SOURCES.md)
+  has its sha256 and size recorded, and they match; the files with none are exactly the unstaged ones."""
+  unchecked = []
+  for info in registry.DATASETS.values():
+    for f in info.files:
+      if f.shared and (shared_data / f.shared).is_file():
+        data = (shared_data / f.shared).read_bytes()
+        assert (f.sha256, f.size) == (hashlib.sha256(data).hexdigest(), len(data)), (info.name, f.name)
+      elif f.url is not None:
+        assert f.sha256 is None and f.size is None, (info.name, f.name)  # nothing to check it against
+        unchecked.append(f"{info.name}/{f.name}")
+  assert unchecked == ["metr-la/metr-la.h5", "pems-bay/pems-bay.h5", "nyctaxi-grid/NYCTaxi.npz",
+                       "nyctaxi-grid/adj_mx.npz"]

@@ -3,8 +3,10 @@ and one clear UserError for each kind of bad input."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import pickle
+import warnings
 
 import h5py
 import numpy as np
@@ -14,6 +16,7 @@ from stjax.data.dataset import calendar_features
 from stjax.data.formats import kind_of, read_adj_pkl, read_graph, read_series
 from stjax.errors import UserError
 from stjax.data.formats.gaussian import gaussian_kernel_adjacency
+from helpers import assert_one_line
 
 
 def write_pandas_fixed_h5(path, values, columns, index_ns, key="df", blocks=None):
@@ -98,6 +101,64 @@ def test_dcrnn_h5_bad(tmp_path, rng, damage):
   assert "\n" not in str(e.value)
   if damage == "nonmonotonic":
     assert "not strictly increasing" in str(e.value)
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms", "s"])
+def test_dcrnn_h5_written_by_pandas(tmp_path, rng, unit):
+  """Files really written by pandas + PyTables (`DataFrame.to_hdf`), at every datetime unit pandas
+  stores (kind 'datetime64[ns]' / '[us]' / ...; the DCRNN release's bare 'datetime64' is above)."""
+  pd = pytest.importorskip("pandas")
+  pytest.importorskip("tables")
+  t = 300
+  index = pd.date_range("2012-03-01 23:00", periods=t, freq="5min", unit=unit)
+  columns = [773869, 767541, 767542, 717447]
+  values = rng.uniform(0, 70, (t, len(columns)))
+  values[3, 2] = 0.0
+  pd.DataFrame(values, index=index, columns=columns).to_hdf(tmp_path / "m.h5", key="df")
+  with h5py.File(tmp_path / "m.h5") as f:
+    assert f["df/axis1"].attrs["kind"] == f"datetime64[{unit}]".encode()  # the layout this test is about
+  ds = read_series(tmp_path / "m.h5")
+  np.testing.assert_allclose(ds.values[..., 0], values, rtol=1e-6)
+  assert ds.node_ids == tuple(str(c) for c in columns) and ds.step_minutes == 5.0
+  np.testing.assert_array_equal(ds.timestamps, index.values.astype("datetime64[s]"))
+  assert ds.timestamps[0] == np.datetime64("2012-03-01T23:00:00") and ds.day_of_week[12] == 4  # Friday
+  # String ids and one block per dtype (float64, float32, int64), in the frame's own column order.
+  frame = pd.DataFrame({"b1": values[:, 0], "a2": values[:, 1].astype(np.float32),
+                        "c3": np.round(values[:, 2]).astype(np.int64)}, index=index)
+  frame.to_hdf(tmp_path / "s.h5", key="speed")
+  ds = read_series(tmp_path / "s.h5")
+  assert ds.node_ids == ("b1", "a2", "c3")
+  np.testing.assert_allclose(ds.values[..., 0], frame.to_numpy(np.float64), rtol=1e-6)
+
+
+def test_dcrnn_h5_pandas_time_zones_and_table_format(tmp_path, rng):
+  pd = pytest.importorskip("pandas")
+  pytest.importorskip("tables")
+  index = pd.date_range("2017-01-01", periods=40, freq="5min", unit="us")
+  frame = pd.DataFrame(rng.normal(size=(40, 3)), index=index, columns=[400001, 400017, 400030])
+  for zone in ("UTC", datetime.timezone.utc, datetime.timezone(datetime.timedelta(hours=8))):  # fixed offsets
+    frame.tz_localize(zone).to_hdf(tmp_path / "fixed.h5", key="df")
+    np.testing.assert_array_equal(read_series(tmp_path / "fixed.h5").timestamps, index.values.astype("datetime64[s]"))
+  frame.tz_localize("America/Los_Angeles").to_hdf(tmp_path / "la.h5", key="df")
+  with pytest.raises(UserError) as e:
+    read_series(tmp_path / "la.h5")
+  assert_one_line(e, "la.h5: the frame index is in time zone 'America/Los_Angeles'", "tz_localize(None)")
+  frame.to_hdf(tmp_path / "table.h5", key="df", format="table")
+  with pytest.raises(UserError) as e:
+    read_series(tmp_path / "table.h5")
+  assert_one_line(e, "table.h5: frame 'df' was written with format='table'", "format='fixed'")
+  with warnings.catch_warnings():  # PyTables pickles these, and says so
+    warnings.simplefilter("ignore")
+    frame.assign(note="x").to_hdf(tmp_path / "mixed.h5", key="df")  # int and str labels
+    frame.set_axis(["a", "b", "c"], axis=1).assign(note="x").to_hdf(tmp_path / "text.h5", key="df")
+  for name, node in (("mixed.h5", "axis0"), ("text.h5", "block1_values")):
+    with pytest.raises(UserError) as e:
+      read_series(tmp_path / name)
+    assert_one_line(e, f"{name}: {node} holds pickled Python objects")
+  frame.reset_index(drop=True).to_hdf(tmp_path / "range.h5", key="df")
+  with pytest.raises(UserError) as e:
+    read_series(tmp_path / "range.h5")
+  assert_one_line(e, "range.h5: the frame index is not a datetime index (kind='integer'")
 
 
 def test_stssl_npz(tmp_path, rng):

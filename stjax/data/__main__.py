@@ -2,7 +2,8 @@
 
 - `list`: every registered dataset with nodes, steps, step, protocol and whether it is local.
 - `download NAME`: fetch the missing files (resume, sha256) into `$STJAX_DATA` (default ~/.cache/stjax).
-- `verify NAME`: re-hash the local files against the registry.
+- `verify NAME`: re-hash the local files against the registry (a file with no recorded checksum is
+  reported "unverified: no checksum recorded" and the command fails).
 - `info PATH`: what a series or graph file holds (shape, time range, missing ratio, NaN/inf; nodes,
   non-zeros, symmetry, self-loops). A registered dataset name instead of a path shows the loaded
   dataset with its graph.
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("download", help="fetch a dataset's files (resume, sha256)")
   p.add_argument("name")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
-  p = sub.add_parser("verify", help="re-hash a dataset's local files")
+  p = sub.add_parser("verify", help="re-hash a dataset's local files (fails on files with no recorded checksum)")
   p.add_argument("name")
   p = sub.add_parser("info", help="describe a series or graph file (or a registered dataset)")
   p.add_argument("path")

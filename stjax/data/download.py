@@ -2,9 +2,14 @@
 
 A file is fetched into `<target>.part` with HTTP Range requests (an interrupted transfer resumes
 where it stopped, on the next attempt or the next run), hashed, and renamed to its final name only
-when the sha256 matches, so a final file is always complete and verified. Set
+when its size and sha256 match the registry, so a final file with a recorded checksum is always
+complete and verified. Set
 `$STJAX_DOWNLOAD_MIRROR=https://host/path` to fetch `<mirror>/<dataset>/<file>` instead of the
 registry URLs of the files that have one (for mirrors and tests).
+
+A file with no recorded sha256 is never called verified: its size is checked when the registry
+knows it, its first bytes must look like its format (so an error page or a stub is not kept), and
+`verify` reports it as "unverified: no checksum recorded" and fails.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import urllib.request
 
 from tqdm import tqdm
 
-from stjax.data import registry
+from stjax.data import paths, registry
 from stjax.errors import UserError
 
 CHUNK = 1 << 16
+# Leading bytes of the formats served without a checksum (HDF5 may start after a user block).
+_SIGNATURES = {".h5": (b"\x89HDF\r\n\x1a\n", (0, 512, 1024, 2048, 4096)), ".npz": (b"PK\x03\x04", (0,))}
 
 
 def sha256_file(path: str | pathlib.Path) -> str:
@@ -31,6 +38,20 @@ def sha256_file(path: str | pathlib.Path) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
+
+
+def format_problem(path: str | pathlib.Path, suffix: str) -> str | None:
+  """Why `path` cannot be a `suffix` file (too short, wrong leading bytes), or None. Not a checksum."""
+  if suffix not in _SIGNATURES:
+    return None
+  magic, offsets = _SIGNATURES[suffix]
+  with open(path, "rb") as f:
+    head = f.read(max(offsets[-1] + len(magic), 16))
+  if any(head[o:o + len(magic)] == magic for o in offsets):
+    return None
+  if len(head) < len(magic):
+    return f"not a {suffix} file (only {len(head)} bytes)"
+  return f"not a {suffix} file (it starts with {head[:16]!r})"
 
 
 def _fetch_once(url: str, part: pathlib.Path, progress: bool, label: str) -> None:
@@ -66,14 +87,15 @@ def _fetch_once(url: str, part: pathlib.Path, progress: bool, label: str) -> Non
 
 
 def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None, retries: int = 3,
-                  progress: bool = True) -> pathlib.Path:
-  """Fetches `url` to `dest` (resuming `dest.part`), verifies sha256, renames into place.
+                  progress: bool = True, size: int | None = None) -> pathlib.Path:
+  """Fetches `url` to `dest` (resuming `dest.part`), checks size and sha256, renames into place.
 
-  Raises UserError when every attempt fails (the `.part` stays for the next run to resume) or the
-  checksum does not match (the `.part` is deleted and no `dest` is written).
+  Raises UserError when every attempt fails (the `.part` stays for the next run to resume), or the
+  size or checksum does not match, or (no checksum given) the bytes are not `dest`'s format: then
+  the `.part` is deleted and no `dest` is written.
   """
   dest = pathlib.Path(dest)
-  dest.parent.mkdir(parents=True, exist_ok=True)
+  paths.writable_folder(dest.parent)  # a read-only or looping data dir is said before any transfer
   part = dest.with_name(dest.name + ".part")
   error = None
   for _ in range(retries + 1):
@@ -90,11 +112,18 @@ def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None,
   if error is not None:
     kept = part.stat().st_size if part.exists() else 0
     raise UserError(f"{url}: download failed ({error}); {kept} bytes kept in {part}, run the command again to resume")
+  if size is not None and part.stat().st_size != size:
+    got = part.stat().st_size
+    part.unlink()
+    raise UserError(f"{url}: size mismatch (expected {size} bytes, got {got}); the download was deleted")
   if sha256 is not None:
     got = sha256_file(part)
     if got != sha256:
       part.unlink()
       raise UserError(f"{url}: sha256 mismatch (expected {sha256}, got {got}); the download was deleted")
+  elif (problem := format_problem(part, dest.suffix.lower())) is not None:
+    part.unlink()
+    raise UserError(f"{url}: {problem}; the download was deleted (no checksum is recorded for it)")
   os.replace(part, dest)
   return dest
 
@@ -117,8 +146,8 @@ def download(name: str, progress: bool = True, log=print) -> dict[str, pathlib.P
     if url is None:
       manual.append(f)
       continue
-    path = download_file(url, registry.local_path(info, f), f.sha256, progress=progress)
-    log(f"{f.name}: downloaded to {path}" + ("" if f.sha256 else " (no published sha256 to check)"))
+    path = download_file(url, registry.local_path(info, f), f.sha256, progress=progress, size=f.size)
+    log(f"{f.name}: downloaded to {path}" + ("" if f.sha256 else " (unverified: no checksum recorded)"))
   if manual:
     raise UserError(f"dataset {name}: {', '.join(f.name for f in manual)} have no public direct link; get "
                     f"{manual[0].note} and put them in {registry.data_dir() / name}")
@@ -126,24 +155,42 @@ def download(name: str, progress: bool = True, log=print) -> dict[str, pathlib.P
 
 
 def verify(name: str, log=print) -> None:
-  """Re-hashes the local files of `name`; UserError on a missing file or a mismatch."""
+  """Re-hashes the local files of `name`; UserError on a missing, corrupt or unverifiable file.
+
+  A file with no recorded sha256 is "unverified: no checksum recorded" (its size, when known, and its
+  format's leading bytes are still checked; its sha256 is printed to compare with a trusted copy).
+  """
   info = registry.get(name)
-  bad = []
+  found = registry.find_local(name)
+  bad, unverified = [], []
   for f in info.files:
-    path = registry.find_local(name)[f.name]
+    path = found[f.name]
     if path is None:
       log(f"{f.name}: MISSING")
       bad.append(f.name)
       continue
-    if f.size is not None and path.stat().st_size != f.size:
-      log(f"{f.name}: BAD size {path.stat().st_size}, expected {f.size} ({path})")
+    size = path.stat().st_size
+    if f.size is not None and size != f.size:
+      log(f"{f.name}: BAD size {size}, expected {f.size} ({path})")
       bad.append(f.name)
     elif f.sha256 is None:
-      log(f"{f.name}: present, no published sha256 ({path}, sha256 {sha256_file(path)})")
+      problem = format_problem(path, path.suffix.lower())
+      if problem is not None:
+        log(f"{f.name}: BAD, {problem} ({path})")
+        bad.append(f.name)
+      else:
+        known = ", the registry's size" if f.size is not None else ""
+        log(f"{f.name}: unverified: no checksum recorded ({path}, {size} bytes{known}, sha256 {sha256_file(path)})")
+        unverified.append(f.name)
     elif sha256_file(path) != f.sha256:
       log(f"{f.name}: BAD sha256 ({path})")
       bad.append(f.name)
     else:
       log(f"{f.name}: ok ({path})")
+  problems = []
   if bad:
-    raise UserError(f"dataset {name}: {len(bad)} file(s) missing or corrupt: {', '.join(bad)}")
+    problems.append(f"{len(bad)} file(s) missing or corrupt: {', '.join(bad)}")
+  if unverified:
+    problems.append(f"{len(unverified)} file(s) unverified, no checksum recorded: {', '.join(unverified)}")
+  if problems:
+    raise UserError(f"dataset {name}: {'; '.join(problems)}")

@@ -4,7 +4,9 @@ Local files live in `data_dir()/<dataset>/<file>` (`$STJAX_DATA`, default `~/.ca
 `resolve(name)` also finds files staged in the shared data folder (`$STJAX_SHARED_DATA`, default
 `../shared/data` beside the repository), whose provenance is documented in its SOURCES.md.
 A file with `url=None` has no public direct link (Google Drive / Baidu releases); `note` says where
-to get it by hand. `sha256=None` means no checksum is published for that file.
+to get it by hand. `sha256` and `size` are recorded only for files byte-identical to the public file
+the URL serves (the staged copies SOURCES.md lists); `sha256=None` means none is recorded, and such
+a file is never reported verified (`download.verify` says "unverified: no checksum recorded").
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import os
 import pathlib
 
+from stjax.data import paths
 from stjax.errors import UserError
 
 _GH = "https://raw.githubusercontent.com"
@@ -34,7 +37,7 @@ class RemoteFile:
   """One file of a dataset."""
   name: str  # local file name inside the dataset's folder
   url: str | None  # public direct link, or None when there is none
-  sha256: str | None = None  # published / verified checksum, or None
+  sha256: str | None = None  # of the public file (checked against a byte-identical staged copy), or None
   size: int | None = None  # bytes, when known
   shared: str | None = None  # path under the shared data folder (SOURCES.md), if staged there
   note: str = ""  # where to get it when url is None
@@ -181,12 +184,16 @@ def local_path(info: DatasetInfo, f: RemoteFile) -> pathlib.Path:
 
 
 def find_local(name: str) -> dict[str, pathlib.Path | None]:
-  """File name -> local path (data dir first, then the shared folder), or None when absent."""
+  """File name -> local path (data dir first, then the shared folder), or None when absent.
+
+  Something at a candidate path that cannot be read (a symlink loop, a broken link, no permission)
+  is a UserError saying so, not a file "not found".
+  """
   info = get(name)
   found = {}
   for f in info.files:
     candidates = [local_path(info, f)] + ([shared_dir() / f.shared] if f.shared else [])
-    found[f.name] = next((p for p in candidates if p.is_file()), None)
+    found[f.name] = next((paths.readable_file(p) for p in candidates if paths.present(p)), None)
   return found
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from stjax.data import paths
 from stjax.data.dataset import Dataset
 from stjax.data.formats.csv import read_edge_csv, read_matrix_csv, read_node_csv, read_node_ids, sniff_csv
 from stjax.data.formats.dcrnn_h5 import read_dcrnn_h5
@@ -33,10 +34,7 @@ GRAPH_HELP = ".pkl (DCRNN adj_mx), .npz with 'adj_mx', .csv (N x N matrix or fro
 
 
 def _existing(path) -> pathlib.Path:
-  path = pathlib.Path(path).expanduser()
-  if not path.exists():
-    raise UserError(f"{path}: file not found")
-  return path
+  return paths.existing(path)  # one line for a missing, looping, broken or unreadable path
 
 
 def _npz_keys(path: pathlib.Path) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from stjax.data import paths
 from stjax.data.dataset import Dataset, calendar_features
 from stjax.data.formats.timeaxis import checked_step_minutes, regular_timestamps
 from stjax.errors import UserError
@@ -24,9 +25,7 @@ from stjax.data.formats.gaussian import gaussian_kernel_adjacency
 
 
 def _open(path: pathlib.Path):
-  if not path.is_file():
-    raise UserError(f"{path}: file not found")
-  return open(path, newline="", encoding="utf-8-sig")
+  return open(paths.readable_file(path), newline="", encoding="utf-8-sig")
 
 
 def _is_number(token: str) -> bool:
@@ -126,10 +125,11 @@ def read_matrix_csv(path: str | pathlib.Path) -> np.ndarray:
 def read_node_ids(source: str | pathlib.Path | Sequence) -> tuple[str, ...]:
   """Node ids from a sequence or a text file (one per line, or comma-separated like DCRNN's)."""
   if isinstance(source, (str, pathlib.Path)):
-    path = pathlib.Path(source)
-    if not path.is_file():
-      raise UserError(f"{path}: node-id file not found")
-    text = path.read_text().replace(",", "\n").split()
+    path = paths.readable_file(source, "node-id file")
+    try:
+      text = path.read_text(encoding="utf-8").replace(",", "\n").split()
+    except UnicodeDecodeError as e:
+      raise UserError(f"{path}: not a text file of node ids ({e.reason} at byte {e.start})") from None
     return tuple(t.strip() for t in text if t.strip())
   return tuple(str(i) for i in source)
 

@@ -15,6 +15,7 @@ import zipfile
 
 import numpy as np
 
+from stjax.data import paths
 from stjax.data.dataset import Dataset, calendar_features
 from stjax.data.formats.timeaxis import regular_timestamps
 from stjax.errors import UserError
@@ -25,9 +26,7 @@ _NOT_GIVEN = object()
 
 def load_npz(path: str | pathlib.Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
   """Loads the named arrays of an `.npz` (no pickled objects), with one-line errors."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise UserError(f"{path}: file not found")
+  path = paths.readable_file(path)
   try:
     with np.load(path, allow_pickle=False) as z:
       missing = [k for k in keys if k not in z.files]

@@ -15,6 +15,7 @@ import pickle
 
 import numpy as np
 
+from stjax.data import paths
 from stjax.errors import UserError
 
 # The callables NumPy's own __reduce__ names, looked up from live objects (not by import path, which
@@ -57,7 +58,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def safe_load(path: str | pathlib.Path):
   """Unpickles `path` allowing only NumPy arrays and built-in containers/scalars."""
-  data = pathlib.Path(path).read_bytes()
+  data = paths.readable_file(path).read_bytes()
   try:
     return _NumpyOnlyUnpickler(io.BytesIO(data), str(path)).load()
   except UserError:

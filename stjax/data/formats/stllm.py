@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 
+from stjax.data import paths
 from stjax.data.dataset import Dataset
 from stjax.data.formats.npz import load_npz
 from stjax.errors import UserError
@@ -69,10 +70,10 @@ def _join(first: np.ndarray, second: np.ndarray, overlap: int, what: str, file, 
 
 def read_stllm_folder(path: str | pathlib.Path, name: str | None = None, channel: str = "value") -> Dataset:
   """`{train,val,test}.npz` folder -> Dataset [T, N, 1]; tod/dow from x channels 1 and 2."""
-  path = pathlib.Path(path)
-  if not is_stllm_folder(path):
+  path = paths.existing(path)
+  if not (path.is_dir() and all(paths.present(path / f"{s}.npz") for s in SPLITS)):
     raise UserError(f"{path}: not an ST-LLM split folder (needs train.npz, val.npz and test.npz)")
-  files = [path / f"{s}.npz" for s in SPLITS]
+  files = [paths.readable_file(path / f"{s}.npz") for s in SPLITS]
   first = _read_split(files[0])
   values, tod, dow = first.values, first.tod, first.dow
   for prev, file in zip(files, files[1:]):
