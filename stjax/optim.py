@@ -245,8 +245,8 @@ def scale_by_ranger_radam(b1: float, b2: float, eps: float, threshold: float) ->
   rho_inf = 2.0 / (1.0 - b2) - 1.0
 
   def init(params):
-    zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
-    return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    return optax.ScaleByAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
 
   def update(updates, state, params=None):
     del params
