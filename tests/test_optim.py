@@ -104,7 +104,7 @@ def test_frozen_leaves_never_change_and_have_no_state(rng, name, state_copies):
 
 
 def _ranger_reference(params, grads_fn, steps, lr, b1, b2, eps, wd, k, alpha, threshold, llm_key_paths):
-  """float64 NumPy Ranger (optax RAdam form): GC -> RAdam -> decoupled decay -> lookahead."""
+  """float64 NumPy Ranger (ST-LLM's ranger21.py form): GC -> RAdam -> decoupled decay -> lookahead."""
   p = {n: v.astype(np.float64) for n, v in params.items()}
   slow = {n: v.copy() for n, v in p.items()}
   mu = {n: np.zeros_like(v) for n, v in p.items()}
@@ -119,11 +119,11 @@ def _ranger_reference(params, grads_fn, steps, lr, b1, b2, eps, wd, k, alpha, th
         gn = gn - gn.mean(axis=axes, keepdims=True)
       mu[n] = b1 * mu[n] + (1 - b1) * gn
       nu[n] = b2 * nu[n] + (1 - b2) * gn**2
-      mu_hat, nu_hat = mu[n] / (1 - b1**t), nu[n] / (1 - b2**t)
+      mu_hat = mu[n] / (1 - b1**t)
       rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
-      if rho >= threshold:
+      if rho > threshold:  # eps on the uncorrected sqrt(v); sqrt(1 - b2^t) in the step size
         r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-        u = r * mu_hat / (np.sqrt(nu_hat) + eps)
+        u = r * np.sqrt(1 - b2**t) * mu_hat / (np.sqrt(nu[n]) + eps)
       else:
         u = mu_hat
       p[n] = p[n] - lr * (u + wd * p[n])
