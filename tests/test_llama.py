@@ -260,12 +260,12 @@ def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   assert backbones.backbone_name(gcfg) == "gpt2" and backbones.hidden_size(gcfg) == 16
   assert backbones.token_embedding_table(gparams).shape == (50, 16)
 
-  other = tmp_path / "bert"
+  other = tmp_path / "t5"
   other.mkdir()
-  (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+  (other / "config.json").write_text(json.dumps({"model_type": "t5"}))
   with pytest.raises(UserError) as e:
     convert_backbones.load_backbone(other)
-  assert_one_line(e, "bert", "supported backbones: gpt2, llama")
+  assert_one_line(e, "t5", "supported backbones: bert, gpt2, llama")
   with pytest.raises(UserError):
     backbones.build_backbone("t5", None)
 

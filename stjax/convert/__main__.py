@@ -1,7 +1,8 @@
-"""`python -m stjax.convert`: Hugging Face GPT-2 / Llama -> stjax checkpoint, and back.
+"""`python -m stjax.convert`: Hugging Face GPT-2 / Llama / BERT -> stjax checkpoint, and back.
 
     python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
     python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
+    python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
     python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
 """
 
@@ -21,7 +22,12 @@ def _count(params) -> int:
 
 
 def _describe(config) -> str:
+  from stjax.models.backbones.bert import BertConfig
   from stjax.models.backbones.llama import LlamaConfig
+  if isinstance(config, BertConfig):
+    return (f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
+            f"{config.num_attention_heads} heads, mlp {config.intermediate_size}, vocab {config.vocab_size}, "
+            f"positions {config.max_position_embeddings}, {config.type_vocab_size} token types")
   if isinstance(config, LlamaConfig):
     rope = f"rope {config.rope_type} (theta {config.rope_theta:g}"
     rope += f", factor {config.rope_factor:g})" if config.rope_type == "llama3" else ")"
@@ -45,13 +51,18 @@ def main(argv: list[str] | None = None) -> int:
   llama.add_argument("--source", required=True, help="hub id (e.g. meta-llama/Llama-3.2-1B) or local HF folder")
   llama.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
   llama.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  export = sub.add_parser("export", help="stjax (or HF) GPT-2 -> HF folder (model.safetensors + config.json)")
-  export.add_argument("--source", required=True, help="stjax GPT-2/Llama checkpoint folder (or an HF folder / hub id)")
+  bert = sub.add_parser("bert", help="HF BERT (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
+  bert.add_argument("--source", required=True, help="hub id (e.g. bert-base-uncased) or local HF folder")
+  bert.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
+  bert.add_argument("--num-layers", type=int, default=None, help="keep only the first N layers")
+  export = sub.add_parser("export", help="stjax (or HF) GPT-2 / Llama / BERT -> HF folder (model.safetensors + config.json)")
+  export.add_argument("--source", required=True,
+                      help="stjax GPT-2/Llama/BERT checkpoint folder (or an HF folder / hub id)")
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
   args = parser.parse_args(argv)
 
-  from stjax.convert import hf_gpt2, hf_llama
+  from stjax.convert import hf_bert, hf_gpt2, hf_llama
 
   if args.command == "gpt2":
     config, params, path = hf_gpt2.convert(args.source, args.output, args.num_layers)
@@ -63,11 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"converted {args.source}: Llama, {_describe(config)}")
     print(f"parameters: {_count(params):,}")
     print(f"wrote stjax checkpoint: {path} (config.json, params/)")
+  elif args.command == "bert":
+    config, params, path = hf_bert.convert(args.source, args.output, args.num_layers)
+    print(f"converted {args.source}: BERT, {_describe(config)}")
+    print(f"parameters: {_count(params):,}")
+    print(f"wrote stjax checkpoint: {path} (config.json, params/)")
   else:
     from stjax.convert.backbones import load_backbone
     from stjax.models.backbones import backbone_name
-    config, params = load_backbone(args.source, args.num_layers)  # GPT-2 or Llama, by config.json
-    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama")}[backbone_name(config)]
+    config, params = load_backbone(args.source, args.num_layers)  # GPT-2, Llama or BERT, by config.json
+    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama"), "bert": (hf_bert, "BERT")}[backbone_name(config)]
     path = family[0].export(config, params, args.output)
     print(f"exported {args.source}: {family[1]}, {_describe(config)}")
     print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")

@@ -9,18 +9,19 @@ import os
 import pathlib
 from typing import Any
 
-from stjax.convert import hf_gpt2, hf_llama
+from stjax.convert import hf_bert, hf_gpt2, hf_llama
 from stjax.convert.hf_common import read_config_json, resolve_folder
 from stjax.errors import UserError
 
-LOADERS = {"gpt2": hf_gpt2.load, "llama": hf_llama.load}  # family -> load(folder, num_layers)
+LOADERS = {"gpt2": hf_gpt2.load, "llama": hf_llama.load, "bert": hf_bert.load}  # family -> load(folder, num_layers)
 
 
 def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
   """Pretrained weights of any backbone -> (config truncated to num_layers, params NumPy tree).
 
   The family is read from `config.json`: a stjax checkpoint's `format` ('stjax.gpt2',
-  'stjax.llama') or a Hugging Face `model_type` ('gpt2', 'llama'). Hub ids are downloaded first
+  'stjax.llama', 'stjax.bert') or a Hugging Face `model_type` ('gpt2', 'llama', 'bert'). Hub ids
+  are downloaded first
   (huggingface_hub; a clear error when offline).
   """
   folder = resolve_folder(path_or_hub_id)
@@ -28,7 +29,7 @@ def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = No
 
 
 def family_of(folder: pathlib.Path) -> str:
-  """'gpt2' | 'llama': the family of a model folder, from its config.json only (no weights read)."""
+  """'gpt2' | 'llama' | 'bert': the family of a model folder, from its config.json only (no weights read)."""
   config_path, meta = read_config_json(
       folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
   fmt = meta.get("format")

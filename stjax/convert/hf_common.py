@@ -1,4 +1,4 @@
-"""What every Hugging Face converter shares; `hf_gpt2` and `hf_llama` only add their tables.
+"""What every Hugging Face converter shares; `hf_gpt2`, `hf_llama` and `hf_bert` only add their tables.
 
 A converter is a `Converter`: the family's config class, its tensor table (`Rule`s: HF name, stjax
 path, HF shape, per-tensor hooks both ways), the tensors to ignore and the checkpoint format. It
@@ -159,6 +159,10 @@ def _same_shape(rule: Rule, config: Any) -> tuple[int, ...]:
   return rule.shape(config)
 
 
+def _same_name(name: str) -> str:
+  return name
+
+
 def geometry_of(config: Any) -> dict:
   """A backbone config's fields as saved with a checkpoint: everything but the run's kernel choices."""
   return {k: v for k, v in dataclasses.asdict(config).items() if k != "kernels"}
@@ -178,6 +182,8 @@ class Converter:
     hf_prefix: prefix of the trunk's tensors in task-head checkpoints ("transformer.").
     fmt: `format` of the family's stjax checkpoints.
     stjax_shape: (rule, config) -> shape of the stjax leaf (default: the HF shape).
+    rename: legacy HF tensor name (prefix stripped) -> the table's name (default: unchanged), for
+      old spellings such as BERT's `LayerNorm.gamma`; applied when reading HF folders only.
   """
 
   name: str
@@ -190,6 +196,7 @@ class Converter:
   hf_prefix: str
   fmt: str
   stjax_shape: Callable[[Rule, Any], tuple[int, ...]] = _same_shape
+  rename: Callable[[str], str] = _same_name
 
   def rules(self, config: Any) -> list[tuple[str, tuple[str, ...], Rule]]:
     """The full table for a config: (HF name, stjax path, rule) for every tensor."""
@@ -235,7 +242,7 @@ class Converter:
 
     source = weights_io.open_weights(folder)
     prefix = self.hf_prefix
-    names = {n[len(prefix):] if n.startswith(prefix) else n: n for n in source.names}
+    names = {self.rename(n[len(prefix):] if n.startswith(prefix) else n): n for n in source.names}
     known = {hf for hf, _, _ in self.rules(full)}
     unexpected = sorted(n for n in names if n not in known and not self.ignored.match(n))
     if unexpected:

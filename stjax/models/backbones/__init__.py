@@ -1,4 +1,4 @@
-"""Pretrained language-model backbones behind one interface: GPT-2 and Llama.
+"""Pretrained language-model backbones behind one interface: GPT-2, Llama and BERT.
 
 Every backbone is a Flax module with the same call and the same pluggable parts, so ST-LINK,
 ST-LLM and STH-SepNet are written once against this interface:
@@ -16,8 +16,8 @@ ST-LLM and STH-SepNet are written once against this interface:
   `transform_qk`) or adds an extra FFN (`(out, aux_loss)`, summed into `return_aux`).
 - Positions: GPT-2 adds its learned table (`use_wpe`, GPT-2 only); Llama rotates q/k at
   `attention_kwargs["positions"]` ([seq] or [batch, seq]; default 0..seq-1).
-- Config fields differ by family (GPT-2: n_embd, n_layer; Llama: hidden_size,
-  num_hidden_layers); use `hidden_size(config)` and `num_layers(config)`. Both configs have
+- Config fields differ by family (GPT-2: n_embd, n_layer; Llama and BERT: hidden_size,
+  num_hidden_layers); use `hidden_size(config)` and `num_layers(config)`. Every config has
   `causal`, `dtype`, `lora_rank`, `lora_alpha`, `lora_targets` and `replace(**changes)`.
 """
 
@@ -28,13 +28,16 @@ from typing import Any, Callable, Mapping
 import flax.linen as nn
 
 from stjax.errors import UserError
+from stjax.models.backbones.bert import Bert, BertConfig
 from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 from stjax.models.backbones.llama import Llama, LlamaConfig
 
-# name -> (module class, config class, token-table param name); converters: stjax.convert.backbones.
-_BACKBONES: dict[str, tuple[type[nn.Module], type, str]] = {
-    "gpt2": (GPT2, GPT2Config, "wte"),
-    "llama": (Llama, LlamaConfig, "embed_tokens"),
+# name -> (module class, config class, path of the token table in its params); converters:
+# stjax.convert.backbones.
+_BACKBONES: dict[str, tuple[type[nn.Module], type, tuple[str, ...]]] = {
+    "gpt2": (GPT2, GPT2Config, ("wte",)),
+    "llama": (Llama, LlamaConfig, ("embed_tokens",)),
+    "bert": (Bert, BertConfig, ("embeddings", "word_embeddings")),
 }
 
 
@@ -97,8 +100,22 @@ def token_embedding_table(params: Any) -> Any:
   `params` is the backbone's own tree (e.g. `variables["params"]["llm"]`); STH-SepNet builds its
   text prototypes from it.
   """
-  for _, _, table_name in _BACKBONES.values():
-    if table_name in params:
-      return nn.unbox(params[table_name]["embedding"])
+  for _, _, path in _BACKBONES.values():
+    node = params
+    for key in path:
+      node = node.get(key) if hasattr(node, "get") else None
+    if node is not None:
+      return nn.unbox(node["embedding"])
   raise UserError(f"params: no token embedding table (looked for "
-                  f"{', '.join(t for _, _, t in _BACKBONES.values())}; keys: {sorted(params)[:8]})")
+                  f"{', '.join('/'.join(p) for _, _, p in _BACKBONES.values())}; keys: {sorted(params)[:8]})")
+
+
+def token_table_module(backbone: nn.Module) -> nn.Embed:
+  """The token-embedding submodule [vocab, embed] of a bound backbone module (any family)."""
+  for module_cls, _, path in _BACKBONES.values():
+    if isinstance(backbone, module_cls):
+      node = backbone
+      for key in path:
+        node = getattr(node, key)
+      return node
+  raise TypeError(f"not a backbone module: {type(backbone).__name__}")

@@ -15,9 +15,13 @@ from typing import Any
 
 from stjax.errors import UserError
 from stjax.kernels import Kernels
+from stjax.models.backbones.bert import BertConfig
 from stjax.models.backbones.gpt2 import GPT2Config
+from stjax.models.backbones.llama import LlamaConfig
 
-LLM_KEY = "llm"
+LLM_KEY = "llm"  # params[LLM_KEY]: the language model of every LLM-backed model.
+# Families whose geometry comes from the pretrained checkpoint: config class, name of its default.
+BACKBONE_DEFAULTS = {"llama": (LlamaConfig, "Llama 3.2 1B"), "bert": (BertConfig, "bert-base-uncased")}
 
 
 def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None,
@@ -56,22 +60,28 @@ def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_drop
   (`LlamaConfig` defaults: width 2048, 32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) when
   `pretrained` is empty; truncated to `llm_layers` blocks, with the model's dtype and attention
   dropout. GPT-2's geometry fields and `use_wpe` do not apply to Llama (its positions are rotary).
-  A local `pretrained` folder of the other family is a UserError naming config.model.backbone.
+  "bert": likewise from the pretrained BERT's config, or bert-base (`BertConfig` defaults: width
+  768, 12 heads, FFN 3072, vocab 30522) when `pretrained` is empty; BERT is an encoder, so its
+  attention is bidirectional whatever `causal` asks; `dropout` is its hidden dropout.
+  A local `pretrained` folder of another family is a UserError naming config.model.backbone.
   Used by every LLM-backed model (ST-LINK, STH-SepNet).
   """
-  from stjax.models.backbones.llama import LlamaConfig
-
   name = model_config.get("backbone", "gpt2")
-  if name not in ("gpt2", "llama"):
-    raise UserError(f"config.model.backbone: {name!r} is not gpt2 or llama")
+  if name not in BACKBONE_DEFAULTS and name != "gpt2":
+    raise UserError(f"config.model.backbone: {name!r} is not one of gpt2, {', '.join(BACKBONE_DEFAULTS)}")
   if name == "gpt2":
     return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout,
                       kernels=kernels)
   gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
-  base = pretrained_config if pretrained_config is not None else LlamaConfig()
+  default_cls, default_name = BACKBONE_DEFAULTS[name]
+  base = pretrained_config if pretrained_config is not None else default_cls()
   if gpt2.n_layer > base.num_hidden_layers:
     raise UserError(f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
-                    f"{model_config.get('pretrained', '') or 'Llama 3.2 1B'}")
+                    f"{model_config.get('pretrained', '') or default_name}")
+  if name == "bert":
+    return base.replace(num_hidden_layers=gpt2.n_layer, attention_probs_dropout_prob=gpt2.attn_pdrop,
+                        hidden_dropout_prob=gpt2.resid_pdrop, causal=False, dtype=gpt2.dtype, lora_rank=0,
+                        lora_alpha=None, kernels=kernels)
   return base.replace(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
                       dtype=gpt2.dtype, lora_rank=0, lora_alpha=None, kernels=kernels)
 

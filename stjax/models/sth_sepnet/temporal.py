@@ -17,9 +17,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from stjax.layers.dropout import Dropout
-
-# Name of the token-embedding submodule of each backbone family.
-_TOKEN_TABLE = {"gpt2": "wte", "llama": "embed_tokens"}
+from stjax.models.backbones import token_table_module
 
 
 def replication_pad_patches(series: jax.Array, patch_len: int, stride: int) -> jax.Array:
@@ -63,7 +61,7 @@ class TemporalStream(nn.Module):
 
   Attributes:
     llm: the (shared) backbone module, bound by the parent at `llm`.
-    llm_family: "gpt2" | "llama" (which token table to read).
+    llm_family: "gpt2" | "llama" | "bert" (the backbone family).
     llm_width: the backbone's hidden size.
     output_len: T_out.
     patch_len, stride: patching (16, 8 in the paper).
@@ -97,7 +95,7 @@ class TemporalStream(nn.Module):
                 name="patch_embedding")(patches)
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if self.reprogramming:
-      table = jax.lax.stop_gradient(getattr(self.llm, _TOKEN_TABLE[self.llm_family]).embedding)
+      table = jax.lax.stop_gradient(token_table_module(self.llm).embedding)
       prototypes = nn.Dense(self.num_prototypes, name="prototypes")(table.T.astype(h.dtype)).T
       h = Reprogramming(self.heads, self.d_ff, self.llm_width, self.dropout_rate,
                         name="reprogramming")(h, prototypes, deterministic)
