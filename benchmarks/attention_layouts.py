@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stjax.perf import bench
 from stjax.layers import attention
+from stjax.perf import bench
 
 
 def jax_runner(fn, q, k, v, cot, keys):
@@ -60,23 +60,41 @@ def main() -> None:
   runners = {}
   if rate == 0.0:
     runners["jax.nn.dot_product_attention"] = jax_runner(
-        lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys)
+      lambda q, k, v, key: jax.nn.dot_product_attention(q, k, v, is_causal=causal), q, k, v, cot, keys
+    )
 
   def dense(q, k, v, key):
-    return attention.attend(q, k, v, causal=causal, dropout_rate=rate, deterministic=rate == 0.0, dropout_rng=key,
-                            kernel="xla_dense")
+    return attention.attend(
+      q,
+      k,
+      v,
+      causal=causal,
+      dropout_rate=rate,
+      deterministic=rate == 0.0,
+      dropout_rng=key,
+      kernel="xla_dense",
+    )
 
   runners["stjax attend (dense scores)"] = jax_runner(dense, q, k, v, cot, keys)
   if rate == 0.0:
     for block in (512, 256):
       runners[f"stjax attend (blockwise {block})"] = jax_runner(
-          lambda q, k, v, key, block=block: attention.attend(q, k, v, causal=causal, key_block=block), q, k, v, cot,
-          keys)
+        lambda q, k, v, key, block=block: attention.attend(q, k, v, causal=causal, key_block=block),
+        q,
+        k,
+        v,
+        cot,
+        keys,
+      )
   runners["torch SDPA (eager)"] = torch_runner(q, k, v, cot, causal, rate)
   times = bench.interleaved_times({n: r for n, r in runners.items() if r}, len(keys), args.steps, warmup=2)
-  print(f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform} (interleaved):")
+  print(
+    f"attention fwd+bwd {shape}, causal={causal}, dropout={rate}, {jax.devices()[0].platform} (interleaved):"
+  )
   for name in runners:
-    print(f"  {name:30s} {f'{1e3 * statistics.median(times[name]):.2f} ms' if name in times else 'n/a (no torch)'}")
+    print(
+      f"  {name:30s} {f'{1e3 * statistics.median(times[name]):.2f} ms' if name in times else 'n/a (no torch)'}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,18 +49,21 @@ def main(argv) -> None:
   ha = HistoricalAverage(bundle)
   tod = ha.slots % spd
   weekend = (ha.slots // spd >= 5).astype(np.int64)
-  tables = {"weekday_weekend": (group_means(bundle, weekend * spd + tod, 2 * spd), weekend * spd + tod),
-            "time_of_day": (group_means(bundle, tod, spd), tod)}
+  tables = {
+    "weekday_weekend": (group_means(bundle, weekend * spd + tod, 2 * spd), weekend * spd + tod),
+    "time_of_day": (group_means(bundle, tod, spd), tod),
+  }
   channels = target_channels(bundle)
   print(f"{'predictor':<16} {'val MAE':>9} {'test MAE':>9}")
-  scores = {name: {} for name in ("time_of_week", "weekday_weekend", "week_pooled", "time_of_day", "last_day")}
+  scores = {
+    name: {} for name in ("time_of_week", "weekday_weekend", "week_pooled", "time_of_day", "last_day")
+  }
   for split in ("val", "test"):
     source = bundle.splits[split]
     metrics = {name: Metrics.for_protocol(p, bundle.spec) for name in scores}
     for batch in eval_batches(source, 256):
       steps = source.times[batch["index"]][:, None] + source.output_offsets[None, :]  # [B, T_out]
-      preds = {"time_of_week": ha(source, batch),
-               "last_day": ds.values[steps - spd][..., channels]}
+      preds = {"time_of_week": ha(source, batch), "last_day": ds.values[steps - spd][..., channels]}
       preds.update({name: table[group[steps]] for name, (table, group) in tables.items()})
       preds["week_pooled"] = 0.5 * (preds["time_of_week"] + preds["weekday_weekend"])
       for name, pred in preds.items():

@@ -43,10 +43,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.torch_reference import build_reference, weights  # noqa: E402
-from stjax.perf import bench  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.kernels import Kernels  # noqa: E402
-
+from stjax.perf import bench  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -98,8 +97,12 @@ def torch_optimizer(model: torch.nn.Module, optim_config) -> torch.optim.Optimiz
   """
   params = [p for p in model.parameters() if p.requires_grad]
   c = optim_config
-  kw = dict(lr=float(c.learning_rate), betas=(float(c.b1), float(c.b2)), eps=float(c.eps),
-            weight_decay=float(c.weight_decay))
+  kw = dict(
+    lr=float(c.learning_rate),
+    betas=(float(c.b1), float(c.b2)),
+    eps=float(c.eps),
+    weight_decay=float(c.weight_decay),
+  )
   if c.name == "adamw":
     return torch.optim.AdamW(params, **kw)
   if c.name == "adam":
@@ -124,8 +127,17 @@ def torch_stepper(loss_fn, opt):
   return step
 
 
-def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_steps: int = 864,
-            use_compile: bool = True, threads: int | None = None) -> dict:
+def compare(
+  config,
+  *,
+  batch: int,
+  nodes: int,
+  steps: int,
+  warmup: int,
+  num_steps: int = 864,
+  use_compile: bool = True,
+  threads: int | None = None,
+) -> dict:
   """Runs stjax, torch eager and (optionally) torch.compile on one experiment; returns rows."""
   import jax
 
@@ -180,24 +192,46 @@ def compare(config, *, batch: int, nodes: int, steps: int, warmup: int, num_step
   rows = []
   for label, ts in times.items():
     med = statistics.median(ts)
-    rows.append(dict(framework=label, step_time_s=med, step_time_min_s=min(ts), first_step_s=first[label],
-                     samples_per_s=batch / med,
-                     peak_memory_bytes=jax_peak if label.startswith("stjax") else torch_peaks[label]))
+    rows.append(
+      dict(
+        framework=label,
+        step_time_s=med,
+        step_time_min_s=min(ts),
+        first_step_s=first[label],
+        samples_per_s=batch / med,
+        peak_memory_bytes=jax_peak if label.startswith("stjax") else torch_peaks[label],
+      )
+    )
   eager = times["torch eager"]
   for r in rows:
     r["vs_torch_eager"] = r["step_time_s"] / statistics.median(eager)
-  return {"model": cfg.model.name, "nodes": nodes, "batch": batch, "steps": steps, "warmup": warmup,
-          "dtype": "float32", "torch_float32_matmul": torch.get_float32_matmul_precision(),
-          "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
-          "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-          "device": jax.devices()[0].device_kind, "stjax_flops_per_step": prep.compiled.flops_per_device,
-          "rows": rows}
+  return {
+    "model": cfg.model.name,
+    "nodes": nodes,
+    "batch": batch,
+    "steps": steps,
+    "warmup": warmup,
+    "dtype": "float32",
+    "torch_float32_matmul": torch.get_float32_matmul_precision(),
+    "torch_threads": torch.get_num_threads(),
+    "jax": jax.__version__,
+    "torch": torch.__version__,
+    "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+    "device": jax.devices()[0].device_kind,
+    "stjax_flops_per_step": prep.compiled.flops_per_device,
+    "rows": rows,
+  }
 
 
-COLUMNS = [("framework", "framework"), ("step_time_s", "step (s, median)"), ("step_time_min_s", "step (s, min)"),
-           ("vs_torch_eager", "x torch eager"),
-           ("samples_per_s", "samples/s"), ("first_step_s", "compile / first step (s)"),
-           ("peak_memory_bytes", "peak mem (B)")]
+COLUMNS = [
+  ("framework", "framework"),
+  ("step_time_s", "step (s, median)"),
+  ("step_time_min_s", "step (s, min)"),
+  ("vs_torch_eager", "x torch eager"),
+  ("samples_per_s", "samples/s"),
+  ("first_step_s", "compile / first step (s)"),
+  ("peak_memory_bytes", "peak mem (B)"),
+]
 
 
 def main(argv):
@@ -207,12 +241,22 @@ def main(argv):
   f = flags.FLAGS
   if f.config is None:
     raise UserError("--config: required")
-  result = compare(f.config, batch=f.batch, nodes=f.nodes, steps=f.steps, warmup=f.warmup, num_steps=f.num_steps,
-                   use_compile=f.compile, threads=f.threads)
+  result = compare(
+    f.config,
+    batch=f.batch,
+    nodes=f.nodes,
+    steps=f.steps,
+    warmup=f.warmup,
+    num_steps=f.num_steps,
+    use_compile=f.compile,
+    threads=f.threads,
+  )
   table = bench.markdown_table(result["rows"], COLUMNS)
-  header = (f"{result['model']}, N={result['nodes']}, B={result['batch']}, float32, median of {result['steps']} "
-            f"steps after {result['warmup']} warm-up; {result['machine']}, jax {result['jax']}, torch "
-            f"{result['torch']} ({result['torch_threads']} threads)")
+  header = (
+    f"{result['model']}, N={result['nodes']}, B={result['batch']}, float32, median of {result['steps']} "
+    f"steps after {result['warmup']} warm-up; {result['machine']}, jax {result['jax']}, torch "
+    f"{result['torch']} ({result['torch_threads']} threads)"
+  )
   print(header)
   print(table)
   if f.out:

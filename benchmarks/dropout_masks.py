@@ -13,8 +13,8 @@ import statistics
 
 import jax
 
-from stjax.perf import bench
 from stjax.layers.dropout import keep_mask
+from stjax.perf import bench
 
 
 def main() -> None:
@@ -24,14 +24,22 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=15, help="timed calls (median reported)")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
-  fns = {"bernoulli": jax.jit(lambda k: jax.random.bernoulli(k, 1.0 - args.rate, shape)),
-         "packed": jax.jit(lambda k: keep_mask(k, args.rate, shape))}
+  fns = {
+    "bernoulli": jax.jit(lambda k: jax.random.bernoulli(k, 1.0 - args.rate, shape)),
+    "packed": jax.jit(lambda k: keep_mask(k, args.rate, shape)),
+  }
   keys = [jax.random.key(i) for i in range(args.steps + 1)]
-  times = bench.interleaved_times({n: (lambda i, f=f: f(keys[i]).block_until_ready()) for n, f in fns.items()},
-                                  len(keys), args.steps, warmup=1)
+  times = bench.interleaved_times(
+    {n: (lambda i, f=f: f(keys[i]).block_until_ready()) for n, f in fns.items()},
+    len(keys),
+    args.steps,
+    warmup=1,
+  )
   bernoulli, packed = (1e3 * statistics.median(times[n]) for n in ("bernoulli", "packed"))
-  print(f"mask {shape}, rate {args.rate}, {jax.devices()[0].platform}: bernoulli {bernoulli:.2f} ms, "
-        f"packed 16-bit {packed:.2f} ms, ratio {packed / bernoulli:.2f}")
+  print(
+    f"mask {shape}, rate {args.rate}, {jax.devices()[0].platform}: bernoulli {bernoulli:.2f} ms, "
+    f"packed 16-bit {packed:.2f} ms, ratio {packed / bernoulli:.2f}"
+  )
 
 
 if __name__ == "__main__":

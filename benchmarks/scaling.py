@@ -35,8 +35,9 @@ def run_json(cmd: list[str], timeout: float, new_group: bool = True) -> tuple[di
   it started are killed; new_group=False keeps it in the caller's group (scaling.py's bench points,
   so that killing a sweep kills the point it is running too)."""
   log = "$ " + " ".join(cmd) + "\n"
-  proc = subprocess.Popen(cmd, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=new_group)  # its own process group, to kill as a whole
+  proc = subprocess.Popen(
+    cmd, cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_group
+  )  # its own process group, to kill as a whole
   try:
     stdout, stderr = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -56,8 +57,17 @@ def run_json(cmd: list[str], timeout: float, new_group: bool = True) -> tuple[di
 
 def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], timeout: int) -> dict:
   """One benchmark process; returns its JSON result or {"error": ...}."""
-  cmd = [sys.executable, "-m", "stjax.bench", f"--config={config}", f"--batch={batch}", f"--nodes={nodes}",
-         f"--steps={steps}", "--warmup=2", "--data_batches=0"] + [f"--config.{s}" for s in sets]
+  cmd = [
+    sys.executable,
+    "-m",
+    "stjax.bench",
+    f"--config={config}",
+    f"--batch={batch}",
+    f"--nodes={nodes}",
+    f"--steps={steps}",
+    "--warmup=2",
+    "--data_batches=0",
+  ] + [f"--config.{s}" for s in sets]
   return run_json(cmd, timeout, new_group=False)[0]
 
 
@@ -82,10 +92,17 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
       ax_t.plot(*zip(*timed), "o-", label=label)
     mem = [p for p in ok if p.get("peak_memory_bytes")]
     if mem:
-      line, = ax_m.plot([p[x_key] for p in mem], [p["peak_memory_bytes"] / 2**30 for p in mem], "-", label=label)
+      (line,) = ax_m.plot(
+        [p[x_key] for p in mem], [p["peak_memory_bytes"] / 2**30 for p in mem], "-", label=label
+      )
       for p in mem:  # filled: a step that ran; open: compiled and sized only (--time_max_nodes)
-        ax_m.plot(p[x_key], p["peak_memory_bytes"] / 2**30, "o", color=line.get_color(),
-                  markerfacecolor=line.get_color() if p.get("step_time_s") is not None else "none")
+        ax_m.plot(
+          p[x_key],
+          p["peak_memory_bytes"] / 2**30,
+          "o",
+          color=line.get_color(),
+          markerfacecolor=line.get_color() if p.get("step_time_s") is not None else "none",
+        )
   xs = sorted({p[x_key] for p in points if "error" not in p})
   if any(p.get("step_time_s") is None and p.get("peak_memory_bytes") for p in points if "error" not in p):
     ax_m.set_title("open markers: compiled and sized, not run", fontsize=9)
@@ -115,19 +132,31 @@ def main(argv=None):
   ap.add_argument("--batches", default="4,8,16,32,64", help="B values of the batch sweep")
   ap.add_argument("--nodes_for_batch", type=int, default=207, help="N of the batch sweep")
   ap.add_argument("--steps", type=int, default=10)
-  ap.add_argument("--time_max_nodes", type=int, default=0,
-                  help="node-sweep points with more nodes are sized, not timed (0 = time all)")
+  ap.add_argument(
+    "--time_max_nodes",
+    type=int,
+    default=0,
+    help="node-sweep points with more nodes are sized, not timed (0 = time all)",
+  )
   ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
   ap.add_argument("--timeout", type=int, default=1800, help="seconds per point")
   ap.add_argument("--out_dir", default="docs")
-  ap.add_argument("--keep", default="", help="a scaling.json whose points of other configs are kept "
-                  "(to add or redo one config's curves without rerunning the rest)")
+  ap.add_argument(
+    "--keep",
+    default="",
+    help="a scaling.json whose points of other configs are kept "
+    "(to add or redo one config's curves without rerunning the rest)",
+  )
   args = ap.parse_args(argv)
   out = pathlib.Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   configs = [c for c in args.configs.split(",") if c]
   labels = {label_of(c) for c in configs}
-  points = [p for p in json.loads(pathlib.Path(args.keep).read_text()) if p["label"] not in labels] if args.keep else []
+  points = (
+    [p for p in json.loads(pathlib.Path(args.keep).read_text()) if p["label"] not in labels]
+    if args.keep
+    else []
+  )
   for config in configs:
     failed_at = None  # a larger N than one that ran out of time or memory is not tried
     for n in sorted(int(v) for v in args.nodes.split(",") if v):
@@ -142,7 +171,9 @@ def main(argv=None):
       print(json.dumps(points[-1]), flush=True)
     for b in [int(v) for v in args.batches.split(",") if v]:
       r = run_point(config, b, args.nodes_for_batch, args.steps, args.set, args.timeout)
-      points.append({"label": label_of(config), "sweep": "batch", "nodes": args.nodes_for_batch, "batch": b, **r})
+      points.append(
+        {"label": label_of(config), "sweep": "batch", "nodes": args.nodes_for_batch, "batch": b, **r}
+      )
       save_points(points, out / PARTIAL)
       print(json.dumps(points[-1]), flush=True)
   write_outputs(points, out, args.batch, args.nodes_for_batch)
@@ -161,10 +192,18 @@ def write_outputs(points: list[dict], out: pathlib.Path, batch: int, nodes_for_b
   save_points(points, out / "scaling.json")
   (out / PARTIAL).unlink(missing_ok=True)
   device = next((p.get("device_kind") for p in points if "error" not in p), "?")
-  plot([p for p in points if p["sweep"] == "nodes"], "nodes", out / "scaling_nodes.png",
-       f"step time and memory vs N (batch {batch}, {device})")
-  plot([p for p in points if p["sweep"] == "batch"], "batch", out / "scaling_batch.png",
-       f"step time and memory vs batch (N = {nodes_for_batch}, {device})")
+  plot(
+    [p for p in points if p["sweep"] == "nodes"],
+    "nodes",
+    out / "scaling_nodes.png",
+    f"step time and memory vs N (batch {batch}, {device})",
+  )
+  plot(
+    [p for p in points if p["sweep"] == "batch"],
+    "batch",
+    out / "scaling_batch.png",
+    f"step time and memory vs batch (N = {nodes_for_batch}, {device})",
+  )
 
 
 if __name__ == "__main__":

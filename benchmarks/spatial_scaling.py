@@ -46,8 +46,9 @@ def measure(n: int, batch: int, input_len: int, steps: int, warmup: int) -> dict
     params, graph = carry
 
     def loss_fn(p):
-      (pred, _), state = model.apply({"params": p, "graph": graph}, x, train=True,
-                                     rngs={"dropout": jax.random.key(1)}, mutable=["graph"])
+      (pred, _), state = model.apply(
+        {"params": p, "graph": graph}, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["graph"]
+      )
       return jnp.mean((pred - y) ** 2), state["graph"]
 
     (loss, new_graph), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -57,9 +58,13 @@ def measure(n: int, batch: int, input_len: int, steps: int, warmup: int) -> dict
   carry = (variables["params"], variables["graph"])
   compiled = compile_step(step, carry, xs[0])
   times, (params, graph) = time_calls(compiled.fn, carry, xs, steps, warmup)
-  if warmup < 1 or int(graph["adaptive_graph"]["step"]) % (model.graph_refresh or model.hypergraph_refresh) == 0:
-    raise SystemExit("timed steps must not include a graph refresh: use --warmup >= 1 and "
-                     "warmup + steps < 100")
+  if (
+    warmup < 1
+    or int(graph["adaptive_graph"]["step"]) % (model.graph_refresh or model.hypergraph_refresh) == 0
+  ):
+    raise SystemExit(
+      "timed steps must not include a graph refresh: use --warmup >= 1 and warmup + steps < 100"
+    )
 
   # One-off costs: a refresh step (both selections), and the top-k selection alone.
   reset = jax.tree.map(lambda a: a, graph)
@@ -74,27 +79,35 @@ def measure(n: int, batch: int, input_len: int, steps: int, warmup: int) -> dict
   select_s = time.perf_counter() - start
 
   num_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables["params"]))
-  return {"nodes": n, "params": num_params, "compile_s": compiled.compile_time_s,
-          "memory_mb": (compiled.memory_bytes or 0) / 2**20, **summarize_times(times),
-          "refresh_step_s": refresh_times[0], "select_s": select_s}
+  return {
+    "nodes": n,
+    "params": num_params,
+    "compile_s": compiled.compile_time_s,
+    "memory_mb": (compiled.memory_bytes or 0) / 2**20,
+    **summarize_times(times),
+    "refresh_step_s": refresh_times[0],
+    "select_s": select_s,
+  }
 
 
 def table(rows: list[dict], args) -> str:
   base = rows[0]
   lines = [
-      f"Device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), batch {args.batch}, "
-      f"T_in = T_out = {args.input_len}, median of {args.steps} steps after {args.warmup} warm-up.",
-      "",
-      "| N | params | compile s | step s (median) | step s p10-p90 | memory MB | time / N vs first "
-      "| memory / N vs first | refresh step s | top-k selection s |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+    f"Device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), batch {args.batch}, "
+    f"T_in = T_out = {args.input_len}, median of {args.steps} steps after {args.warmup} warm-up.",
+    "",
+    "| N | params | compile s | step s (median) | step s p10-p90 | memory MB | time / N vs first "
+    "| memory / N vs first | refresh step s | top-k selection s |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     t_ratio = (r["step_time_s"] / r["nodes"]) / (base["step_time_s"] / base["nodes"])
     m_ratio = (r["memory_mb"] / r["nodes"]) / (base["memory_mb"] / base["nodes"])
-    lines.append(f"| {r['nodes']} | {r['params']:,} | {r['compile_s']:.1f} | {r['step_time_s']:.3f} | "
-                 f"{r['step_time_p10_s']:.3f}-{r['step_time_p90_s']:.3f} | {r['memory_mb']:.0f} | "
-                 f"{t_ratio:.2f} | {m_ratio:.2f} | {r['refresh_step_s']:.3f} | {r['select_s']:.3f} |")
+    lines.append(
+      f"| {r['nodes']} | {r['params']:,} | {r['compile_s']:.1f} | {r['step_time_s']:.3f} | "
+      f"{r['step_time_p10_s']:.3f}-{r['step_time_p90_s']:.3f} | {r['memory_mb']:.0f} | "
+      f"{t_ratio:.2f} | {m_ratio:.2f} | {r['refresh_step_s']:.3f} | {r['select_s']:.3f} |"
+    )
   return "\n".join(lines) + "\n"
 
 

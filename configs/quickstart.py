@@ -16,8 +16,8 @@ end and written to runs/quickstart/results.json; measured numbers in docs/result
 import ml_collections
 
 from stjax import presets
-from stjax.train.config import base_config
 from stjax.models import st_llm
+from stjax.train.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

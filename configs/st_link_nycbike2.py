@@ -16,8 +16,8 @@ Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: b
 """
 
 from stjax import presets
-from stjax.train.config import base_config, parse_variant
 from stjax.models import st_link
+from stjax.train.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):
@@ -26,9 +26,10 @@ def get_config(arg: str | None = None):
   c.data.name = "nycbike2"  # registry name (python -m stjax.data list); --config.data.path for another file.
   c.data.protocol = "stssl"  # windows, split, scaler, null rule and metrics (docs/protocols.md).
   presets.st_link_paper(
-      c,
-      learning_rate=1e-4,  # paper: 1e-4 for demand, 2.5e-4 for speed.
-      patch_len=1)  # steps per token patch (must divide the 35 input steps).
+    c,
+    learning_rate=1e-4,  # paper: 1e-4 for demand, 2.5e-4 for speed.
+    patch_len=1,
+  )  # steps per token patch (must divide the 35 input steps).
   if "cpu" in variant:
     presets.st_link_cpu(c, patch_len=35)  # one token per node: the whole input window in one patch.
   return c

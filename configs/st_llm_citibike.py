@@ -17,14 +17,16 @@ Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: b
 """
 
 from stjax import presets
-from stjax.train.config import base_config, parse_variant
 from stjax.models import st_llm
+from stjax.train.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):
   variant = parse_variant(arg, ('cpu', 'pick', 'drop'))
   c = base_config(st_llm.default_config())
-  c.data.name = "bike-drop" if "drop" in variant else "bike-pick"  # registry name (python -m stjax.data list).
+  c.data.name = (
+    "bike-drop" if "drop" in variant else "bike-pick"
+  )  # registry name (python -m stjax.data list).
   c.data.protocol = "stllm"  # windows, split, scaler, null rule and metrics (docs/protocols.md).
   presets.st_llm_paper(c, learning_rate=1e-4)  # paper lr for demand.
   if "cpu" in variant:

@@ -27,13 +27,15 @@ Measured numbers: docs/results.md (not comparable with the paper: other data, ti
 """
 
 from stjax import presets
-from stjax.train.config import base_config, parse_variant
 from stjax.models import sth_sepnet
+from stjax.train.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):
   variant = parse_variant(arg, ("cpu",))
   c = base_config(sth_sepnet.default_config())
-  c.data.name = "sthsepnet-bike-inflow"  # registry name (python -m stjax.data list); --config.data.path for another file.
+  c.data.name = (
+    "sthsepnet-bike-inflow"  # registry name (python -m stjax.data list); --config.data.path for another file.
+  )
   presets.sth_sepnet_bike(c, cpu="cpu" in variant)  # released Bike scripts; :cpu = the NYCBike2 run.
   return c

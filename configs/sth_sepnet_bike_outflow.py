@@ -27,8 +27,8 @@ Measured numbers: docs/results.md (not comparable with the paper: other data, ti
 """
 
 from stjax import presets
-from stjax.train.config import base_config, parse_variant
 from stjax.models import sth_sepnet
+from stjax.train.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):

@@ -20,16 +20,22 @@ with `--config.train.max_steps=...`:
 """
 
 from stjax import presets
-from stjax.train.config import base_config, parse_variant
 from stjax.models import sth_sepnet
+from stjax.train.config import base_config, parse_variant
 
 
 def get_config(arg: str | None = None):
   variant = parse_variant(arg, ("cpu",))
   c = base_config(sth_sepnet.default_config())
-  c.data.name = "sthsepnet-bj500"  # registry name (python -m stjax.data list); --config.data.path for another file.
-  c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
-  presets.sth_sepnet_paper(c)  # the released METR/PEMS/BJ GPT-2 scripts (d_ff 128, lr 3e-4, batch 32, 30 epochs).
+  c.data.name = (
+    "sthsepnet-bj500"  # registry name (python -m stjax.data list); --config.data.path for another file.
+  )
+  c.data.protocol = (
+    "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
+  )
+  presets.sth_sepnet_paper(
+    c
+  )  # the released METR/PEMS/BJ GPT-2 scripts (d_ff 128, lr 3e-4, batch 32, 30 epochs).
   if "cpu" in variant:  # the sth_sepnet_metrla.py:cpu model; cap it with --config.train.max_steps on CPU.
     presets.sth_sepnet_cpu(c, num_epochs=6, milestones=(4,))
   return c

@@ -34,13 +34,13 @@ def last_value(bundle: DataBundle, source: WindowSource, batch: dict[str, np.nda
   exactly 0 where a reading is missing).
   """
   p = bundle.protocol
-  steps = source.times[batch["index"]][:, None] + source.input_offsets[None, :]    # [B, T_in]
-  raw = bundle.dataset.values[steps][..., target_channels(bundle)]               # [B, T_in, N, C]
+  steps = source.times[batch["index"]][:, None] + source.input_offsets[None, :]  # [B, T_in]
+  raw = bundle.dataset.values[steps][..., target_channels(bundle)]  # [B, T_in, N, C]
   if p.null_rule == "zero":
     # The last non-zero reading along time; 0 (a miss under this rule) if the window has none.
     observed = raw != 0
     t_in = raw.shape[1]
-    last = t_in - 1 - np.argmax(observed[:, ::-1], axis=1)                       # [B, N, C]
+    last = t_in - 1 - np.argmax(observed[:, ::-1], axis=1)  # [B, N, C]
     value = np.take_along_axis(raw, last[:, None], axis=1)[:, 0]
   else:
     value = raw[:, -1]
@@ -55,7 +55,7 @@ def training_sums(bundle: DataBundle, groups: np.ndarray, num_groups: int) -> tu
   """
   ds, p = bundle.dataset, bundle.protocol
   train = bundle.splits["train"]
-  end = int(train.times[-1] + p.output_offsets[-1]) + 1   # every step a training window reads
+  end = int(train.times[-1] + p.output_offsets[-1]) + 1  # every step a training window reads
   start = int(train.times[0] + p.input_offsets[0])
   v = ds.values[start:end][:, :, target_channels(bundle)].astype(np.float64)  # [T_train, N, C_out]
   seen = (v != 0) if p.null_rule == "zero" else np.ones(v.shape, bool)
@@ -84,14 +84,16 @@ class HistoricalAverage:
     with np.errstate(invalid="ignore", divide="ignore"):
       week = total / count
       day = np.tile(tod_total / tod_count, (7, 1, 1))
-    self.fallback = count == 0                           # [slots, N, C]: week slot unseen
+    self.fallback = count == 0  # [slots, N, C]: week slot unseen
     self.table = np.where(count > 0, week, np.where(np.tile(tod_count, (7, 1, 1)) > 0, day, node_mean))
     self.table = self.table.astype(np.float32)
     self.fallback_used = 0.0
 
   def slot(self, time_of_day: np.ndarray, day_of_week: np.ndarray) -> np.ndarray:
     """Time-of-week slot index of each step: dow * steps_per_day + round(tod * steps_per_day)."""
-    k = np.rint(np.asarray(time_of_day, np.float64) * self.steps_per_day).astype(np.int64) % self.steps_per_day
+    k = (
+      np.rint(np.asarray(time_of_day, np.float64) * self.steps_per_day).astype(np.int64) % self.steps_per_day
+    )
     return np.asarray(day_of_week, np.int64) * self.steps_per_day + k
 
   def __call__(self, source: WindowSource, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -127,6 +129,7 @@ def evaluate_baselines(bundle: DataBundle, splits=("val", "test"), batch_size: i
 def format_results(bundle: DataBundle, results: dict) -> str:
   """Markdown tables: one per baseline and split, listing the protocol's reported horizons."""
   from stjax.data.windows import describe
+
   p = bundle.protocol
   horizons = p.report_horizons
   avg = "mean of the per-horizon values" if p.average == "horizon_mean" else "pooled over all horizons"
@@ -144,6 +147,7 @@ def main(argv) -> None:
   from absl import flags
 
   from stjax.data.windows import build_data
+
   del argv
   config = flags.FLAGS.config
   if config is None:
@@ -152,14 +156,17 @@ def main(argv) -> None:
     raise UserError("--config: the config has no `data` section")
   bundle = build_data(config.data)
   train = config.get("train", {})
-  batch_size = train.get("eval_batch_size", 0) or train.get("batch_size", 0) or 256  # as the trainer evaluates
+  batch_size = (
+    train.get("eval_batch_size", 0) or train.get("batch_size", 0) or 256
+  )  # as the trainer evaluates
   print(format_results(bundle, evaluate_baselines(bundle, batch_size=batch_size)))
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import app
   from ml_collections import config_flags
 
   from stjax.errors import cli_entry
+
   config_flags.DEFINE_config_file("config", None, "experiment config file (uses config.data)")
   app.run(cli_entry(main))

@@ -44,13 +44,15 @@ def initialize(env: dict[str, str] | None = None) -> bool:
       num_processes = int(env["STJAX_NUM_PROCESSES"])
       process_id = int(env["STJAX_PROCESS_ID"])
     except (KeyError, ValueError):
-      raise UserError("STJAX_COORDINATOR is set, so STJAX_NUM_PROCESSES and STJAX_PROCESS_ID must be "
-                      "integers too") from None
+      raise UserError(
+        "STJAX_COORDINATOR is set, so STJAX_NUM_PROCESSES and STJAX_PROCESS_ID must be integers too"
+      ) from None
     if jax.config.jax_platforms in ("cpu", None) or env.get("JAX_PLATFORMS") == "cpu":
       # CPU processes need a collectives backend to talk to each other.
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=env["STJAX_COORDINATOR"],
-                               num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address=env["STJAX_COORDINATOR"], num_processes=num_processes, process_id=process_id
+    )
   else:
     jax.distributed.initialize()  # SLURM and Cloud TPU are auto-detected by JAX itself.
   _initialized = True

@@ -49,7 +49,9 @@ def compare(expected: dict, got: dict, prefix: str = "") -> list[str]:
       return [prefix]
     if math.isnan(expected) and math.isnan(got):
       return []
-    return [] if math.isclose(expected, got, rel_tol=1e-6, abs_tol=1e-9) else [f"{prefix} ({expected} != {got})"]
+    return (
+      [] if math.isclose(expected, got, rel_tol=1e-6, abs_tol=1e-9) else [f"{prefix} ({expected} != {got})"]
+    )
   return [] if expected == got else [prefix]
 
 

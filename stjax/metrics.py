@@ -65,8 +65,9 @@ def mse(pred: jax.Array, true: jax.Array, valid: jax.Array | None = None) -> jax
 
 
 @functools.partial(jax.jit, static_argnames="null_rule")
-def metric_sums(pred: jax.Array, true: jax.Array, valid: jax.Array | None = None, *,
-                null_rule: str) -> dict[str, jax.Array]:
+def metric_sums(
+  pred: jax.Array, true: jax.Array, valid: jax.Array | None = None, *, null_rule: str
+) -> dict[str, jax.Array]:
   """Per-horizon, per-channel sums of one batch: each value [T_out, C] float32.
 
   pred, true: [B, T_out, N, C] original units; valid: [B] bool (None = all rows).
@@ -77,12 +78,12 @@ def metric_sums(pred: jax.Array, true: jax.Array, valid: jax.Array | None = None
   safe_true = jnp.where(pct_mask, true, 1.0)
   axes = (0, 2)  # batch and nodes
   return {
-      "abs_err": jnp.where(mask, err, 0.0).sum(axes),
-      "sq_err": jnp.where(mask, err * err, 0.0).sum(axes),
-      "abs_pct_err": jnp.where(pct_mask, err / jnp.abs(safe_true), 0.0).sum(axes),
-      "abs_true": jnp.where(mask, jnp.abs(true), 0.0).sum(axes),
-      "count": mask.sum(axes).astype(jnp.float32),
-      "pct_count": pct_mask.sum(axes).astype(jnp.float32),
+    "abs_err": jnp.where(mask, err, 0.0).sum(axes),
+    "sq_err": jnp.where(mask, err * err, 0.0).sum(axes),
+    "abs_pct_err": jnp.where(pct_mask, err / jnp.abs(safe_true), 0.0).sum(axes),
+    "abs_true": jnp.where(mask, jnp.abs(true), 0.0).sum(axes),
+    "count": mask.sum(axes).astype(jnp.float32),
+    "pct_count": pct_mask.sum(axes).astype(jnp.float32),
   }
 
 
@@ -90,10 +91,10 @@ def _ratios(s: dict[str, np.ndarray]) -> dict[str, float]:
   """Metrics from (already reduced) float64 sums."""
   with np.errstate(invalid="ignore", divide="ignore"):
     return {
-        "mae": float(s["abs_err"] / s["count"]) if s["count"] else float("nan"),
-        "rmse": float(np.sqrt(s["sq_err"] / s["count"])) if s["count"] else float("nan"),
-        "mape": float(100 * s["abs_pct_err"] / s["pct_count"]) if s["pct_count"] else float("nan"),
-        "wape": float(100 * s["abs_err"] / s["abs_true"]) if s["abs_true"] else float("nan"),
+      "mae": float(s["abs_err"] / s["count"]) if s["count"] else float("nan"),
+      "rmse": float(np.sqrt(s["sq_err"] / s["count"])) if s["count"] else float("nan"),
+      "mape": float(100 * s["abs_pct_err"] / s["pct_count"]) if s["pct_count"] else float("nan"),
+      "wape": float(100 * s["abs_err"] / s["abs_true"]) if s["abs_true"] else float("nan"),
     }
 
 
@@ -108,8 +109,9 @@ class Metrics:
       WaveNet tables) or "pooled" (headline over all entries at once).
   """
 
-  def __init__(self, null_rule: str, horizons: Sequence[int], channel_names: Sequence[str],
-               average: str = "horizon_mean"):
+  def __init__(
+    self, null_rule: str, horizons: Sequence[int], channel_names: Sequence[str], average: str = "horizon_mean"
+  ):
     if null_rule not in NULL_RULES:
       raise UserError(f"null rule must be one of {NULL_RULES}, got {null_rule!r}")
     if average not in ("horizon_mean", "pooled"):
@@ -138,8 +140,9 @@ class Metrics:
 
   def _summary(self, sums: dict[str, np.ndarray]) -> dict:
     """sums: each [H, C'] -> headline + per-horizon metrics pooled over the C' channels."""
-    per_h = [{"horizon": h, **_ratios({k: v[i].sum() for k, v in sums.items()})}
-             for i, h in enumerate(self.horizons)]
+    per_h = [
+      {"horizon": h, **_ratios({k: v[i].sum() for k, v in sums.items()})} for i, h in enumerate(self.horizons)
+    ]
     if self.average == "horizon_mean":
       head = {m: float(np.mean([r[m] for r in per_h])) for m in ("mae", "rmse", "mape", "wape")}
     else:
@@ -151,8 +154,10 @@ class Metrics:
     "per_channel": {name: {... same ...}} (only with several target channels)}."""
     out = self._summary(self.sums)
     if len(self.channel_names) > 1:
-      out["per_channel"] = {name: self._summary({k: v[:, c:c + 1] for k, v in self.sums.items()})
-                            for c, name in enumerate(self.channel_names)}
+      out["per_channel"] = {
+        name: self._summary({k: v[:, c : c + 1] for k, v in self.sums.items()})
+        for c, name in enumerate(self.channel_names)
+      }
     return out
 
 
@@ -161,8 +166,9 @@ def format_table(results: dict, horizons: Sequence[int] | None = None, title: st
 
   horizons: which horizons to list (None or empty = all in `results`).
   """
-  groups = ([(name, r) for name, r in results["per_channel"].items()] if "per_channel" in results
-            else [("", results)])
+  groups = (
+    [(name, r) for name, r in results["per_channel"].items()] if "per_channel" in results else [("", results)]
+  )
   head = ("| channel " if groups[0][0] else "") + "| horizon | MAE | RMSE | MAPE % | WAPE % |"
   lines = ([f"{title}", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
   for name, r in groups:
@@ -170,7 +176,11 @@ def format_table(results: dict, horizons: Sequence[int] | None = None, title: st
     if len(r["per_horizon"]) > 1:
       rows.append(("average", r))
     for label, m in rows:
-      cells = ([name] if name else []) + [label] + [f"{m[k]:.3f}" for k in ("mae", "rmse")] + \
-              [f"{m[k]:.2f}" for k in ("mape", "wape")]
+      cells = (
+        ([name] if name else [])
+        + [label]
+        + [f"{m[k]:.3f}" for k in ("mae", "rmse")]
+        + [f"{m[k]:.2f}" for k in ("mape", "wape")]
+      )
       lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

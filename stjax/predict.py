@@ -26,24 +26,26 @@ class Forecaster:
   """A trained model with its scaler and protocol; `predict` maps history to forecasts."""
 
   def __init__(self, experiment, state):
-    from stjax.train.experiment import build_experiment
     from stjax.train.step import make_predict_fn
 
     self.experiment, self.state = experiment, state
     self.protocol, self.spec = experiment.bundle.protocol, experiment.bundle.spec
-    self._in_channels = (list(self.protocol.input_channels) if self.protocol.input_channels is not None
-                         else list(range(experiment.bundle.dataset.num_channels)))
+    self._in_channels = (
+      list(self.protocol.input_channels)
+      if self.protocol.input_channels is not None
+      else list(range(experiment.bundle.dataset.num_channels))
+    )
     self._in_scaler = experiment.bundle.scaler.target(self._in_channels)
     self._offsets = np.asarray(self.protocol.input_offsets) - min(self.protocol.input_offsets)
-    predict = make_predict_fn(experiment.model, experiment.bundle.target_scaler,
-                                      experiment.config.train.compute_dtype)
+    predict = make_predict_fn(
+      experiment.model, experiment.bundle.target_scaler, experiment.config.train.compute_dtype
+    )
     self._predict = jax.jit(predict)
 
   @classmethod
   def from_workdir(cls, workdir: str | pathlib.Path) -> "Forecaster":
     from stjax.train import checkpoint
     from stjax.train.experiment import build_experiment
-    from stjax.train.step import make_predict_fn
 
     config = checkpoint.load_run_config(workdir)
     exp = build_experiment(config)
@@ -60,8 +62,13 @@ class Forecaster:
   def channel_names(self) -> tuple[str, ...]:
     return self.spec.channel_names
 
-  def predict(self, history: np.ndarray, timestamps: np.ndarray | None = None,
-              time_of_day: np.ndarray | None = None, day_of_week: np.ndarray | None = None) -> np.ndarray:
+  def predict(
+    self,
+    history: np.ndarray,
+    timestamps: np.ndarray | None = None,
+    time_of_day: np.ndarray | None = None,
+    day_of_week: np.ndarray | None = None,
+  ) -> np.ndarray:
     """Forecasts in original units.
 
     Args:
@@ -83,8 +90,10 @@ class Forecaster:
     b, t, n, c = history.shape
     num_channels = self.experiment.bundle.dataset.num_channels
     if t < self.history_len or n != self.spec.num_nodes or c != num_channels:
-      raise UserError(f"predict: history {history.shape[1:]} must be [>= {self.history_len}, "
-                      f"{self.spec.num_nodes}, {num_channels}] (steps, nodes, channels)")
+      raise UserError(
+        f"predict: history {history.shape[1:]} must be [>= {self.history_len}, "
+        f"{self.spec.num_nodes}, {num_channels}] (steps, nodes, channels)"
+      )
     if not np.isfinite(history).all():
       raise UserError("predict: history has NaN/inf values; fill them (0 marks a missing reading)")
     if timestamps is not None:
@@ -98,7 +107,7 @@ class Forecaster:
       raise UserError("predict: give timestamps, or both time_of_day and day_of_week")
     if tod.shape[1] != t:
       raise UserError(f"predict: {tod.shape[1]} calendar steps for {t} history steps")
-    steps = t - self.history_len + self._offsets          # the steps the protocol reads
+    steps = t - self.history_len + self._offsets  # the steps the protocol reads
     x = self._in_scaler.transform(history[:, steps][..., self._in_channels]).astype(np.float32)
     batch = {"x": x, "tod": tod[:, steps].astype(np.float32), "dow": dow[:, steps].astype(np.int32)}
     with self.experiment.context():

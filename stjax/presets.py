@@ -105,8 +105,9 @@ def st_llm_cpu(c: Config) -> None:
 # STH-SepNet: the released GPT-2 scripts, and the reduced model of the :cpu variants.
 
 
-def sth_sepnet_paper(c: Config, *, d_ff: int = 128, learning_rate: float = 3e-4, batch_size: int = 32,
-                     num_epochs: int = 30) -> None:
+def sth_sepnet_paper(
+  c: Config, *, d_ff: int = 128, learning_rate: float = 3e-4, batch_size: int = 32, num_epochs: int = 30
+) -> None:
   """STH-SepNet paper setting (released GPT-2 scripts): LoRA GPT-2, Adam, MultiStep x0.3.
 
   The arguments are what the released scripts set per dataset; the defaults are the METR-LA,
@@ -172,7 +173,9 @@ def sth_sepnet_cpu(c: Config, *, num_epochs: int, milestones: Sequence[int]) -> 
   c.model.hypergraph_dropout = 0.0  # likewise (HGAT attention).
   c.optim.learning_rate = 1e-3  # higher lr: small model, few epochs.
   c.optim.milestones = tuple(milestones)  # epochs after which lr *= decay_factor.
-  c.train.batch_size = 16  # batch of 16 (the released Bike scripts' size; cost per epoch does not depend on it).
+  c.train.batch_size = (
+    16  # batch of 16 (the released Bike scripts' size; cost per epoch does not depend on it).
+  )
   c.train.num_epochs = num_epochs  # a few passes.
   c.train.patience = 4  # stop after 4 validations without gain.
   c.train.log_every_steps = 10  # scalars every 10 steps.
@@ -181,20 +184,29 @@ def sth_sepnet_cpu(c: Config, *, num_epochs: int, milestones: Sequence[int]) -> 
 def sth_sepnet_bike(c: Config, *, cpu: bool) -> None:
   """The BIKE inflow / outflow configs (they differ only in `data.name`): the released Bike GPT-2
   scripts; `cpu`: the one NYCBike2 run both name (inflow and outflow are its two channels)."""
-  c.data.protocol = "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
+  c.data.protocol = (
+    "sthsepnet"  # 48 -> 48, TSLib 7:1:2 rows, per-node z-score, unmasked metrics (docs/protocols.md).
+  )
   sth_sepnet_paper(
-      c,
-      d_ff=32,  # LM features kept per patch token (released Bike: 32).
-      learning_rate=5e-4,  # released Bike GPT-2 script.
-      batch_size=16,  # released Bike scripts: 16.
-      num_epochs=50)  # released Bike scripts: 50.
+    c,
+    d_ff=32,  # LM features kept per patch token (released Bike: 32).
+    learning_rate=5e-4,  # released Bike GPT-2 script.
+    batch_size=16,  # released Bike scripts: 16.
+    num_epochs=50,
+  )  # released Bike scripts: 50.
   if cpu:
     c.data.name = "nycbike2"  # NYC bike data available offline (inflow + outflow, 30 min).
-    sth_sepnet_cpu(c, num_epochs=26, milestones=(20,))  # 240 steps per epoch; val MAE 1.144 (20 epochs at batch 16: 1.174).
-    c.train.batch_size = 8  # twice the updates per epoch at the same cost per epoch (the model underfits: train ~ val MAE).
+    sth_sepnet_cpu(
+      c, num_epochs=26, milestones=(20,)
+    )  # 240 steps per epoch; val MAE 1.144 (20 epochs at batch 16: 1.174).
+    c.train.batch_size = (
+      8  # twice the updates per epoch at the same cost per epoch (the model underfits: train ~ val MAE).
+    )
     c.model.calendar_dim = 4  # time-of-day/day-of-week input channels (not in the paper; docs/sth_sepnet.md).
     c.model.node_input_dim = 16  # a learned vector per node as input channels (not in the paper; likewise).
-    c.data.loss = "masked_mae"  # MAE in original units, the metric (paper: MSE in z-scores; val MAE 1.239 with it).
+    c.data.loss = (
+      "masked_mae"  # MAE in original units, the metric (paper: MSE in z-scores; val MAE 1.239 with it).
+    )
 
 
 # Benchmarks (benchmarks/configs/): step cost of a shrunk GPT-2, not accuracy.

@@ -30,7 +30,8 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stjax.errors import UserError
 
@@ -46,15 +47,15 @@ NODE_AXIS = 2
 # parameters, activation constraints); ST-LINK, ST-LLM and STH-SepNet own layers carry no
 # annotations (their large leaves, e.g. STH-SepNet's prototype map, are sharded by size).
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),   # activations' batch axis: data x fsdp, like the input rows.
-    ("nodes", "nodes"),      # activations' node / token axis: graph parallelism.
-    ("embed", "fsdp"),       # model width d on params: FSDP (gathered per layer in the step).
-    ("mlp", "tensor"),       # MLP hidden units (GPT-2 c_fc/c_proj, Llama gate/up/down).
-    ("heads", "tensor"),     # attention heads x head dim (q_proj, out-projection input).
-    ("qkv", "tensor"),       # fused q|k|v output columns of GPT-2's c_attn.
-    ("kv_heads", "tensor"),  # Llama's grouped K/V heads x head dim (8 x 64 in Llama 3.2 1B).
-    ("vocab", "tensor"),     # token table rows (GPT-2 wte, Llama embed_tokens).
-    ("positions", None),     # GPT-2's learned position table rows (1024: small).
+  ("batch", BATCH_AXES),  # activations' batch axis: data x fsdp, like the input rows.
+  ("nodes", "nodes"),  # activations' node / token axis: graph parallelism.
+  ("embed", "fsdp"),  # model width d on params: FSDP (gathered per layer in the step).
+  ("mlp", "tensor"),  # MLP hidden units (GPT-2 c_fc/c_proj, Llama gate/up/down).
+  ("heads", "tensor"),  # attention heads x head dim (q_proj, out-projection input).
+  ("qkv", "tensor"),  # fused q|k|v output columns of GPT-2's c_attn.
+  ("kv_heads", "tensor"),  # Llama's grouped K/V heads x head dim (8 x 64 in Llama 3.2 1B).
+  ("vocab", "tensor"),  # token table rows (GPT-2 wte, Llama embed_tokens).
+  ("positions", None),  # GPT-2's learned position table rows (1024: small).
 )
 
 
@@ -82,12 +83,14 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
   fixed = math.prod(s for s in sizes if s != -1)
   if fill:
     if num_devices % fixed:
-      raise UserError(f"config.mesh: {num_devices} devices are not divisible by the fixed axes "
-                      f"(product {fixed}) of {shown}")
+      raise UserError(
+        f"config.mesh: {num_devices} devices are not divisible by the fixed axes (product {fixed}) of {shown}"
+      )
     sizes[sizes.index(-1)] = num_devices // fixed
   elif fixed != num_devices:
-    raise UserError(f"config.mesh: {shown} needs {fixed} devices, "
-                    f"but {num_devices} are available (use -1 to fill an axis)")
+    raise UserError(
+      f"config.mesh: {shown} needs {fixed} devices, but {num_devices} are available (use -1 to fill an axis)"
+    )
   return tuple(sizes)
 
 
@@ -117,8 +120,10 @@ def logical_rules(mesh_config) -> tuple[tuple[str, Any], ...]:
     targets = (target,) if isinstance(target, str) else tuple(target or ())
     bad = [t for t in targets if t not in MESH_AXES]
     if bad:
-      raise UserError(f"config.mesh.rules: rule for {name!r} names unknown mesh axis {bad[0]!r}; "
-                      f"mesh axes are {', '.join(MESH_AXES)}")
+      raise UserError(
+        f"config.mesh.rules: rule for {name!r} names unknown mesh axis {bad[0]!r}; "
+        f"mesh axes are {', '.join(MESH_AXES)}"
+      )
     rules.append((str(name), tuple(target) if isinstance(target, (list, tuple)) else target))
   if "batch" not in {n for n, _ in rules}:
     raise UserError("config.mesh.rules: no rule for 'batch' (use ('batch', ('data', 'fsdp')))")
@@ -158,11 +163,15 @@ def tree_shardings(abstract_tree, mesh: Mesh, rules, min_shard_size: int = 0) ->
     if boxed(leaf):
       missing = [a for a in leaf.names if isinstance(a, str) and a not in known]
       if missing:
-        raise UserError(f"config.mesh.rules: no rule for logical axis {missing[0]!r} (used by "
-                        f"{jax.tree_util.keystr(path)}); add ({missing[0]!r}, mesh_axis or None)")
+        raise UserError(
+          f"config.mesh.rules: no rule for logical axis {missing[0]!r} (used by "
+          f"{jax.tree_util.keystr(path)}); add ({missing[0]!r}, mesh_axis or None)"
+        )
       shape = leaf.unbox(apply_constraint=False).shape
-      spec = [axes if axes is None or dim % _size(mesh, axes) == 0 else None
-              for dim, axes in zip(shape, nn.logical_to_mesh_axes(leaf.names, rules))]
+      spec = [
+        axes if axes is None or dim % _size(mesh, axes) == 0 else None
+        for dim, axes in zip(shape, nn.logical_to_mesh_axes(leaf.names, rules))
+      ]
       sharding = NamedSharding(mesh, P(*spec))
       if all(a is None for a in spec):  # e.g. GPT-2's 50257-row table on tensor only
         sharding = _by_size(shape, mesh, min_shard_size)
@@ -202,24 +211,30 @@ def assert_sharded(params, shardings, min_size: int) -> None:
   replicate it on every device.
   """
   unsharded = []
-  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(params),
-                                    jax.tree_util.tree_leaves(shardings)):
+  for (path, leaf), sharding in zip(
+    jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(shardings)
+  ):
     shape = tuple(leaf.shape)
     if math.prod(shape) >= min_size and tuple(sharding.shard_shape(shape)) == shape:
       unsharded.append(f"{jax.tree_util.keystr(path)} {shape}")
   if unsharded:
     mesh = jax.tree_util.tree_leaves(shardings)[0].mesh
     shown = "; ".join(unsharded[:4]) + (f" (+{len(unsharded) - 4} more)" if len(unsharded) > 4 else "")
-    raise UserError(f"config.mesh: the mesh {dict(mesh.shape)} shards parameters but "
-                    f"{len(unsharded)} with >= {min_size} elements would be replicated on every "
-                    f"device: {shown}; map their logical axes to fsdp/tensor in config.mesh.rules "
-                    "or raise config.mesh.min_shard_size")
+    raise UserError(
+      f"config.mesh: the mesh {dict(mesh.shape)} shards parameters but "
+      f"{len(unsharded)} with >= {min_size} elements would be replicated on every "
+      f"device: {shown}; map their logical axes to fsdp/tensor in config.mesh.rules "
+      "or raise config.mesh.min_shard_size"
+    )
 
 
 def unbox_abstract(tree) -> Any:
   """Strips logical-partitioning boxes from an abstract tree (no sharding constraints applied)."""
-  return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.Partitioned) else x,
-                      tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return jax.tree.map(
+    lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.Partitioned) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.Partitioned),
+  )
 
 
 def _check_divisible(path, shape, sharding: NamedSharding) -> None:
@@ -228,8 +243,10 @@ def _check_divisible(path, shape, sharding: NamedSharding) -> None:
       continue
     size = math.prod(sharding.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes))
     if dim % size:
-      raise UserError(f"config.mesh: parameter {jax.tree_util.keystr(path)} of shape {shape} cannot be "
-                      f"split {size} ways over {axes!r}; change config.mesh or config.mesh.rules")
+      raise UserError(
+        f"config.mesh: parameter {jax.tree_util.keystr(path)} of shape {shape} cannot be "
+        f"split {size} ways over {axes!r}; change config.mesh or config.mesh.rules"
+      )
 
 
 def opt_state_shardings(abstract_opt_state, abstract_params, param_shardings, mesh: Mesh) -> Any:
@@ -237,8 +254,9 @@ def opt_state_shardings(abstract_opt_state, abstract_params, param_shardings, me
   that parameter's shape (Adam moments, lookahead slow weights) follows the parameter's
   sharding; everything else (step counts, scalars) is replicated."""
   by_path = {}
-  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
-                                    jax.tree_util.tree_leaves(param_shardings)):
+  for (path, leaf), sharding in zip(
+    jax.tree_util.tree_leaves_with_path(abstract_params), jax.tree_util.tree_leaves(param_shardings)
+  ):
     by_path[_path_key(path)] = (tuple(leaf.shape), sharding)
   lengths = sorted({len(k) for k in by_path}, reverse=True)
 
@@ -257,8 +275,9 @@ def _path_key(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def put_batch(batch: dict[str, np.ndarray], shardings: NamedSharding | dict[str, NamedSharding], *,
-              whole: bool = False) -> dict[str, jax.Array]:
+def put_batch(
+  batch: dict[str, np.ndarray], shardings: NamedSharding | dict[str, NamedSharding], *, whole: bool = False
+) -> dict[str, jax.Array]:
   """Host batch -> global arrays on the mesh (`jax.make_array_from_process_local_data`).
 
   By default (training) host h of P passes rows [h B/P, (h+1) B/P) of the global batch B, as
@@ -279,23 +298,31 @@ def put_batch(batch: dict[str, np.ndarray], shardings: NamedSharding | dict[str,
 
 
 @functools.lru_cache(maxsize=256)
-def _check_batch_layout(key: str, global_shape: tuple[int, ...], sharding: NamedSharding, whole: bool) -> None:
+def _check_batch_layout(
+  key: str, global_shape: tuple[int, ...], sharding: NamedSharding, whole: bool
+) -> None:
   """UserError unless the batch splits evenly and this host holds its own rows (checked once per
   key, shape and sharding: every training step puts batches of the same layout)."""
   for dim, axes in enumerate(sharding.spec):
     size = math.prod(sharding.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
     if global_shape[dim] % size:
       field = "config.mesh.nodes" if dim == NODE_AXIS else "config.train.batch_size"
-      raise UserError(f"{field}: batch['{key}'] axis {dim} of size {global_shape[dim]} cannot be "
-                      f"split {size} ways over {axes!r}")
+      raise UserError(
+        f"{field}: batch['{key}'] axis {dim} of size {global_shape[dim]} cannot be "
+        f"split {size} ways over {axes!r}"
+      )
   if whole or jax.process_count() == 1:
     return
   rows = global_shape[0] // jax.process_count()
   want = (jax.process_index() * rows, (jax.process_index() + 1) * rows)
-  held = [idx[0].indices(global_shape[0])[:2] for idx in
-          sharding.addressable_devices_indices_map(tuple(global_shape)).values()]
+  held = [
+    idx[0].indices(global_shape[0])[:2]
+    for idx in sharding.addressable_devices_indices_map(tuple(global_shape)).values()
+  ]
   if (min(lo for lo, _ in held), max(hi for _, hi in held)) != want:
-    raise UserError(f"config.mesh: {dict(sharding.mesh.shape)} does not give host "
-                    f"{jax.process_index()} batch rows {want[0]}:{want[1]} of {global_shape[0]} "
-                    "(an axis inside a host spans hosts); make data/fsdp the axes that span hosts, "
-                    "e.g. data = number of hosts or more")
+    raise UserError(
+      f"config.mesh: {dict(sharding.mesh.shape)} does not give host "
+      f"{jax.process_index()} batch rows {want[0]}:{want[1]} of {global_shape[0]} "
+      "(an axis inside a host spans hosts); make data/fsdp the axes that span hosts, "
+      "e.g. data = number of hosts or more"
+    )

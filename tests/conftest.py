@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 SHARED_DATA = pathlib.Path(
-    os.environ.get("STJAX_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+  os.environ.get("STJAX_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="session")

@@ -27,10 +27,12 @@ def mae_train_step(model, tx, y):
   @jax.jit
   def step(params, opt_state, memory, batch, key):
     def loss_fn(p):
-      (pred, aux), new = model.apply({"params": p, "memory": memory}, batch, train=True, rngs={"dropout": key},
-                                     mutable=["memory"])
+      (pred, aux), new = model.apply(
+        {"params": p, "memory": memory}, batch, train=True, rngs={"dropout": key}, mutable=["memory"]
+      )
       mae = jnp.mean(jnp.abs(pred - y))
       return mae + aux["aux_loss"], (new["memory"], mae)
+
     (_, (memory, mae)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, memory, mae

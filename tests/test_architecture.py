@@ -16,8 +16,9 @@ def _lint(cwd: pathlib.Path) -> subprocess.CompletedProcess:
   if not pathlib.Path(LINT_IMPORTS).exists():
     pytest.skip("lint-imports is not installed (pip install -e '.[test]')")
   env = {"PATH": str(pathlib.Path(sys.executable).parent), "PYTHONPATH": str(cwd)}
-  return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300,
-                        env=env)
+  return subprocess.run(
+    [LINT_IMPORTS, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+  )
 
 
 def _copy_tree(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -34,13 +35,16 @@ def test_layers_hold(tmp_path):
   assert "BROKEN" not in r.stdout
 
 
-@pytest.mark.parametrize("module,line,contract", [
+@pytest.mark.parametrize(
+  "module,line,contract",
+  [
     ("stjax/models/upward.py", "from stjax.train import loop", "layers"),
     ("stjax/layers/upward.py", "from stjax.models import registry", "layers"),
     ("stjax/data/upward.py", "from stjax.models import registry", "data is independent"),
     ("stjax/models/reads_files.py", "from stjax.data import formats", "models never read files"),
     ("stjax/kernels/bench.py", "import benchmarks.gemm", "never imports the benchmarks"),
-])
+  ],
+)
 def test_an_upward_import_is_refused(tmp_path, module, line, contract):
   repo = _copy_tree(tmp_path)
   (repo / module).write_text(f'"""A deliberately wrong import."""\n\n{line}\n')
@@ -51,7 +55,12 @@ def test_an_upward_import_is_refused(tmp_path, module, line, contract):
 
 
 def test_no_module_imports_tests():
-  offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "stjax").rglob("*.py")
-               if any(ln.startswith(("import tests", "from tests", "  import tests", "  from tests"))
-                      for ln in p.read_text().splitlines())]
+  offenders = [
+    str(p.relative_to(ROOT))
+    for p in (ROOT / "stjax").rglob("*.py")
+    if any(
+      ln.startswith(("import tests", "from tests", "  import tests", "  from tests"))
+      for ln in p.read_text().splitlines()
+    )
+  ]
   assert not offenders, offenders

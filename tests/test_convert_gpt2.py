@@ -122,8 +122,9 @@ def test_sharded_safetensors_and_pytorch_bin_read_identically(hf_small, tmp_path
   torch.save(state, binary / "pytorch_model.bin")
   for other in (sharded, binary):
     _, params = hf_gpt2.load(other)
-    for a, b in zip(*(sorted(hf_gpt2.to_hf_tensors(hf_gpt2.GPT2Config(**SMALL), p).items())
-                      for p in (reference, params))):
+    for a, b in zip(
+      *(sorted(hf_gpt2.to_hf_tensors(hf_gpt2.GPT2Config(**SMALL), p).items()) for p in (reference, params))
+    ):
       assert a[0] == b[0]
       np.testing.assert_array_equal(a[1], b[1], err_msg=f"{other.name}: {a[0]}")
 
@@ -136,12 +137,15 @@ def _edit_config(folder: pathlib.Path, **changes):
 
 def _drop_tensor(folder: pathlib.Path, name: str):
   from safetensors.numpy import load_file, save_file
+
   tensors = load_file(folder / "model.safetensors")
   del tensors[name]
   save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("case, expected", [
+@pytest.mark.parametrize(
+  "case, expected",
+  [
     ("no_such_folder", "no such folder"),
     ("no_config", "no config.json"),
     ("no_weights", "no weights found"),
@@ -151,7 +155,8 @@ def _drop_tensor(folder: pathlib.Path, name: str):
     ("too_many_layers", "num_layers: 5 exceeds the 3 layers"),
     ("offline_hub_id", "cannot be reached"),
     ("output_not_empty", "output exists and is not an empty folder"),
-])
+  ],
+)
 def test_bad_input_one_error_line_nothing_written(hf_small, tmp_path, capsys, monkeypatch, case, expected):
   folder, _, _ = hf_small
   src = tmp_path / "src"

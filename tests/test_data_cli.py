@@ -15,8 +15,14 @@ from stjax.data.__main__ import main
 
 def _run(*args, env=None, cwd=None):
   full_env = {**os.environ, **(env or {})}
-  return subprocess.run([sys.executable, "-m", "stjax.data", *map(str, args)], capture_output=True, text=True,
-                        env=full_env, cwd=cwd, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "stjax.data", *map(str, args)],
+    capture_output=True,
+    text=True,
+    env=full_env,
+    cwd=cwd,
+    timeout=120,
+  )
 
 
 def test_list(tmp_path):
@@ -24,9 +30,13 @@ def test_list(tmp_path):
   assert r.returncode == 0, r.stderr
   lines = r.stdout.splitlines()
   assert lines[0].split()[:6] == ["name", "nodes", "steps", "step", "protocol", "local"]
-  rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip() and not line.startswith("data dir")}
+  rows = {
+    line.split()[0]: line.split() for line in lines[1:] if line.strip() and not line.startswith("data dir")
+  }
   assert set(rows) == set(registry.DATASETS)
-  assert rows["metr-la"][1:3] == ["207", "34272"] and rows["metr-la"][5] == "dcrnn" and rows["metr-la"][6] == "no"
+  assert (
+    rows["metr-la"][1:3] == ["207", "34272"] and rows["metr-la"][5] == "dcrnn" and rows["metr-la"][6] == "no"
+  )
   assert rows["nycbike1"][1:3] == ["128", "4392"] and rows["nycbike1"][5] == "stssl"
 
 
@@ -35,15 +45,20 @@ def test_info_series_and_graph_fixtures(tmp_path):
   values = np.arange(t * n, dtype=np.float64).reshape(t, n) % 7
   values[0, 0] = np.nan
   values[1, 1] = np.inf
-  lines = ["date,a,b,c"] + [f"2024-01-01 {h // 2:02d}:{30 * (h % 2):02d}:00," + ",".join(str(v) for v in row)
-                            for h, row in enumerate(values[:t])]
+  lines = ["date,a,b,c"] + [
+    f"2024-01-01 {h // 2:02d}:{30 * (h % 2):02d}:00," + ",".join(str(v) for v in row)
+    for h, row in enumerate(values[:t])
+  ]
   (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
   r = _run("info", tmp_path / "s.csv")
   assert r.returncode == 0, r.stderr
   zeros = int((values == 0).sum())
   assert f"series s: {t} steps x {n} nodes x 1 channels (value)" in r.stdout
   assert "time: 2024-01-01T00:00:00 .. 2024-01-01T23:30:00, step 30 min" in r.stdout
-  assert f"missing ratio (zeros and NaN): {(zeros + 1) / values.size:.4%}  (zeros {zeros}, NaN 1, inf 1)" in r.stdout
+  assert (
+    f"missing ratio (zeros and NaN): {(zeros + 1) / values.size:.4%}  (zeros {zeros}, NaN 1, inf 1)"
+    in r.stdout
+  )
 
 
 def test_info_graph_in_process(tmp_path, capsys):
@@ -64,15 +79,19 @@ def test_bad_inputs_in_process(tmp_path, capsys):
   """The same `main` (cli_entry-wrapped) in-process, for the other bad inputs (subprocesses are slow)."""
   (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
   (tmp_path / "x.txt").write_text("hello")
-  cases = [(["info", str(tmp_path / "broken.h5")], "broken.h5: not a readable HDF5 file"),
-           (["info", str(tmp_path / "x.txt")], "x.txt: unknown file format '.txt'"),
-           (["verify", "no-such-set"], "unknown dataset 'no-such-set' (known: metr-la, "),
-           (["download", "no-such-set"], "unknown dataset 'no-such-set' (known: metr-la, ")]
+  cases = [
+    (["info", str(tmp_path / "broken.h5")], "broken.h5: not a readable HDF5 file"),
+    (["info", str(tmp_path / "x.txt")], "x.txt: unknown file format '.txt'"),
+    (["verify", "no-such-set"], "unknown dataset 'no-such-set' (known: metr-la, "),
+    (["download", "no-such-set"], "unknown dataset 'no-such-set' (known: metr-la, "),
+  ]
   for argv, message in cases:
     with pytest.raises(SystemExit) as e:
       main(argv)
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("stjax: error: ") and message in err, err
+    assert (
+      e.value.code == 2 and err.count("\n") == 1 and err.startswith("stjax: error: ") and message in err
+    ), err
 
 
 def test_info_uses_registry_calendar(shared_data, capsys):

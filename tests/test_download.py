@@ -38,7 +38,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self.end_headers()
     if self.path in self.cut_first:
       self.cut_first.discard(self.path)
-      self.wfile.write(body[start:start + (len(body) - start) // 2])
+      self.wfile.write(body[start : start + (len(body) - start) // 2])
       self.wfile.flush()
       self.close_connection = True
       return
@@ -67,14 +67,18 @@ def test_good_file(server, tmp_path, rng):
   url, handler = server
   body = _payload(rng)
   handler.files["/a.bin"] = body
-  dest = download.download_file(f"{url}/a.bin", tmp_path / "a.bin", hashlib.sha256(body).hexdigest(), progress=False)
+  dest = download.download_file(
+    f"{url}/a.bin", tmp_path / "a.bin", hashlib.sha256(body).hexdigest(), progress=False
+  )
   assert dest.read_bytes() == body and not (tmp_path / "a.bin.part").exists()
 
 
 def test_wrong_checksum_leaves_nothing(server, tmp_path, rng):
   url, handler = server
   handler.files["/a.bin"] = _payload(rng)
-  with pytest.raises(UserError, match=r"a\.bin: sha256 mismatch \(expected 0{64}, got [0-9a-f]{64}\); the download was deleted"):
+  with pytest.raises(
+    UserError, match=r"a\.bin: sha256 mismatch \(expected 0{64}, got [0-9a-f]{64}\); the download was deleted"
+  ):
     download.download_file(f"{url}/a.bin", tmp_path / "a.bin", "0" * 64, progress=False)
   assert list(tmp_path.iterdir()) == []
 
@@ -85,7 +89,10 @@ def test_interrupted_then_resumed_with_range(server, tmp_path, rng):
   sha = hashlib.sha256(body).hexdigest()
   handler.files["/a.bin"] = body
   handler.cut_first.add("/a.bin")
-  with pytest.raises(UserError, match=r"download failed .*interrupted at 150000 of 300000 bytes.*run the command again to resume"):
+  with pytest.raises(
+    UserError,
+    match=r"download failed .*interrupted at 150000 of 300000 bytes.*run the command again to resume",
+  ):
     download.download_file(f"{url}/a.bin", tmp_path / "a.bin", sha, retries=0, progress=False)
   assert (tmp_path / "a.bin.part").stat().st_size == len(body) // 2 and not (tmp_path / "a.bin").exists()
   download.download_file(f"{url}/a.bin", tmp_path / "a.bin", sha, retries=0, progress=False)
@@ -94,7 +101,10 @@ def test_interrupted_then_resumed_with_range(server, tmp_path, rng):
   # With retries (the default) a cut transfer resumes within one call.
   handler.cut_first.add("/a.bin")
   download.download_file(f"{url}/a.bin", tmp_path / "b.bin", sha, progress=False)
-  assert (tmp_path / "b.bin").read_bytes() == body and handler.log[-1] == ("/a.bin", f"bytes={len(body) // 2}-")
+  assert (tmp_path / "b.bin").read_bytes() == body and handler.log[-1] == (
+    "/a.bin",
+    f"bytes={len(body) // 2}-",
+  )
 
 
 def test_not_found_is_one_line(server, tmp_path):
@@ -110,7 +120,10 @@ def test_registry_download_verify_and_resolve(server, tmp_path, monkeypatch):
   monkeypatch.setenv("STJAX_SHARED_DATA", str(tmp_path / "no-shared"))
   monkeypatch.setenv("STJAX_DOWNLOAD_MIRROR", url)
   info = registry.get("nycbike1")
-  with pytest.raises(UserError, match=r"dataset nycbike1: NYCBike1\.npz, adj_mx\.npz not found locally; run: python -m stjax.data download nycbike1"):
+  with pytest.raises(
+    UserError,
+    match=r"dataset nycbike1: NYCBike1\.npz, adj_mx\.npz not found locally; run: python -m stjax.data download nycbike1",
+  ):
     registry.resolve("nycbike1")
   # Wrong bytes under the right names: the registry's size and sha256 reject them and nothing is kept.
   for f in info.files:
@@ -125,8 +138,11 @@ def test_registry_download_verify_and_resolve(server, tmp_path, monkeypatch):
     download.download("nycbike9", progress=False)
   (tmp_path / "data" / "taxi-pick").mkdir()
   (tmp_path / "data" / "taxi-pick" / "dis_tt.csv").write_text("1,0\n0,1\n")  # present: not fetched again
-  with pytest.raises(UserError, match=r"dataset taxi-pick: train\.npz, val\.npz, test\.npz have no public direct link; "
-                     r"get ST-LLM's preprocessed split .* and put them in .*taxi-pick"):
+  with pytest.raises(
+    UserError,
+    match=r"dataset taxi-pick: train\.npz, val\.npz, test\.npz have no public direct link; "
+    r"get ST-LLM's preprocessed split .* and put them in .*taxi-pick",
+  ):
     download.download("taxi-pick", progress=False, log=lambda *_: None)
 
 
@@ -168,19 +184,39 @@ def test_registry_entries_are_consistent():
 
 # ---- files with no recorded checksum (issue 21.3) ----------------------------------------------------
 
+
 def _h5_bytes(tmp_path) -> bytes:
   import h5py
+
   with h5py.File(tmp_path / "real.h5", "w") as f:
     f["x"] = np.arange(3)
   return (tmp_path / "real.h5").read_bytes()
 
 
-@pytest.mark.parametrize("served, dest, size, expected", [
-    (b"\x00\x01\x02\x03", "m.h5", None, r"m\.h5: not a \.h5 file \(only 4 bytes\); the download was deleted "
-                                        r"\(no checksum is recorded for it\)"),
-    (b"<html><body>rate limited</body></html>", "t.npz", None, r"t\.npz: not a \.npz file \(it starts with b'<html>"),
-    (b"PK\x03\x04abcd", "t.npz", 100, r"t\.npz: size mismatch \(expected 100 bytes, got 8\); the download was deleted"),
-])
+@pytest.mark.parametrize(
+  "served, dest, size, expected",
+  [
+    (
+      b"\x00\x01\x02\x03",
+      "m.h5",
+      None,
+      r"m\.h5: not a \.h5 file \(only 4 bytes\); the download was deleted "
+      r"\(no checksum is recorded for it\)",
+    ),
+    (
+      b"<html><body>rate limited</body></html>",
+      "t.npz",
+      None,
+      r"t\.npz: not a \.npz file \(it starts with b'<html>",
+    ),
+    (
+      b"PK\x03\x04abcd",
+      "t.npz",
+      100,
+      r"t\.npz: size mismatch \(expected 100 bytes, got 8\); the download was deleted",
+    ),
+  ],
+)
 def test_unchecksummed_download_refuses_junk(server, tmp_path, served, dest, size, expected):
   url, handler = server
   handler.files[f"/{dest}"] = served
@@ -194,10 +230,23 @@ def test_unchecksummed_files_are_never_verified(server, tmp_path, monkeypatch, r
   url, handler = server
   graph = _payload(rng, 1000)
   h5 = _h5_bytes(tmp_path)
-  toy = registry.DatasetInfo("toy", "test entry", 3, 3, 5, "dcrnn", "s.h5", "g.bin", (
+  toy = registry.DatasetInfo(
+    "toy",
+    "test entry",
+    3,
+    3,
+    5,
+    "dcrnn",
+    "s.h5",
+    "g.bin",
+    (
       registry.RemoteFile("s.h5", "https://example.invalid/s.h5"),
-      registry.RemoteFile("g.bin", "https://example.invalid/g.bin", hashlib.sha256(graph).hexdigest(), len(graph)),
-      registry.RemoteFile("e.npz", "https://example.invalid/e.npz", size=6)))
+      registry.RemoteFile(
+        "g.bin", "https://example.invalid/g.bin", hashlib.sha256(graph).hexdigest(), len(graph)
+      ),
+      registry.RemoteFile("e.npz", "https://example.invalid/e.npz", size=6),
+    ),
+  )
   monkeypatch.setitem(registry.DATASETS, "toy", toy)
   monkeypatch.setenv("STJAX_DATA", str(tmp_path / "data"))
   monkeypatch.setenv("STJAX_SHARED_DATA", str(tmp_path / "no-shared"))
@@ -205,19 +254,22 @@ def test_unchecksummed_files_are_never_verified(server, tmp_path, monkeypatch, r
   handler.files.update({"/toy/s.h5": h5, "/toy/g.bin": graph, "/toy/e.npz": b"PK\x03\x04ab"})
   lines = []
   paths = download.download("toy", progress=False, log=lines.append)
-  assert lines == [f"s.h5: downloaded to {paths['s.h5']} (unverified: no checksum recorded)",
-                   f"g.bin: downloaded to {paths['g.bin']}",
-                   f"e.npz: downloaded to {paths['e.npz']} (unverified: no checksum recorded)"]
+  assert lines == [
+    f"s.h5: downloaded to {paths['s.h5']} (unverified: no checksum recorded)",
+    f"g.bin: downloaded to {paths['g.bin']}",
+    f"e.npz: downloaded to {paths['e.npz']} (unverified: no checksum recorded)",
+  ]
   lines = []
   with pytest.raises(UserError) as e:
     download.verify("toy", log=lines.append)
   assert str(e.value) == "dataset toy: 2 file(s) unverified, no checksum recorded: s.h5, e.npz"
   assert lines == [
-      f"s.h5: unverified: no checksum recorded ({paths['s.h5']}, {len(h5)} bytes, "
-      f"sha256 {hashlib.sha256(h5).hexdigest()})",
-      f"g.bin: ok ({paths['g.bin']})",
-      f"e.npz: unverified: no checksum recorded ({paths['e.npz']}, 6 bytes, the registry's size, "
-      f"sha256 {hashlib.sha256(b'PK' + bytes([3, 4]) + b'ab').hexdigest()})"]
+    f"s.h5: unverified: no checksum recorded ({paths['s.h5']}, {len(h5)} bytes, "
+    f"sha256 {hashlib.sha256(h5).hexdigest()})",
+    f"g.bin: ok ({paths['g.bin']})",
+    f"e.npz: unverified: no checksum recorded ({paths['e.npz']}, 6 bytes, the registry's size, "
+    f"sha256 {hashlib.sha256(b'PK' + bytes([3, 4]) + b'ab').hexdigest()})",
+  ]
   # The issue's case: a 4-byte file in place of the series, and a wrong size, are corrupt, not unverified.
   paths["s.h5"].write_bytes(b"\x00\x01\x02\x03")
   paths["e.npz"].write_bytes(b"PK\x03\x04abc")
@@ -240,5 +292,9 @@ def test_registry_checksums_match_the_staged_copies(shared_data):
       elif f.url is not None:
         assert f.sha256 is None and f.size is None, (info.name, f.name)  # nothing to check it against
         unchecked.append(f"{info.name}/{f.name}")
-  assert unchecked == ["metr-la/metr-la.h5", "pems-bay/pems-bay.h5", "nyctaxi-grid/NYCTaxi.npz",
-                       "nyctaxi-grid/adj_mx.npz"]
+  assert unchecked == [
+    "metr-la/metr-la.h5",
+    "pems-bay/pems-bay.h5",
+    "nyctaxi-grid/NYCTaxi.npz",
+    "nyctaxi-grid/adj_mx.npz",
+  ]

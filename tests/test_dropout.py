@@ -53,12 +53,13 @@ def test_module_matches_flax_interface(rng):
 
 def test_mask_does_not_depend_on_sharding():
   """Values are a function of the key only; a batch-sharded mask equals the single-device one."""
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
   devices = np.array(jax.devices()[:8])
   mesh = Mesh(devices, ("data",))
   key = jax.random.key(7)
   shape = (len(devices) * 2, 5, 9)
   single = np.asarray(jax.jit(lambda k: keep_mask(k, 0.1, shape))(key))
-  sharded = jax.jit(lambda k: keep_mask(k, 0.1, shape),
-                    out_shardings=NamedSharding(mesh, P("data")))(key)
+  sharded = jax.jit(lambda k: keep_mask(k, 0.1, shape), out_shardings=NamedSharding(mesh, P("data")))(key)
   np.testing.assert_array_equal(np.asarray(sharded), single)

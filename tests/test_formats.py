@@ -11,12 +11,12 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+from helpers import assert_one_line
 
 from stjax.data.dataset import calendar_features
 from stjax.data.formats import kind_of, read_adj_pkl, read_graph, read_series
-from stjax.errors import UserError
 from stjax.data.formats.gaussian import gaussian_kernel_adjacency
-from helpers import assert_one_line
+from stjax.errors import UserError
 
 
 def write_pandas_fixed_h5(path, values, columns, index_ns, key="df", blocks=None):
@@ -24,21 +24,42 @@ def write_pandas_fixed_h5(path, values, columns, index_ns, key="df", blocks=None
   with h5py.File(path, "w") as f:
     g = f.create_group(key)
     blocks = blocks or [list(range(len(columns)))]
-    for k, v in dict(pandas_type=b"frame", pandas_version=b"0.15.2", encoding=b"UTF-8", errors=b"strict",
-                     ndim=2, nblocks=len(blocks), axis0_variety=b"regular", axis1_variety=b"regular",
-                     CLASS=b"GROUP", TITLE=b"", VERSION=b"1.0").items():
+    for k, v in dict(
+      pandas_type=b"frame",
+      pandas_version=b"0.15.2",
+      encoding=b"UTF-8",
+      errors=b"strict",
+      ndim=2,
+      nblocks=len(blocks),
+      axis0_variety=b"regular",
+      axis1_variety=b"regular",
+      CLASS=b"GROUP",
+      TITLE=b"",
+      VERSION=b"1.0",
+    ).items():
       g.attrs[k] = v
     for b in range(len(blocks)):
       g.attrs[f"block{b}_items_variety"] = b"regular"
+
     def array(node, data, **attrs):
       d = g.create_dataset(node, data=data)
-      for k, v in dict(CLASS=b"ARRAY", FLAVOR=b"numpy", TITLE=b"", VERSION=b"2.4", transposed=1, **attrs).items():
+      for k, v in dict(
+        CLASS=b"ARRAY", FLAVOR=b"numpy", TITLE=b"", VERSION=b"2.4", transposed=1, **attrs
+      ).items():
         d.attrs[k] = v
+
     array("axis0", columns, kind=b"integer" if columns.dtype.kind == "i" else b"string", name=b"N.")
     array("axis1", index_ns, kind=b"datetime64", name=b"N.", index_class=b"datetime")
     for b, cols in enumerate(blocks):
-      array(f"block{b}_items", columns[cols], kind=b"integer" if columns.dtype.kind == "i" else b"string", name=b"N.")
-      array(f"block{b}_values", values[:, cols])  # stored [T, n_b]: pandas writes the [n_b, T] block transposed
+      array(
+        f"block{b}_items",
+        columns[cols],
+        kind=b"integer" if columns.dtype.kind == "i" else b"string",
+        name=b"N.",
+      )
+      array(
+        f"block{b}_values", values[:, cols]
+      )  # stored [T, n_b]: pandas writes the [n_b, T] block transposed
 
 
 def _index(start, steps, minutes=5):
@@ -58,7 +79,9 @@ def test_dcrnn_h5_roundtrip(tmp_path, rng):
   np.testing.assert_allclose(ds.values[..., 0], values, rtol=1e-6)
   assert ds.node_ids == tuple(str(c) for c in columns)
   assert ds.step_minutes == 5.0
-  assert ds.timestamps[0] == np.datetime64("2012-03-01T23:00:00") and ds.timestamps[-1] == np.datetime64("2012-03-02T03:05:00")
+  assert ds.timestamps[0] == np.datetime64("2012-03-01T23:00:00") and ds.timestamps[-1] == np.datetime64(
+    "2012-03-02T03:05:00"
+  )
   # 2012-03-01 was a Thursday: steps after midnight are Friday (4).
   np.testing.assert_allclose(ds.time_of_day[:13], (23 * 60 + 5 * np.arange(13)) % 1440 / 1440, atol=1e-6)
   assert ds.day_of_week[0] == 3 and ds.day_of_week[12] == 4
@@ -68,8 +91,9 @@ def test_dcrnn_h5_roundtrip(tmp_path, rng):
 def test_dcrnn_h5_string_ids_and_two_blocks(tmp_path, rng):
   values = rng.normal(size=(20, 4))
   columns = np.array([b"b1", b"a2", b"c3", b"d4"])
-  write_pandas_fixed_h5(tmp_path / "s.h5", values, columns, _index("2017-01-01", 20), key="speed",
-                        blocks=[[0, 2], [1, 3]])
+  write_pandas_fixed_h5(
+    tmp_path / "s.h5", values, columns, _index("2017-01-01", 20), key="speed", blocks=[[0, 2], [1, 3]]
+  )
   ds = read_series(tmp_path / "s.h5")  # the only frame, whatever its key
   assert ds.node_ids == ("b1", "a2", "c3", "d4")
   np.testing.assert_allclose(ds.values[..., 0], values, rtol=1e-6)
@@ -123,8 +147,14 @@ def test_dcrnn_h5_written_by_pandas(tmp_path, rng, unit):
   np.testing.assert_array_equal(ds.timestamps, index.values.astype("datetime64[s]"))
   assert ds.timestamps[0] == np.datetime64("2012-03-01T23:00:00") and ds.day_of_week[12] == 4  # Friday
   # String ids and one block per dtype (float64, float32, int64), in the frame's own column order.
-  frame = pd.DataFrame({"b1": values[:, 0], "a2": values[:, 1].astype(np.float32),
-                        "c3": np.round(values[:, 2]).astype(np.int64)}, index=index)
+  frame = pd.DataFrame(
+    {
+      "b1": values[:, 0],
+      "a2": values[:, 1].astype(np.float32),
+      "c3": np.round(values[:, 2]).astype(np.int64),
+    },
+    index=index,
+  )
   frame.to_hdf(tmp_path / "s.h5", key="speed")
   ds = read_series(tmp_path / "s.h5")
   assert ds.node_ids == ("b1", "a2", "c3")
@@ -138,7 +168,9 @@ def test_dcrnn_h5_pandas_time_zones_and_table_format(tmp_path, rng):
   frame = pd.DataFrame(rng.normal(size=(40, 3)), index=index, columns=[400001, 400017, 400030])
   for zone in ("UTC", datetime.timezone.utc, datetime.timezone(datetime.timedelta(hours=8))):  # fixed offsets
     frame.tz_localize(zone).to_hdf(tmp_path / "fixed.h5", key="df")
-    np.testing.assert_array_equal(read_series(tmp_path / "fixed.h5").timestamps, index.values.astype("datetime64[s]"))
+    np.testing.assert_array_equal(
+      read_series(tmp_path / "fixed.h5").timestamps, index.values.astype("datetime64[s]")
+    )
   frame.tz_localize("America/Los_Angeles").to_hdf(tmp_path / "la.h5", key="df")
   with pytest.raises(UserError) as e:
     read_series(tmp_path / "la.h5")
@@ -185,8 +217,14 @@ def test_stssl_npz(tmp_path, rng):
 
 def _stllm_windows(series, tod, dow, start, count, t_in=12, t_out=12):
   idx = start + np.arange(count)[:, None] + np.arange(t_in)[None]
-  x = np.stack([series[idx], np.broadcast_to(tod[idx][..., None], series[idx].shape),
-                np.broadcast_to(dow[idx][..., None], series[idx].shape)], axis=-1)
+  x = np.stack(
+    [
+      series[idx],
+      np.broadcast_to(tod[idx][..., None], series[idx].shape),
+      np.broadcast_to(dow[idx][..., None], series[idx].shape),
+    ],
+    axis=-1,
+  )
   y = series[start + np.arange(count)[:, None] + t_in + np.arange(t_out)[None]][..., None]
   return x, np.concatenate([y, y], axis=-1)  # y may carry more than one channel
 
@@ -229,14 +267,17 @@ def test_stllm_folder(tmp_path, rng):
 def test_node_csv_with_and_without_date(tmp_path, rng):
   values = rng.uniform(0, 10, (30, 3))
   dates = np.datetime64("2023-01-01T00:00") + np.arange(30) * np.timedelta64(60, "m")
-  lines = ["date,n0,n1,n2"] + [f"{str(d).replace('T', ' ')}:00," + ",".join(f"{v:.6f}" for v in row)
-                               for d, row in zip(dates, values)]
+  lines = ["date,n0,n1,n2"] + [
+    f"{str(d).replace('T', ' ')}:00," + ",".join(f"{v:.6f}" for v in row) for d, row in zip(dates, values)
+  ]
   lines[5] = lines[5].rsplit(",", 1)[0] + ","  # one empty reading -> NaN
   (tmp_path / "inflow.csv").write_text("\n".join(lines) + "\n")
   ds = read_series(tmp_path / "inflow.csv")
   assert ds.values.shape == (30, 3, 1) and ds.node_ids == ("n0", "n1", "n2") and ds.step_minutes == 60
   assert np.isnan(ds.values[4, 2, 0]) and np.isnan(ds.values).sum() == 1
-  np.testing.assert_allclose(np.nan_to_num(ds.values[..., 0]), np.where(np.isnan(ds.values[..., 0]), 0, values), atol=1e-6)
+  np.testing.assert_allclose(
+    np.nan_to_num(ds.values[..., 0]), np.where(np.isnan(ds.values[..., 0]), 0, values), atol=1e-6
+  )
   tod, dow = calendar_features(dates)
   np.testing.assert_allclose(ds.time_of_day, tod)
   np.testing.assert_array_equal(ds.day_of_week, dow)
@@ -261,7 +302,7 @@ def _gaussian_reference(edges, n, threshold=0.1):
   for i, j, d in edges:
     dist[i, j] = d
   sigma = dist[np.isfinite(dist)].std()
-  w = np.exp(-(dist / sigma) ** 2)
+  w = np.exp(-((dist / sigma) ** 2))
   return np.where(w < threshold, 0.0, w)
 
 
@@ -273,7 +314,9 @@ def test_gaussian_kernel_matches_reference(rng):
   got = gaussian_kernel_adjacency(src, dst, dist, n)
   ref = _gaussian_reference(edges, n)
   np.testing.assert_allclose(got, ref, atol=1e-5)
-  assert got.dtype == np.float32 and ((got != 0) == (ref != 0)).all() and (ref == 0).sum() > n * n - len(edges)
+  assert (
+    got.dtype == np.float32 and ((got != 0) == (ref != 0)).all() and (ref == 0).sum() > n * n - len(edges)
+  )
 
 
 def test_edge_csv_ids_header_and_node_order_file(tmp_path, rng):
@@ -315,7 +358,9 @@ def test_adj_pkl_roundtrip_and_reorder(tmp_path, rng):
   assert got_ids == tuple(ids)
   np.testing.assert_array_equal(got, adj)
   order = [ids[2], ids[0], ids[1]]
-  np.testing.assert_array_equal(read_graph(tmp_path / "adj_mx.pkl", node_ids=order), adj[np.ix_([2, 0, 1], [2, 0, 1])])
+  np.testing.assert_array_equal(
+    read_graph(tmp_path / "adj_mx.pkl", node_ids=order), adj[np.ix_([2, 0, 1], [2, 0, 1])]
+  )
   with pytest.raises(UserError, match=r"adj_mx\.pkl: its 3 node ids differ"):
     read_graph(tmp_path / "adj_mx.pkl", node_ids=["1", "2", "3"])
   with open(tmp_path / "short.pkl", "wb") as f:
@@ -347,7 +392,9 @@ def test_crafted_pickle_is_refused_not_executed(tmp_path, payload, protocol):
   # The payload sits inside an otherwise valid graph pickle, after the arrays.
   obj = [["1"], {"1": 0}, np.eye(1, dtype=np.float32), payload(marker)]
   (tmp_path / "adj_mx.pkl").write_bytes(pickle.dumps(obj, protocol=protocol))
-  with pytest.raises(UserError, match=r"adj_mx\.pkl: refused to unpickle '(posix|nt|os|builtins|io)\.(system|open)'"):
+  with pytest.raises(
+    UserError, match=r"adj_mx\.pkl: refused to unpickle '(posix|nt|os|builtins|io)\.(system|open)'"
+  ):
     read_graph(tmp_path / "adj_mx.pkl")
   assert not marker.exists()
 
@@ -370,6 +417,7 @@ def test_unknown_missing_and_not_a_pickle(tmp_path):
 
 # ---- real files (../shared/data), skipped when absent ------------------------------------------------
 
+
 def test_real_dcrnn_graphs(shared_data):
   ids, adj = read_adj_pkl(shared_data / "METR-LA/adj_mx.pkl")
   assert len(ids) == 207 and ids[0] == "773869" and adj.shape == (207, 207) and (adj != 0).sum() == 1722
@@ -380,7 +428,9 @@ def test_real_dcrnn_graphs(shared_data):
   rebuilt = read_graph(shared_data / "PEMS-BAY/distances_bay_2017.csv", node_ids=bay_ids)
   assert (rebuilt != 0).sum() == 2694
   assert np.abs(rebuilt - bay).max() < 1e-6
-  np.testing.assert_array_equal(read_graph(shared_data / "STH-SepNet_graphs/METR/METR_adj.csv") != 0, adj != 0)
+  np.testing.assert_array_equal(
+    read_graph(shared_data / "STH-SepNet_graphs/METR/METR_adj.csv") != 0, adj != 0
+  )
 
 
 def test_real_nycbike(shared_data):
@@ -414,7 +464,12 @@ def test_real_sthsepnet_and_pems_graphs(shared_data):
   assert bike_counts.shape == (295, 295) and (bike_counts != 0).sum() == 17830
   assert read_graph(shared_data / "STH-SepNet_graphs/Bike/Bike.csv").shape == (295, 295)
   # ASTGCN distance lists: (file, nodes, edges); PEMS03 maps station ids through PEMS03.txt beside it.
-  for name, nodes, edges in (("PEMS03", 358, 547), ("PEMS04", 307, 340), ("PEMS07", 883, 866), ("PEMS08", 170, 295)):
+  for name, nodes, edges in (
+    ("PEMS03", 358, 547),
+    ("PEMS04", 307, 340),
+    ("PEMS07", 883, 866),
+    ("PEMS08", 170, 295),
+  ):
     path = shared_data / f"PEMS0X/{name}/{name}.csv"
     rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
     assert len(rows) == edges and len({r[0] for r in rows} | {r[1] for r in rows}) == nodes

@@ -36,8 +36,15 @@ def test_golden_fixture_without_torch():
   vocab, positions, embd, head, layer = (int(v) for v in data["config"])
   sd = {k[2:]: data[k] for k in data.files if k.startswith("w/")}
   for causal, use_wpe, key in ((True, True, "out_causal"), (False, False, "out_full_nowpe")):
-    cfg = GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=embd, n_head=head, n_layer=layer,
-                     causal=causal, use_wpe=use_wpe)
+    cfg = GPT2Config(
+      vocab_size=vocab,
+      n_positions=positions,
+      n_embd=embd,
+      n_head=head,
+      n_layer=layer,
+      causal=causal,
+      use_wpe=use_wpe,
+    )
     out = GPT2(cfg).apply({"params": hf_gpt2.from_hf_tensors(cfg, sd)}, jnp.asarray(data["inputs_embeds"]))
     np.testing.assert_allclose(np.asarray(out), data[key], atol=1e-4, rtol=0)
 
@@ -135,19 +142,21 @@ def test_pluggable_attention_and_extra_ffn(rng):
   cfg, sd, params = _model_and_params(rng)
   x = rng.standard_normal((1, 40, cfg.n_embd)).astype(np.float32)
   plain = np.asarray(GPT2(cfg).apply({"params": params}, jnp.asarray(x)))
-  se = GPT2(cfg, attention_factory=lambda i: (lambda: _ScaledQueries(cfg)))
-  assert jax.tree_util.tree_structure(nn.unbox(jax.eval_shape(se.init, jax.random.key(0), jnp.asarray(x))["params"])) == \
-      jax.tree_util.tree_structure(params)
+  se = GPT2(cfg, attention_factory=lambda i: lambda: _ScaledQueries(cfg))
+  assert jax.tree_util.tree_structure(
+    nn.unbox(jax.eval_shape(se.init, jax.random.key(0), jnp.asarray(x))["params"])
+  ) == jax.tree_util.tree_structure(params)
   np.testing.assert_array_equal(np.asarray(se.apply({"params": params}, jnp.asarray(x))), plain)
   scaled = se.apply({"params": params}, jnp.asarray(x), attention_kwargs={"q_scale": 0.0})
   sd0 = dict(sd)
   for i in range(cfg.n_layer):  # q * 0 == zero query weights and biases
     for n in ("weight", "bias"):
       t = sd0[f"h.{i}.attn.c_attn.{n}"].copy()
-      t[..., :cfg.n_embd] = 0.0
+      t[..., : cfg.n_embd] = 0.0
       sd0[f"h.{i}.attn.c_attn.{n}"] = t
-  np.testing.assert_allclose(np.asarray(scaled), golden.reference_forward(sd0, x, cfg.n_layer, cfg.n_head),
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(scaled), golden.reference_forward(sd0, x, cfg.n_layer, cfg.n_head), atol=1e-4
+  )
   # Extra FFN on block 1 only: its output is added to the MLP's, i.e. like a shifted c_proj bias.
   ext = GPT2(cfg, extra_ffn_factory=lambda i: (lambda: _ConstantFFN()) if i == 1 else None)
   init = nn.unbox(jax.eval_shape(ext.init, jax.random.key(0), jnp.asarray(x))["params"])
@@ -157,15 +166,18 @@ def test_pluggable_attention_and_extra_ffn(rng):
   assert float(aux) == 1.5
   sd1 = dict(sd)
   sd1["h.1.mlp.c_proj.bias"] = sd["h.1.mlp.c_proj.bias"] + 0.25
-  np.testing.assert_allclose(np.asarray(out), golden.reference_forward(sd1, x, cfg.n_layer, cfg.n_head),
-                             atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(out), golden.reference_forward(sd1, x, cfg.n_layer, cfg.n_head), atol=1e-4
+  )
 
 
 def test_logical_axes_on_every_parameter():
   cfg = GPT2Config(**SMALL, lora_rank=2)
   boxed = jax.eval_shape(GPT2(cfg).init, jax.random.key(0), jnp.zeros((1, 4, cfg.n_embd)))["params"]
   leaves = jax.tree_util.tree_leaves_with_path(boxed, is_leaf=lambda l: isinstance(l, nn.Partitioned))
-  assert leaves and all(isinstance(l, nn.Partitioned) and len(l.names) == len(l.value.shape) for _, l in leaves)
+  assert leaves and all(
+    isinstance(l, nn.Partitioned) and len(l.names) == len(l.value.shape) for _, l in leaves
+  )
   assert boxed["h_0"]["attn"]["c_attn"]["kernel"].names == ("embed", "qkv")
   assert boxed["h_0"]["mlp"]["c_fc"]["kernel"].names == ("embed", "mlp")
   assert boxed["wte"]["embedding"].names == ("vocab", "embed")

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from stjax.errors import UserError
-from stjax.graph import (AdaptiveGraph, EdgeList, MixProp, blockwise_top_k, edge_list_from_dense,
-                         mixprop_operator, propagate)
+from stjax.graph import (
+  AdaptiveGraph,
+  EdgeList,
+  MixProp,
+  blockwise_top_k,
+  edge_list_from_dense,
+  mixprop_operator,
+  propagate,
+)
 from stjax.graph.adaptive import tie_break_noise
 
 
@@ -19,8 +26,9 @@ def random_graph(rng, n, e, isolated=()):
   w = rng.uniform(0.1, 2.0, e)
   dense = np.zeros((n, n))
   np.add.at(dense, (dst, src), w)
-  g = EdgeList(jnp.asarray(src, jnp.int32), jnp.asarray(dst, jnp.int32),
-               jnp.asarray(w, jnp.float32), num_nodes=n)
+  g = EdgeList(
+    jnp.asarray(src, jnp.int32), jnp.asarray(dst, jnp.int32), jnp.asarray(w, jnp.float32), num_nodes=n
+  )
   return g, dense
 
 
@@ -37,8 +45,7 @@ def test_propagate_equals_dense_including_isolated_nodes(rng):
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(got)[:, [2, 7]] == 0)
   got_t = propagate(jnp.asarray(h, jnp.float32), g.transpose(), node_axis=1)
-  np.testing.assert_allclose(np.asarray(got_t), np.einsum("vw,bwf->bvf", dense.T, h), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got_t), np.einsum("vw,bwf->bvf", dense.T, h), rtol=1e-5, atol=1e-5)
 
 
 def test_mixprop_operator_is_row_normalised_a_plus_i(rng):
@@ -119,8 +126,9 @@ def test_adaptive_graph_equals_dense_mtgnn_top_k(rng):
 
 def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
   n, k, alpha, noise, refresh = 24, 4, 1.0, 0.01, 3
-  module = AdaptiveGraph(num_nodes=n, top_k=k, embed_dim=6, alpha=alpha, tie_noise=noise, block=5,
-                         refresh=refresh)
+  module = AdaptiveGraph(
+    num_nodes=n, top_k=k, embed_dim=6, alpha=alpha, tie_noise=noise, block=5, refresh=refresh
+  )
   variables = module.init(jax.random.key(int(rng.integers(1 << 30))))
   params, graph = {"params": variables["params"]}, variables["graph"]
   assert set(graph) == {"src", "step"} and graph["src"].shape == (n * k,) and int(graph["step"]) == 0
@@ -131,6 +139,7 @@ def test_adaptive_graph_refresh_reselects_only_at_refresh_steps(rng):
     def loss_fn(p):
       g, state = module.apply({**p, "graph": graph}, update=True, mutable=["graph"])
       return jnp.sum(propagate(x, g) ** 2), (g, state["graph"])
+
     (_, (g, new_graph)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return jax.tree.map(lambda p, d: p - 0.5 * d, params, grads), new_graph, g, grads
 

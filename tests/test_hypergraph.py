@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from stjax.errors import UserError
-from stjax.graph import (HypergraphAttention, HypergraphConv, Incidence, KNNHypergraph,
-                         dedup_hyperedges, edges_to_nodes, hypergraph_smooth, knn, nodes_to_edges,
-                         segment_softmax)
+from stjax.graph import (
+  HypergraphAttention,
+  HypergraphConv,
+  Incidence,
+  KNNHypergraph,
+  dedup_hyperedges,
+  edges_to_nodes,
+  hypergraph_smooth,
+  knn,
+  nodes_to_edges,
+  segment_softmax,
+)
 
 
 def random_incidence(rng, n, m, z, isolated=(), empty=()):
@@ -19,8 +28,13 @@ def random_incidence(rng, n, m, z, isolated=(), empty=()):
   w = rng.uniform(0.2, 1.5, z) * (rng.uniform(size=z) > 0.15)
   dense = np.zeros((n, m))
   np.add.at(dense, (nodes, edges), w)
-  inc = Incidence(jnp.asarray(nodes, jnp.int32), jnp.asarray(edges, jnp.int32),
-                  jnp.asarray(w, jnp.float32), num_nodes=n, num_edges=m)
+  inc = Incidence(
+    jnp.asarray(nodes, jnp.int32),
+    jnp.asarray(edges, jnp.int32),
+    jnp.asarray(w, jnp.float32),
+    num_nodes=n,
+    num_edges=m,
+  )
   return inc, dense
 
 
@@ -34,16 +48,13 @@ def test_incidence_products_and_smoothing_equal_dense(rng):
   n, m = 12, 7
   inc, h = random_incidence(rng, n, m, 30, isolated=(3, 9), empty=(5,))
   x = rng.normal(size=(n, 2, 4))
-  f = jax.jit(lambda x, inc: (nodes_to_edges(x, inc), edges_to_nodes(x[:m], inc),
-                              hypergraph_smooth(x, inc)))
+  f = jax.jit(lambda x, inc: (nodes_to_edges(x, inc), edges_to_nodes(x[:m], inc), hypergraph_smooth(x, inc)))
   to_e, to_n, smooth = f(jnp.asarray(x, jnp.float32), inc)
   np.testing.assert_allclose(np.asarray(to_e), np.einsum("nm,nbf->mbf", h, x), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(to_n), np.einsum("nm,mbf->nbf", h, x[:m]), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(to_n), np.einsum("nm,mbf->nbf", h, x[:m]), rtol=1e-5, atol=1e-5)
   dv, de = inv(h.sum(1), -0.5), inv(h.sum(0), -1.0)
   op = dv[:, None] * h @ np.diag(de) @ h.T * dv[None, :]
-  np.testing.assert_allclose(np.asarray(smooth), np.einsum("vw,wbf->vbf", op, x), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(smooth), np.einsum("vw,wbf->vbf", op, x), rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(smooth)[[3, 9]] == 0)
 
 
@@ -73,8 +84,10 @@ def test_hgat_equals_dense_reference(rng):
   xw = x @ p["w"]["kernel"]  # [B, N, T, F]
   de = inv(h.sum(0), -1.0)
   e = lrelu(np.einsum("nm,bntf->bmtf", h, xw) * de[None, :, None, None])
-  s = lrelu((xw @ p["att_self"]["kernel"])[..., 0][:, :, None, :]
-            + (e @ p["att_edge"]["kernel"])[..., 0][:, None, :, :])  # [B, N, M, T]
+  s = lrelu(
+    (xw @ p["att_self"]["kernel"])[..., 0][:, :, None, :]
+    + (e @ p["att_edge"]["kernel"])[..., 0][:, None, :, :]
+  )  # [B, N, M, T]
   weighted = np.where(h[None, :, :, None] > 0, h[None, :, :, None] * np.exp(s), 0.0)
   denom = weighted.sum(2, keepdims=True)
   alpha = np.divide(weighted, denom, out=np.zeros_like(weighted), where=denom > 0)
@@ -125,8 +138,9 @@ def test_knn_hyperedges_equal_brute_force(rng, k):
 
 def test_dedup_keeps_first_copy_of_each_set():
   members = jnp.array([[0, 1, 2], [2, 0, 1], [3, 1, 2], [1, 2, 0], [2, 3, 1], [4, 4, 4]])
-  np.testing.assert_array_equal(np.asarray(dedup_hyperedges(members)),
-                                [True, False, True, False, False, True])
+  np.testing.assert_array_equal(
+    np.asarray(dedup_hyperedges(members)), [True, False, True, False, False, True]
+  )
 
 
 def test_knn_rejects_bad_size():
@@ -166,8 +180,7 @@ def test_hypergraph_rebuilds_exactly_every_refresh_steps(rng):
   assert rebuilt_at == [0, 3, 6]
   # Evaluation never mutates the state: applying without `update` returns the same incidence.
   inc = module.apply(variables)
-  np.testing.assert_array_equal(np.asarray(inc.node).reshape(n, 3),
-                                np.asarray(variables["graph"]["members"]))
+  np.testing.assert_array_equal(np.asarray(inc.node).reshape(n, 3), np.asarray(variables["graph"]["members"]))
 
 
 def test_membership_weights_are_differentiable(rng):

@@ -37,10 +37,31 @@ def _tiny_sth_sepnet():
   c.data.name, c.data.protocol = "synthetic", "sthsepnet"
   c.data.synthetic.num_nodes, c.data.synthetic.num_steps = 6, 600
   c.data.input_len, c.data.output_len = 24, 6
-  c.model.update(dict(pretrained="", llm_layers=1, n_embd=16, n_head=2, vocab_size=32, n_positions=16,
-                      d_model=16, d_ff=8, n_heads=2, num_prototypes=8, patch_len=8, stride=4, num_layers=1,
-                      residual_channels=8, conv_channels=8, skip_channels=8, end_channels=8, node_dim=4,
-                      top_k=3, lora_rank=2, lora_alpha=2.0))
+  c.model.update(
+    dict(
+      pretrained="",
+      llm_layers=1,
+      n_embd=16,
+      n_head=2,
+      vocab_size=32,
+      n_positions=16,
+      d_model=16,
+      d_ff=8,
+      n_heads=2,
+      num_prototypes=8,
+      patch_len=8,
+      stride=4,
+      num_layers=1,
+      residual_channels=8,
+      conv_channels=8,
+      skip_channels=8,
+      end_channels=8,
+      node_dim=4,
+      top_k=3,
+      lora_rank=2,
+      lora_alpha=2.0,
+    )
+  )
   c.train.batch_size, c.train.progress_bar = 8, False
   c.optim.name, c.optim.learning_rate = "adamw", 3e-3
   return c
@@ -63,8 +84,9 @@ def _losses(config, kernels: dict, steps: int = 3) -> tuple[list[float], dict]:
   return losses, dict(exp.config.kernels)
 
 
-@pytest.mark.parametrize("make_config", [lambda: load_config(TINY_ST_LINK), _tiny_sth_sepnet],
-                         ids=["st_link", "sth_sepnet"])
+@pytest.mark.parametrize(
+  "make_config", [lambda: load_config(TINY_ST_LINK), _tiny_sth_sepnet], ids=["st_link", "sth_sepnet"]
+)
 def test_accelerator_program_trains_like_the_cpu_program(make_config):
   config = make_config()  # on the 8 simulated CPU devices of the tests
   gpu = dataclasses.asdict(resolve_kernels(default_kernel_config(), backend="gpu", num_devices=8))
@@ -72,5 +94,8 @@ def test_accelerator_program_trains_like_the_cpu_program(make_config):
   gpu_losses, gpu_choice = _losses(config, gpu)
   assert cpu_choice["leading_sum"] == "ones_matmul" and gpu_choice == gpu
   np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=2e-5)
-  for other in ({"attention": "xla_dense", "experts": "grouped"}, {"experts": "min_rows", "leading_sum": "xla"}):
+  for other in (
+    {"attention": "xla_dense", "experts": "grouped"},
+    {"experts": "min_rows", "leading_sum": "xla"},
+  ):
     np.testing.assert_allclose(_losses(config, other)[0], cpu_losses, rtol=2e-5)

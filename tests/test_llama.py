@@ -19,24 +19,39 @@ transformers = pytest.importorskip("transformers")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from helpers import assert_one_line  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from helpers import assert_one_line  # noqa: E402
+from stjax.convert import backbones as convert_backbones  # noqa: E402
 from stjax.convert import hf_llama  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
-from stjax.convert import backbones as convert_backbones  # noqa: E402
 from stjax.models import backbones  # noqa: E402
 from stjax.models.backbones.llama import Llama, LlamaConfig, num_params, rope_inverse_frequencies  # noqa: E402
 
 SEQ = 520
-ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64}
+ROPE = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 64,
+}
 
 
 def _hf_config(**changes):
-  fields = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-5,
-                rope_theta=10000.0, rope_scaling=dict(ROPE), tie_word_embeddings=True)
+  fields = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    rope_scaling=dict(ROPE),
+    tie_word_embeddings=True,
+  )
   fields.update(changes)
   return transformers.LlamaConfig(**fields)
 
@@ -112,10 +127,12 @@ def test_parity_truncated_sharded_untied_full_attention_and_positions(untied_sha
   assert diff <= 1e-4, diff
   # full attention (all-zero additive 4-D mask in HF) with per-example positions
   positions = np.stack([np.arange(SEQ) + 7, np.arange(SEQ) * 2]).astype(np.int64)
-  ref = _reference(trunk, x, attention_mask=torch.zeros(2, 1, SEQ, SEQ),
-                   position_ids=torch.from_numpy(positions))
-  ours = _ours(config.replace(causal=False), params, x,
-               attention_kwargs={"positions": jnp.asarray(positions)})
+  ref = _reference(
+    trunk, x, attention_mask=torch.zeros(2, 1, SEQ, SEQ), position_ids=torch.from_numpy(positions)
+  )
+  ours = _ours(
+    config.replace(causal=False), params, x, attention_kwargs={"positions": jnp.asarray(positions)}
+  )
   diff = np.abs(ours - ref).max()
   assert diff <= 1e-4, diff
   assert np.abs(ours - _ours(config, params, x)).max() > 1e-2  # the flags really changed something
@@ -162,8 +179,13 @@ def test_lora_starts_as_identity_and_merges_on_export(tied_model, rng):
   assert set(shapes["layers_0"]["mlp"]["down_proj"]) == {"kernel", "lora_a", "lora_b"}
   # pretrained kernels + fresh adapters (A random, B zero, as LoRADense initialises them)
   merged_in = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: np.zeros(leaf.shape, np.float32) if path[-1].key == "lora_b"
-      else rng.normal(size=leaf.shape).astype(np.float32), shapes)
+    lambda path, leaf: (
+      np.zeros(leaf.shape, np.float32)
+      if path[-1].key == "lora_b"
+      else rng.normal(size=leaf.shape).astype(np.float32)
+    ),
+    shapes,
+  )
   for group in ("self_attn", "mlp"):
     for name, leaf in merged_in["layers_0"][group].items():
       leaf["kernel"] = params["layers_0"][group][name]["kernel"]
@@ -211,8 +233,9 @@ def test_bad_inputs_give_one_clear_line(tied_model, tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     return d
 
-  missing = write("missing", {k: v for k, v in tensors.items() if k != "layers.1.mlp.up_proj.weight"},
-                  config_json)
+  missing = write(
+    "missing", {k: v for k, v in tensors.items() if k != "layers.1.mlp.up_proj.weight"}, config_json
+  )
   with pytest.raises(UserError) as e:
     hf_llama.convert(missing, tmp_path / "out_missing")
   assert_one_line(e, "missing tensors", "layers.1.mlp.up_proj.weight")
@@ -243,19 +266,22 @@ def test_backbones_dispatch_and_token_table(tied_model, tmp_path, rng):
   config, params = convert_backbones.load_backbone(folder, num_layers=1)
   assert isinstance(config, LlamaConfig) and backbones.backbone_name(config) == "llama"
   assert (backbones.hidden_size(config), backbones.num_layers(config)) == (32, 1)
-  np.testing.assert_array_equal(backbones.token_embedding_table(params),
-                                model.embed_tokens.weight.detach().numpy())
+  np.testing.assert_array_equal(
+    backbones.token_embedding_table(params), model.embed_tokens.weight.detach().numpy()
+  )
   _, _, ckpt = hf_llama.convert(folder, tmp_path / "ckpt", num_layers=2)
   config2, _ = convert_backbones.load_backbone(ckpt)
   assert config2.num_hidden_layers == 2
   module = backbones.build_backbone("llama", dataclasses.asdict(config))
   x = rng.normal(size=(1, 8, 32)).astype(np.float32)
-  np.testing.assert_array_equal(np.asarray(jax.jit(module.apply)({"params": params}, jnp.asarray(x))),
-                                _ours(config, params, x))
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(module.apply)({"params": params}, jnp.asarray(x))), _ours(config, params, x)
+  )
 
   gpt2_folder = tmp_path / "gpt2"
-  transformers.GPT2Model(transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50,
-                                                 n_positions=32)).save_pretrained(gpt2_folder)
+  transformers.GPT2Model(
+    transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=50, n_positions=32)
+  ).save_pretrained(gpt2_folder)
   gcfg, gparams = convert_backbones.load_backbone(gpt2_folder)
   assert backbones.backbone_name(gcfg) == "gpt2" and backbones.hidden_size(gcfg) == 16
   assert backbones.token_embedding_table(gparams).shape == (50, 16)
@@ -276,15 +302,18 @@ def test_llama_3_2_1b_geometry_param_count_and_axes():
   d, v, f, kv = 2048, 128256, 8192, 8 * 64
   per_layer = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d
   assert num_params(config) == v * d + 16 * per_layer + d == 1_235_814_400
-  boxed = jax.eval_shape(lambda: Llama(config.replace(num_hidden_layers=1)).init(
-      jax.random.PRNGKey(0), jnp.zeros((1, 1, d))))["params"]
+  boxed = jax.eval_shape(
+    lambda: Llama(config.replace(num_hidden_layers=1)).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, d)))
+  )["params"]
   specs = nn.get_partition_spec(boxed)
   assert specs["embed_tokens"]["embedding"] == jax.sharding.PartitionSpec("vocab", "embed")
   layer = specs["layers_0"]
   assert layer["self_attn"]["k_proj"]["kernel"] == jax.sharding.PartitionSpec("embed", "kv_heads")
   assert layer["self_attn"]["o_proj"]["kernel"] == jax.sharding.PartitionSpec("heads", "embed")
   assert layer["mlp"]["down_proj"]["kernel"] == jax.sharding.PartitionSpec("mlp", "embed")
-  for path, spec in jax.tree_util.tree_leaves_with_path(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)):
+  for path, spec in jax.tree_util.tree_leaves_with_path(
+    specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)
+  ):
     assert all(a is not None for a in spec), path
   assert math.isclose(num_params(config) / 1e9, 1.24, abs_tol=0.005)
 

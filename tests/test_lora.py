@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from stjax.train import optim
 from stjax.convert import hf_gpt2
-from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 from stjax.layers.lora import LoRADense, merge_lora
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+from stjax.train import optim
 
 SHAPE = dict(vocab_size=11, n_positions=64, n_embd=16, n_head=2, n_layer=2)
 
@@ -30,8 +30,10 @@ def _init(model, x):
 def test_lora_dense_math(rng):
   x = rng.standard_normal((3, 5, 6)).astype(np.float32)
   layer = LoRADense(4, kernel_axes=("embed", "mlp"), rank=2, alpha=3.0)
-  p = jax.tree_util.tree_map(lambda v: rng.standard_normal(v.shape).astype(np.float32),
-                             nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x)["params"]))
+  p = jax.tree_util.tree_map(
+    lambda v: rng.standard_normal(v.shape).astype(np.float32),
+    nn.unbox(jax.eval_shape(layer.init, jax.random.key(0), x)["params"]),
+  )
   got = np.asarray(layer.apply({"params": p}, x))
   want = x @ p["kernel"] + p["bias"] + 1.5 * (x @ p["lora_a"]) @ p["lora_b"]
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -76,8 +78,11 @@ def test_training_moves_only_adapters_and_merge_is_exact(rng):
   new = params
   for _ in range(3):
     new, state = step(new, state)
-  for (path, flag), old, now in zip(jax.tree_util.tree_leaves_with_path(mask), jax.tree_util.tree_leaves(params),
-                                    jax.tree_util.tree_leaves(new)):
+  for (path, flag), old, now in zip(
+    jax.tree_util.tree_leaves_with_path(mask),
+    jax.tree_util.tree_leaves(params),
+    jax.tree_util.tree_leaves(new),
+  ):
     name = path[-1].key
     assert flag == (name in ("lora_a", "lora_b"))
     if flag:
@@ -94,4 +99,6 @@ def test_training_moves_only_adapters_and_merge_is_exact(rng):
   np.testing.assert_allclose(np.asarray(model.apply({"params": kept}, x)), unmerged, atol=1e-5)
   # Export to HF merges the adapters into the Conv1D weights.
   tensors = hf_gpt2.to_hf_tensors(cfg, new)
-  np.testing.assert_array_equal(tensors["h.0.attn.c_attn.weight"], np.asarray(merged["h_0"]["attn"]["c_attn"]["kernel"]))
+  np.testing.assert_array_equal(
+    tensors["h.0.attn.c_attn.weight"], np.asarray(merged["h_0"]["attn"]["c_attn"]["kernel"])
+  )

@@ -1,6 +1,5 @@
 """MRFFN: retrieval and EMA write against NumPy, gradient routing, memory state through jit."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +23,9 @@ def np_retrieve(q, keys, values, k, tau):
 
 
 def _memory(rng, m=8, dk=6, d=10, k=3, alpha=0.2, reseed_after=0):
-  mod = MemoryRetrieval(memory_size=m, key_dim=dk, value_dim=d, top_k=k, tau=0.5, alpha=alpha,
-                        reseed_after=reseed_after)
+  mod = MemoryRetrieval(
+    memory_size=m, key_dim=dk, value_dim=d, top_k=k, tau=0.5, alpha=alpha, reseed_after=reseed_after
+  )
   h = jnp.asarray(rng.normal(size=(2, 5, d)), jnp.float32)
   variables = mod.init(jax.random.key(0), h, update=False)
   return mod, variables, h
@@ -33,14 +33,21 @@ def _memory(rng, m=8, dk=6, d=10, k=3, alpha=0.2, reseed_after=0):
 
 def _queries(variables, h):
   p = variables["params"]["query"]
-  return np.asarray(h, np.float64).reshape(-1, h.shape[-1]) @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"])
+  return np.asarray(h, np.float64).reshape(-1, h.shape[-1]) @ np.asarray(
+    p["kernel"], np.float64
+  ) + np.asarray(p["bias"])
 
 
 def test_retrieval_matches_numpy_topk(rng):
   mod, variables, h = _memory(rng)
   r = mod.apply(variables, h, update=False)
-  want, _ = np_retrieve(_queries(variables, h), np.asarray(variables["memory"]["keys"], np.float64),
-                        np.asarray(variables["params"]["values"], np.float64), 3, 0.5)
+  want, _ = np_retrieve(
+    _queries(variables, h),
+    np.asarray(variables["memory"]["keys"], np.float64),
+    np.asarray(variables["params"]["values"], np.float64),
+    3,
+    0.5,
+  )
   np.testing.assert_allclose(np.asarray(r).reshape(-1, 10), want, rtol=1e-4, atol=1e-6)
 
 
@@ -113,8 +120,8 @@ def test_expert_mixture_matches_numpy(rng, kernel):
 def test_min_rows_kernel_and_auto_resolution():
   """`min_rows` is grouped when that has fewer rows; `auto` resolves to it on one CPU device only
   (the batch-wide sort of the grouped kernel would be replicated on every device of a mesh)."""
-  assert uses_grouped("min_rows", 1000, 2, 4, 4)      # 2000 (token, expert) rows in 503 blocks of 4 < 4000
-  assert not uses_grouped("min_rows", 1, 2, 4, 4)     # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
+  assert uses_grouped("min_rows", 1000, 2, 4, 4)  # 2000 (token, expert) rows in 503 blocks of 4 < 4000
+  assert not uses_grouped("min_rows", 1, 2, 4, 4)  # 1 token: 4 blocks of 4 rows = 16 > 4 dense rows
   assert uses_grouped("grouped", 1, 2, 4, 4) and not uses_grouped("dense", 1000, 2, 4, 4)
   auto = default_kernel_config()
   assert resolve_kernels(auto, backend="cpu", num_devices=1).experts == "min_rows"
@@ -131,8 +138,15 @@ def test_grouped_dispatch_gradients_equal_dense(rng):
   for kernel in ("dense", "grouped"):
     mix = ExpertMixture(num_experts=5, top_k=2, hidden=7, features=6, kernel=kernel, block_rows=8)
     params = mix.init(jax.random.key(0), z)["params"]
-    params = {**params, "b1": jnp.asarray(rng.normal(size=(5, 7)), jnp.float32),
-              "b2": jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)} if not results else results[0][2]
+    params = (
+      {
+        **params,
+        "b1": jnp.asarray(rng.normal(size=(5, 7)), jnp.float32),
+        "b2": jnp.asarray(rng.normal(size=(5, 6)), jnp.float32),
+      }
+      if not results
+      else results[0][2]
+    )
 
     def loss(p, z, mix=mix):
       out, balance = mix.apply({"params": p}, z)
@@ -156,13 +170,19 @@ def test_benchmark_ragged_dot_dispatch_equals_grouped(rng):
 
   t, dz, e, k = 37, 10, 5, 2
   z = jnp.asarray(rng.normal(size=(t, dz)), jnp.float32)
-  weights = tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((e, dz, 7), (e, 7), (e, 7, 6), (e, 6)))
+  weights = tuple(
+    jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((e, dz, 7), (e, 7), (e, 7, 6), (e, 6))
+  )
   top_p, top_i = jax.lax.top_k(jax.nn.softmax(jnp.asarray(rng.normal(size=(t, e)), jnp.float32)), k)
   gates = top_p / top_p.sum(-1, keepdims=True)
   cot = jnp.asarray(rng.normal(size=(t, 6)), jnp.float32)
-  grads = [jax.grad(lambda z, w, f=f: jnp.sum(f(z, w) * cot), argnums=(0, 1))(z, weights)
-           for f in (lambda z, w: grouped_experts(z, top_i, gates, *w, 8),
-                     lambda z, w: ragged_experts(z, top_i, gates, *w))]
+  grads = [
+    jax.grad(lambda z, w, f=f: jnp.sum(f(z, w) * cot), argnums=(0, 1))(z, weights)
+    for f in (
+      lambda z, w: grouped_experts(z, top_i, gates, *w, 8),
+      lambda z, w: ragged_experts(z, top_i, gates, *w),
+    )
+  ]
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
@@ -179,11 +199,14 @@ def test_gradients_reach_values_and_router_not_keys(rng):
 
   def loss(params, keys):
     memory = {"memory": {**variables["memory"]["memory"], "keys": keys}}
-    (out, aux), _ = mod.apply({"params": params, "memory": memory}, h, attn_out=a, deterministic=False,
-                              mutable=["memory"])
+    (out, aux), _ = mod.apply(
+      {"params": params, "memory": memory}, h, attn_out=a, deterministic=False, mutable=["memory"]
+    )
     return jnp.sum(out**2) + aux
 
-  g_params, g_keys = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"], variables["memory"]["memory"]["keys"])
+  g_params, g_keys = jax.jit(jax.grad(loss, argnums=(0, 1)))(
+    variables["params"], variables["memory"]["memory"]["keys"]
+  )
   assert float(jnp.abs(g_params["memory"]["values"]).max()) > 0
   assert float(jnp.abs(g_params["memory"]["query"]["kernel"]).max()) > 0
   assert float(jnp.abs(g_params["experts"]["router"]["kernel"]).max()) > 0
@@ -199,8 +222,9 @@ def test_memory_state_flows_through_jit_and_eval_leaves_it(rng):
   @jax.jit
   def train_step(params, memory, h):
     traces.append(1)
-    (out, aux), new_state = mod.apply({"params": params, "memory": memory}, h, attn_out=a,
-                                      deterministic=False, mutable=["memory"])
+    (out, aux), new_state = mod.apply(
+      {"params": params, "memory": memory}, h, attn_out=a, deterministic=False, mutable=["memory"]
+    )
     return out, aux, new_state["memory"]
 
   memory = variables["memory"]
@@ -212,10 +236,13 @@ def test_memory_state_flows_through_jit_and_eval_leaves_it(rng):
   assert len(traces) == 1
   assert float(jnp.abs(memory["memory"]["usage"]).sum()) > 0
   # Eval: same shapes, and a mutable apply returns the collection unchanged.
-  (out_eval, _), state = mod.apply({"params": variables["params"], "memory": memory}, h, attn_out=a,
-                                   deterministic=True, mutable=["memory"])
+  (out_eval, _), state = mod.apply(
+    {"params": variables["params"], "memory": memory}, h, attn_out=a, deterministic=True, mutable=["memory"]
+  )
   assert out_eval.shape == out.shape
   for x, y in zip(jax.tree.leaves(state["memory"]), jax.tree.leaves(memory)):
     np.testing.assert_array_equal(x, y)
   stats = memory_stats(memory)
-  assert 0 < float(stats["memory_active_fraction"]) <= 1 and 0 < float(stats["memory_effective_fraction"]) <= 1
+  assert (
+    0 < float(stats["memory_active_fraction"]) <= 1 and 0 < float(stats["memory_effective_fraction"]) <= 1
+  )

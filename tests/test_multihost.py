@@ -17,7 +17,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import TINY_ST_LINK, load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -33,8 +32,11 @@ def _train_cmd(config: pathlib.Path, workdir: pathlib.Path) -> list[str]:
 def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None = None) -> str:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   if cache is not None:  # the resumed 2-process run reuses the first one's executables
-    env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env.update(
+      JAX_COMPILATION_CACHE_DIR=str(cache),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
   if devices is not None:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
@@ -44,8 +46,9 @@ def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None 
 
 def _two_hosts(config, workdir, cache: pathlib.Path) -> str:
   """`cache`: the compilation cache the session's 2-process runs share (a temporary folder)."""
-  return _run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir),
-              cache=cache)
+  return _run(
+    [str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir), cache=cache
+  )
 
 
 def _in_process(config, workdir) -> None:
@@ -89,8 +92,9 @@ def test_two_hosts_train_like_one_host_and_one_device(runs):
   two, one, single = (_losses(dirs[k]) for k in ("two_hosts", "one_host", "one_device"))
   assert sorted(two) == list(range(1, STEPS + 1))
   for other in (one, single):
-    np.testing.assert_allclose([two[s] for s in sorted(two)], [other[s] for s in sorted(two)],
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+      [two[s] for s in sorted(two)], [other[s] for s in sorted(two)], rtol=0, atol=1e-5
+    )
   assert len(set(np.round(list(two.values()), 3))) > 10  # the loss really moves step to step
   # Both processes joined one 8-device cluster and trained on the 8-device data mesh.
   assert "[0] Model st_link" in log and "'data': 8" in log and "[1] Model st_link" not in log
@@ -112,6 +116,7 @@ def test_checkpoints_move_between_topologies(runs, tmp_path):
   for resumed, original in ((from_two, dirs["two_hosts"]), (from_one, dirs["one_device"])):
     got, want = _losses(resumed), _losses(original)
     assert sorted(got) == list(range(1, STEPS + 1))  # steps 1..10 kept, 11..20 re-run
-    np.testing.assert_allclose([got[s] for s in range(11, STEPS + 1)],
-                               [want[s] for s in range(11, STEPS + 1)], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+      [got[s] for s in range(11, STEPS + 1)], [want[s] for s in range(11, STEPS + 1)], rtol=0, atol=1e-5
+    )
     assert (resumed / "results.json").exists()

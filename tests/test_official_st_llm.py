@@ -21,13 +21,13 @@ import optax
 import pytest
 
 from stjax import metrics
-from stjax.train import optim
 from stjax.convert import hf_gpt2
 from stjax.convert import official_st_llm as official
 from stjax.convert.hf_common import get_path, leaf_paths
 from stjax.errors import UserError
 from stjax.models import build_model
 from stjax.models.backbones.gpt2 import GPT2Config
+from stjax.train import optim
 
 WTE = "gpt.gpt2.wte.weight"  # requires_grad=True officially, but unused (inputs_embeds): never a gradient
 
@@ -49,11 +49,23 @@ def small(official_dir):
   """The small fixture: imported checkpoint, model, batch, official arrays."""
   d = official_dir / "small"
   meta = json.loads((d / "meta.json").read_text())
-  imported = official.load(d / "best_model.pth", n_head=meta["gpt2_config"]["n_head"],
-                           unfrozen_layers=meta["constructor_kwargs"]["U"])
+  imported = official.load(
+    d / "best_model.pth",
+    n_head=meta["gpt2_config"]["n_head"],
+    unfrozen_layers=meta["constructor_kwargs"]["U"],
+  )
   b = np.load(d / "batch.npz")
-  return {"dir": d, "meta": meta, "imported": imported, "model": build(imported), "batch": stjax_batch(b["x"]),
-          "raw": b, "y": jnp.asarray(b["y"]), "mean": float(b["scaler_mean"]), "std": float(b["scaler_std"])}
+  return {
+    "dir": d,
+    "meta": meta,
+    "imported": imported,
+    "model": build(imported),
+    "batch": stjax_batch(b["x"]),
+    "raw": b,
+    "y": jnp.asarray(b["y"]),
+    "mean": float(b["scaler_mean"]),
+    "std": float(b["scaler_std"]),
+  }
 
 
 def build(imported):
@@ -65,8 +77,11 @@ def build(imported):
 def stjax_batch(x: np.ndarray) -> dict:
   """Official x (B, T, N, C) [value, tod fraction, dow, extra...] -> stjax batch (calendar of node 0)."""
   values = np.concatenate([x[..., :1], x[..., 3:]], -1)
-  return {"x": jnp.asarray(values), "tod": jnp.asarray(x[:, :, 0, 1]),
-          "dow": jnp.asarray(x[:, :, 0, 2].astype(np.int32))}
+  return {
+    "x": jnp.asarray(values),
+    "tod": jnp.asarray(x[:, :, 0, 1]),
+    "dow": jnp.asarray(x[:, :, 0, 2].astype(np.int32)),
+  }
 
 
 def official_loss(model, batch, y, mean, std):
@@ -101,9 +116,16 @@ def torch_twin(geometry, n_head):
   class Gpt(torch.nn.Module):
     def __init__(self):
       super().__init__()
-      cfg = transformers.GPT2Config(n_layer=geometry.llm_layers, n_embd=geometry.n_embd, n_head=n_head,
-                                    vocab_size=geometry.vocab_size, n_positions=geometry.n_positions,
-                                    bos_token_id=None, eos_token_id=None, attn_implementation="eager")
+      cfg = transformers.GPT2Config(
+        n_layer=geometry.llm_layers,
+        n_embd=geometry.n_embd,
+        n_head=n_head,
+        vocab_size=geometry.vocab_size,
+        n_positions=geometry.n_positions,
+        bos_token_id=None,
+        eos_token_id=None,
+        attn_implementation="eager",
+      )
       self.gpt2 = transformers.GPT2Model(cfg)
 
   class Twin(torch.nn.Module):
@@ -123,7 +145,9 @@ def torch_twin(geometry, n_head):
       tod = (last[:, 1] * geometry.steps_per_day).long()
       e_t = (self.Temb.time_day[tod] + self.Temb.time_week[last[:, 2].long()]).transpose(1, 2)[..., None]
       e_s = self.node_emb.T[None, :, :, None].expand(b, -1, -1, -1)
-      e_p = self.start_conv(x.transpose(1, 2).reshape(b, n, c * t).transpose(1, 2)[..., None])  # feature c*T+t
+      e_p = self.start_conv(
+        x.transpose(1, 2).reshape(b, n, c * t).transpose(1, 2)[..., None]
+      )  # feature c*T+t
       h = self.feature_fusion(torch.cat([e_p, e_t, e_s], 1))[..., 0].transpose(1, 2)  # (B, N, d)
       h = self.gpt.gpt2(inputs_embeds=h).last_hidden_state
       return self.regression_layer(h.transpose(1, 2)[..., None])  # (B, T_out, N, 1)
@@ -142,18 +166,39 @@ def state_numpy(module) -> dict:
 def test_geometry_and_config(small):
   imported, meta = small["imported"], small["meta"]
   kw, g = meta["constructor_kwargs"], imported.geometry
-  assert (g.num_nodes, g.input_len, g.output_len, g.input_dim) == (kw["num_nodes"], kw["input_len"], kw["output_len"],
-                                                                   kw["input_dim"])
-  assert (g.embed_dim, g.n_embd, g.llm_layers, g.steps_per_day) == (kw["gpt_channel"], kw["to_gpt_channel"],
-                                                                    kw["llm_layer"], meta["tod_table_size"])
+  assert (g.num_nodes, g.input_len, g.output_len, g.input_dim) == (
+    kw["num_nodes"],
+    kw["input_len"],
+    kw["output_len"],
+    kw["input_dim"],
+  )
+  assert (g.embed_dim, g.n_embd, g.llm_layers, g.steps_per_day) == (
+    kw["gpt_channel"],
+    kw["to_gpt_channel"],
+    kw["llm_layer"],
+    meta["tod_table_size"],
+  )
   mc = imported.model_config
   gpt = meta["gpt2_config"]
   assert (mc.n_embd, mc.n_head, mc.llm_layers, mc.vocab_size, mc.n_positions, mc.embed_dim) == (
-      gpt["n_embd"], gpt["n_head"], gpt["n_layer"], gpt["vocab_size"], gpt["n_positions"], kw["gpt_channel"])
-  assert (mc.unfrozen_layers, mc.trainable, mc.causal, mc.pretrained) == (kw["U"], f"pfa({kw['U']})", True, "")
+    gpt["n_embd"],
+    gpt["n_head"],
+    gpt["n_layer"],
+    gpt["vocab_size"],
+    gpt["n_positions"],
+    kw["gpt_channel"],
+  )
+  assert (mc.unfrozen_layers, mc.trainable, mc.causal, mc.pretrained) == (
+    kw["U"],
+    f"pfa({kw['U']})",
+    True,
+    "",
+  )
   assert (mc.dropout, mc.attention_dropout) == (gpt["resid_pdrop"], gpt["attn_pdrop"])
-  assert sum(int(np.size(get_path(imported.params, tuple(p)))) for p in leaf_paths(imported.params)) == \
-      meta["param_num"]
+  assert (
+    sum(int(np.size(get_path(imported.params, tuple(p)))) for p in leaf_paths(imported.params))
+    == meta["param_num"]
+  )
   g.check_spec(g.data_spec())
   with pytest.raises(UserError, match="num_nodes is 21"):
     g.check_spec(official.Geometry(**{**g.__dict__, "num_nodes": 21}).data_spec())
@@ -166,7 +211,9 @@ def test_geometry_and_config(small):
 
 def test_forward_and_metrics_match_official(small):
   out = np.load(small["dir"] / "output.npz")
-  pred, _ = jax.jit(lambda p, b: small["model"].apply({"params": p}, b))(small["imported"].params, small["batch"])
+  pred, _ = jax.jit(lambda p, b: small["model"].apply({"params": p}, b))(
+    small["imported"].params, small["batch"]
+  )
   diff = float(np.abs(np.asarray(pred) - out["output"]).max())
   print(f"official ST-LLM small: max |output diff| = {diff:.2e}")
   assert diff <= 1e-5
@@ -174,8 +221,12 @@ def test_forward_and_metrics_match_official(small):
   m = metrics.Metrics("positive", range(1, 13), ("value",), average="pooled")
   m.update(pred * small["std"] + small["mean"], small["y"])
   got = m.compute()
-  want = {"mae": out["masked_mae"], "rmse": out["masked_rmse"], "mape": 100 * out["masked_mape"],
-          "wape": 100 * out["masked_wmape"]}
+  want = {
+    "mae": out["masked_mae"],
+    "rmse": out["masked_rmse"],
+    "mape": 100 * out["masked_mape"],
+    "wape": 100 * out["masked_wmape"],
+  }
   rel = {k: abs(got[k] - float(v)) / abs(float(v)) for k, v in want.items()}
   print("metric relative diffs:", {k: f"{v:.1e}" for k, v in rel.items()})
   assert max(rel.values()) <= 1e-5
@@ -198,7 +249,9 @@ def test_first_step_gradients_match_official(small):
 
 def test_pfa_mask_is_the_official_freeze_list(small):
   params, meta = small["imported"].params, small["meta"]
-  trainable, frozen = official_sets(params, optim.trainable_mask(params, small["imported"].model_config.trainable))
+  trainable, frozen = official_sets(
+    params, optim.trainable_mask(params, small["imported"].model_config.trainable)
+  )
   # wte: requires_grad=True in the official model but never gets a gradient (inputs_embeds), so
   # Ranger skips it (p.grad is None): frozen in effect, and stjax freezes it explicitly.
   assert frozen == set(meta["frozen_requires_grad_false"]) | {WTE}
@@ -211,8 +264,18 @@ def test_pfa_mask_is_the_official_freeze_list(small):
 def test_pfa_mask_at_the_real_geometry(official_dir):
   """freeze_list_llm6_U2.json: GPT-2 small cut to 6 blocks, U=2, N=266 (vocab 64 as the list's model)."""
   listed = json.loads((official_dir / "freeze_list_llm6_U2.json").read_text())
-  g = official.Geometry(num_nodes=266, input_len=12, output_len=12, input_dim=3, steps_per_day=48, embed_dim=256,
-                        n_embd=768, llm_layers=6, vocab_size=64, n_positions=1024)
+  g = official.Geometry(
+    num_nodes=266,
+    input_len=12,
+    output_len=12,
+    input_dim=3,
+    steps_per_day=48,
+    embed_dim=256,
+    n_embd=768,
+    llm_layers=6,
+    vocab_size=64,
+    n_positions=1024,
+  )
   mc = official.model_config(g, unfrozen_layers=2)
   assert (mc.n_head, mc.trainable) == (12, "pfa(2)")
   model = build(official.Imported(mc, {}, g))
@@ -220,6 +283,7 @@ def test_pfa_mask_at_the_real_geometry(official_dir):
   batch = {"x": jnp.zeros((1, 12, 266, 1)), "tod": jnp.zeros((1, 12)), "dow": jnp.zeros((1, 12), jnp.int32)}
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))["params"]
   import flax.linen as nn
+
   shapes = nn.meta.unbox(shapes)
   assert official.geometry_of_params(shapes) == g and spec.num_nodes == 266
   for e in official.name_table(g):  # every official shape is the stjax leaf's, through the name map
@@ -235,8 +299,18 @@ def test_ranger_seven_steps_match_official(small):
   imported, fixture = small["imported"], small["meta"]["ranger_fixture"]
   params = imported.params
   cfg = optim.default_optim_config()
-  cfg.update(name="ranger", learning_rate=1e-3, b1=0.95, b2=0.999, eps=1e-5, weight_decay=1e-4, grad_clip_norm=5.0,
-             radam_threshold=5.0, lookahead_sync_period=6, lookahead_slow_step=0.5)
+  cfg.update(
+    name="ranger",
+    learning_rate=1e-3,
+    b1=0.95,
+    b2=0.999,
+    eps=1e-5,
+    weight_decay=1e-4,
+    grad_clip_norm=5.0,
+    radam_threshold=5.0,
+    lookahead_sync_period=6,
+    lookahead_slow_step=0.5,
+  )
   tx, _ = optim.make_optimizer(cfg, params, optim.trainable_mask(params, imported.model_config.trainable))
   loss = official_loss(small["model"], small["batch"], small["y"], small["mean"], small["std"])
 
@@ -300,8 +374,18 @@ def test_torch_twin_loads_the_export_and_reproduces_the_official_output(small, t
 def test_any_geometry_matches_the_torch_twin(rng, input_dim):
   """Another geometry (and one extra input channel): import, forward parity, bit-exact round trip."""
   torch = pytest.importorskip("torch")
-  g = official.Geometry(num_nodes=7, input_len=5, output_len=3, input_dim=input_dim, steps_per_day=24, embed_dim=8,
-                        n_embd=32, llm_layers=3, vocab_size=11, n_positions=9)
+  g = official.Geometry(
+    num_nodes=7,
+    input_len=5,
+    output_len=3,
+    input_dim=input_dim,
+    steps_per_day=24,
+    embed_dim=8,
+    n_embd=32,
+    llm_layers=3,
+    vocab_size=11,
+    n_positions=9,
+  )
   torch.manual_seed(0)
   twin = torch_twin(g, n_head=4).eval()
   with torch.no_grad():
@@ -312,10 +396,15 @@ def test_any_geometry_matches_the_torch_twin(rng, input_dim):
   assert imported.geometry == g
   b = 3
   tod_idx = rng.integers(0, 24, (b, 1)) + np.arange(g.input_len)[None]
-  x = np.concatenate([rng.normal(size=(b, g.input_len, g.num_nodes, 1)),
-                      np.broadcast_to(((tod_idx % 24) / 24)[:, :, None, None], (b, g.input_len, g.num_nodes, 1)),
-                      np.broadcast_to(rng.integers(0, 7, (b, 1, 1, 1)), (b, g.input_len, g.num_nodes, 1)),
-                      rng.normal(size=(b, g.input_len, g.num_nodes, input_dim - 3))], -1).astype(np.float32)
+  x = np.concatenate(
+    [
+      rng.normal(size=(b, g.input_len, g.num_nodes, 1)),
+      np.broadcast_to(((tod_idx % 24) / 24)[:, :, None, None], (b, g.input_len, g.num_nodes, 1)),
+      np.broadcast_to(rng.integers(0, 7, (b, 1, 1, 1)), (b, g.input_len, g.num_nodes, 1)),
+      rng.normal(size=(b, g.input_len, g.num_nodes, input_dim - 3)),
+    ],
+    -1,
+  ).astype(np.float32)
   with torch.no_grad():
     want = twin(torch.from_numpy(x).transpose(1, 3)).numpy()
   pred, _ = build(imported).apply({"params": imported.params}, stjax_batch(x))
@@ -345,7 +434,7 @@ def test_storage_shorter_than_its_tensor(small, tmp_path):
     for name in src.namelist():
       raw = src.read(name)
       dst.writestr(name, raw[:8] if name.endswith("/data/0") else raw)
-  with pytest.raises(UserError, match="reaches past its storage"):
+  with pytest.raises(UserError, match="holds 8 bytes, but the pickle says 640"):
     official.import_st_llm(path, n_head=2)
 
 
@@ -374,8 +463,18 @@ def test_pickle_with_code_is_refused(tmp_path):
 
 
 def _tiny_state(rng) -> dict:
-  g = official.Geometry(num_nodes=4, input_len=2, output_len=2, input_dim=3, steps_per_day=6, embed_dim=4, n_embd=8,
-                        llm_layers=1, vocab_size=5, n_positions=6)
+  g = official.Geometry(
+    num_nodes=4,
+    input_len=2,
+    output_len=2,
+    input_dim=3,
+    steps_per_day=6,
+    embed_dim=4,
+    n_embd=8,
+    llm_layers=1,
+    vocab_size=5,
+    n_positions=6,
+  )
   return {e.official: rng.normal(size=e.shape).astype(np.float32) for e in official.name_table(g)}
 
 
@@ -387,16 +486,31 @@ def test_missing_unexpected_and_misshaped_tensors(rng):
   old_buffers = {**state, "gpt.gpt2.h.0.attn.bias": np.ones((1, 1, 6, 6), np.float32)}
   assert official.from_official(old_buffers, **kw).geometry.llm_layers == 1
   cases = [
-      ({k: v for k, v in state.items() if k != "regression_layer.bias"}, "missing tensor regression_layer.bias"),
-      ({k: v for k, v in state.items() if k != "gpt.gpt2.h.0.ln_2.weight"}, "missing tensor gpt.gpt2.h.0.ln_2.weight"),
-      ({**state, "gpt.gpt2.h.0.attn.extra": np.zeros(3, np.float32)}, "unexpected tensor gpt.gpt2.h.0.attn.extra"),
-      ({**state, "Temb.time_week": np.zeros((8, 4), np.float32)}, r"Temb.time_week has shape \(8, 4\).*\(7, 4\)"),
-      ({**state, "feature_fusion.weight": np.zeros((8, 9, 1, 1), np.float32)}, "feature_fusion.weight has shape"),
-      ({**state, "start_conv.weight": np.zeros((4, 7, 1, 1), np.float32)}, "not a multiple of input_dim=3"),
-      ({**state, "node_emb": np.zeros((7, 4), np.float32)}, "7 nodes .* exceed the 6 GPT-2 positions"),
-      ({**state, "gpt.gpt2.h.2.ln_1.weight": np.zeros(8, np.float32)}, r"blocks \[0, 2\]"),
-      ({**state, "node_emb": np.zeros((4, 4), np.int64)}, "dtype int64"),
-      ({k: v for k, v in state.items() if k != "node_emb"}, "missing tensor node_emb"),
+    (
+      {k: v for k, v in state.items() if k != "regression_layer.bias"},
+      "missing tensor regression_layer.bias",
+    ),
+    (
+      {k: v for k, v in state.items() if k != "gpt.gpt2.h.0.ln_2.weight"},
+      "missing tensor gpt.gpt2.h.0.ln_2.weight",
+    ),
+    (
+      {**state, "gpt.gpt2.h.0.attn.extra": np.zeros(3, np.float32)},
+      "unexpected tensor gpt.gpt2.h.0.attn.extra",
+    ),
+    (
+      {**state, "Temb.time_week": np.zeros((8, 4), np.float32)},
+      r"Temb.time_week has shape \(8, 4\).*\(7, 4\)",
+    ),
+    (
+      {**state, "feature_fusion.weight": np.zeros((8, 9, 1, 1), np.float32)},
+      "feature_fusion.weight has shape",
+    ),
+    ({**state, "start_conv.weight": np.zeros((4, 7, 1, 1), np.float32)}, "not a multiple of input_dim=3"),
+    ({**state, "node_emb": np.zeros((7, 4), np.float32)}, "7 nodes .* exceed the 6 GPT-2 positions"),
+    ({**state, "gpt.gpt2.h.2.ln_1.weight": np.zeros(8, np.float32)}, r"blocks \[0, 2\]"),
+    ({**state, "node_emb": np.zeros((4, 4), np.int64)}, "dtype int64"),
+    ({k: v for k, v in state.items() if k != "node_emb"}, "missing tensor node_emb"),
   ]
   for bad, message in cases:
     with pytest.raises(UserError, match=message):

@@ -9,25 +9,37 @@ import numpy as np
 import optax
 import pytest
 
-from stjax.train import optim
 from stjax.errors import UserError
+from stjax.train import optim
 
 
 def _tree(rng, layers=4, d=8):
   """A stjax-model-shaped tree: params["llm"] with GPT-2 names plus an outside head."""
+
   def dense(i, o):
-    return {"kernel": rng.standard_normal((i, o)).astype(np.float32),
-            "bias": rng.standard_normal(o).astype(np.float32)}
+    return {
+      "kernel": rng.standard_normal((i, o)).astype(np.float32),
+      "bias": rng.standard_normal(o).astype(np.float32),
+    }
 
   def ln():
-    return {"scale": rng.standard_normal(d).astype(np.float32), "bias": rng.standard_normal(d).astype(np.float32)}
+    return {
+      "scale": rng.standard_normal(d).astype(np.float32),
+      "bias": rng.standard_normal(d).astype(np.float32),
+    }
 
-  llm = {"wte": {"embedding": rng.standard_normal((5, d)).astype(np.float32)},
-         "wpe": {"embedding": rng.standard_normal((7, d)).astype(np.float32)}, "ln_f": ln()}
+  llm = {
+    "wte": {"embedding": rng.standard_normal((5, d)).astype(np.float32)},
+    "wpe": {"embedding": rng.standard_normal((7, d)).astype(np.float32)},
+    "ln_f": ln(),
+  }
   for i in range(layers):
-    llm[f"h_{i}"] = {"ln_1": ln(), "ln_2": ln(),
-                     "attn": {"c_attn": dense(d, 3 * d), "c_proj": dense(d, d)},
-                     "mlp": {"c_fc": dense(d, 4 * d), "c_proj": dense(4 * d, d)}}
+    llm[f"h_{i}"] = {
+      "ln_1": ln(),
+      "ln_2": ln(),
+      "attn": {"c_attn": dense(d, 3 * d), "c_proj": dense(d, d)},
+      "mlp": {"c_fc": dense(d, 4 * d), "c_proj": dense(4 * d, d)},
+    }
   llm["h_3"]["extra_ffn"] = {"w": rng.standard_normal((d, d)).astype(np.float32)}
   return {"llm": llm, "head": dense(d, 3)}
 
@@ -57,7 +69,9 @@ def test_named_policies_and_rules(rng):
   assert not any(v for k, v in frozen.items() if k.startswith("llm/")) and frozen["head/bias"]
   rules = [(r"/ln_\d/", True), (r"^llm/", False)]
   by_rules = _flat(optim.trainable_mask(tree, rules))
-  assert by_rules["llm/h_0/ln_1/scale"] and not by_rules["llm/h_0/attn/c_attn/kernel"] and by_rules["head/kernel"]
+  assert (
+    by_rules["llm/h_0/ln_1/scale"] and not by_rules["llm/h_0/attn/c_attn/kernel"] and by_rules["head/kernel"]
+  )
   cfg = optim.default_optim_config()
   cfg.trainable = "pfa(1)"
   assert _flat(optim.trainable_mask(tree, cfg))["llm/h_3/attn/c_proj/bias"]
@@ -95,8 +109,11 @@ def test_frozen_leaves_never_change_and_have_no_state(rng, name, state_copies):
   new = params
   for _ in range(7):  # crosses ranger's lookahead sync at step 6
     new, state = step(new, state)
-  for (path, flag), old, now in zip(jax.tree_util.tree_leaves_with_path(mask), jax.tree_util.tree_leaves(params),
-                                    jax.tree_util.tree_leaves(new)):
+  for (path, flag), old, now in zip(
+    jax.tree_util.tree_leaves_with_path(mask),
+    jax.tree_util.tree_leaves(params),
+    jax.tree_util.tree_leaves(new),
+  ):
     if flag:
       assert np.all(np.asarray(now) != old), path
     else:
@@ -135,16 +152,22 @@ def _ranger_reference(params, grads_fn, steps, lr, b1, b2, eps, wd, k, alpha, th
 
 
 def test_ranger_matches_numpy_reference(rng):
-  params = {"llm": {"c_attn": {"kernel": rng.standard_normal((4, 6)).astype(np.float32)}},
-            "head": {"kernel": rng.standard_normal((3, 5)).astype(np.float32),
-                     "bias": rng.standard_normal(5).astype(np.float32)}}
+  params = {
+    "llm": {"c_attn": {"kernel": rng.standard_normal((4, 6)).astype(np.float32)}},
+    "head": {
+      "kernel": rng.standard_normal((3, 5)).astype(np.float32),
+      "bias": rng.standard_normal(5).astype(np.float32),
+    },
+  }
   target = jax.tree_util.tree_map(lambda x: rng.standard_normal(x.shape).astype(np.float32), params)
   cfg = optim.default_optim_config()
   cfg.update(name="ranger", learning_rate=1e-2, b1=0.95, b2=0.999, eps=1e-5, weight_decay=1e-2)
   tx, _ = optim.make_optimizer(cfg, params, optim.trainable_mask(params, "full"))
 
   def loss(p):
-    return sum(jnp.sum((a - b) ** 3) for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(target)))
+    return sum(
+      jnp.sum((a - b) ** 3) for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(target))
+    )
 
   state, p = tx.init(params), params
   for _ in range(13):
@@ -152,9 +175,20 @@ def test_ranger_matches_numpy_reference(rng):
     p = optax.apply_updates(p, updates)
   names = ["head/bias", "head/kernel", "llm/c_attn/kernel"]
   flat_t = dict(zip(names, jax.tree_util.tree_leaves(target)))
-  ref = _ranger_reference(dict(zip(names, jax.tree_util.tree_leaves(params))),
-                          lambda q: {n: 3 * (q[n] - flat_t[n]) ** 2 for n in q}, 13, 1e-2, 0.95, 0.999,
-                          1e-5, 1e-2, 6, 0.5, 5.0, {"llm/c_attn/kernel"})
+  ref = _ranger_reference(
+    dict(zip(names, jax.tree_util.tree_leaves(params))),
+    lambda q: {n: 3 * (q[n] - flat_t[n]) ** 2 for n in q},
+    13,
+    1e-2,
+    0.95,
+    0.999,
+    1e-5,
+    1e-2,
+    6,
+    0.5,
+    5.0,
+    {"llm/c_attn/kernel"},
+  )
   for n, got in zip(names, jax.tree_util.tree_leaves(p)):
     np.testing.assert_allclose(np.asarray(got), ref[n], atol=2e-5, err_msg=n)
 

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from helpers import assert_one_line
 
 from stjax.data import download, paths, registry
 from stjax.data.__main__ import main
 from stjax.data.formats import kind_of, read_graph, read_node_ids, read_series
 from stjax.errors import UserError
-from helpers import assert_one_line
 
 LOOP = "symlink loop (a symbolic link on the path leads back to itself)"
 AS_ROOT = os.geteuid() == 0  # root reads and writes whatever the permission bits say
@@ -31,7 +31,9 @@ def tree(tmp_path):
   return tmp_path
 
 
-@pytest.mark.parametrize("call, target, expected", [
+@pytest.mark.parametrize(
+  "call, target, expected",
+  [
     (read_series, "loop.h5", LOOP),
     (read_series, "a", LOOP),  # as an ST-LLM folder
     (read_series, "a/train.npz", LOOP),  # a loop on the way to the file
@@ -41,7 +43,8 @@ def tree(tmp_path):
     (read_series, "plain.csv/x.h5", "file not found (a part of the path is a file, not a folder)"),
     (read_series, "fifo.csv", "not a file or a folder (a device, pipe or socket)"),  # and no hang on open
     (read_series, "nope.h5", "file not found"),
-])
+  ],
+)
 def test_reader_paths_one_line(tree, call, target, expected):
   with pytest.raises(UserError) as e:
     call(tree / target)
@@ -69,8 +72,11 @@ def test_unreadable_file_and_folder(tree):
   (tree / "closed").chmod(0)
   try:
     closed = "permission denied (cannot reach it: a folder on the way cannot be entered)"
-    for target, expected in (("secret.csv", "permission denied (cannot read the file)"),
-                             ("closed", "permission denied (cannot list the folder)"), ("closed/x.h5", closed)):
+    for target, expected in (
+      ("secret.csv", "permission denied (cannot read the file)"),
+      ("closed", "permission denied (cannot list the folder)"),
+      ("closed/x.h5", closed),
+    ):
       with pytest.raises(UserError) as e:
         read_series(tree / target)
       assert_one_line(e, f"{tree / target}: {expected}")
@@ -108,11 +114,14 @@ def test_registry_loop_is_not_not_found(tree, monkeypatch):
   assert_one_line(e, f"{tree / 'a' / 'nycbike1' / 'NYCBike1.npz'}: {LOOP}")
 
 
-@pytest.mark.parametrize("data_dir, expected", [
+@pytest.mark.parametrize(
+  "data_dir, expected",
+  [
     ("a", f"a/nycbike1: {LOOP}"),
     ("plain.csv", "plain.csv/nycbike1: cannot create the folder (Not a directory)"),
     ("read-only", "read-only/nycbike1: folder is read-only (cannot write files in it)"),
-])
+  ],
+)
 def test_download_into_unusable_data_dir(tree, monkeypatch, data_dir, expected):
   target = tree / data_dir / "nycbike1"
   if data_dir == "read-only":
@@ -120,8 +129,11 @@ def test_download_into_unusable_data_dir(tree, monkeypatch, data_dir, expected):
     target.chmod(0o555)
     if AS_ROOT:  # root may write there anyway: say what a read-only mount says
       real_access = os.access
-      monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(target)
-                          else real_access(p, mode, **kw))
+      monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: False if os.fspath(p) == str(target) else real_access(p, mode, **kw),
+      )
   with pytest.raises(UserError) as e:
     download.download_file("http://127.0.0.1:9/never-fetched", target / "NYCBike1.npz", progress=False)
   assert_one_line(e, f"{tree}/{expected}")

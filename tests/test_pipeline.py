@@ -3,9 +3,16 @@
 import numpy as np
 import pytest
 
-from stjax.data import (Dataset, bundle_from_dataset, eval_batches, get_protocol, regular_calendar,
-                        steps_per_epoch, train_batches)
-from stjax.data import pipeline
+from stjax.data import (
+  Dataset,
+  bundle_from_dataset,
+  eval_batches,
+  get_protocol,
+  pipeline,
+  regular_calendar,
+  steps_per_epoch,
+  train_batches,
+)
 from stjax.errors import UserError
 
 
@@ -16,7 +23,7 @@ def source():
   tod, dow = regular_calendar(130, 5)
   ds = Dataset("toy", values, ("v",), 5.0, tod, dow)
   p = get_protocol("dcrnn").resolve(288, input_len=4, output_len=2)
-  return bundle_from_dataset(ds, p).splits["train"]   # round(0.7 * 125) = 88 windows
+  return bundle_from_dataset(ds, p).splits["train"]  # round(0.7 * 125) = 88 windows
 
 
 def collect(it, n=None):
@@ -33,7 +40,7 @@ def test_epochs_are_permutations_with_remainder_dropped(source):
   assert n == 88 and steps_per_epoch(source, bs) == 5
   batches = collect(train_batches(source, bs, seed=7, num_epochs=3))
   assert len(batches) == 15
-  epochs = [np.concatenate([b["index"] for b in batches[e * 5:(e + 1) * 5]]) for e in range(3)]
+  epochs = [np.concatenate([b["index"] for b in batches[e * 5 : (e + 1) * 5]]) for e in range(3)]
   for e in epochs:
     assert len(e) == 80 and len(set(e.tolist())) == 80 and e.max() < n
   assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
@@ -65,7 +72,7 @@ def test_hosts_take_their_rows_of_each_global_batch(source, monkeypatch):
 
 def test_exact_resume_from_iterator_state(source):
   it = train_batches(source, 8, seed=1, num_epochs=2)
-  collect(it, 13)               # crosses the epoch boundary (11 steps per epoch)
+  collect(it, 13)  # crosses the epoch boundary (11 steps per epoch)
   state = it.get_state()
   rest = collect(it)
   fresh = train_batches(source, 8, seed=1, num_epochs=2)

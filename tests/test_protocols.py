@@ -7,16 +7,29 @@ import ml_collections
 import numpy as np
 import pytest
 
-from stjax.data import (PROTOCOLS, Dataset, Scaler, build_data, bundle_from_dataset, default_data_config,
-                        get_protocol, regular_calendar)
+from stjax.data import (
+  PROTOCOLS,
+  Dataset,
+  Scaler,
+  build_data,
+  bundle_from_dataset,
+  default_data_config,
+  get_protocol,
+  regular_calendar,
+)
 from stjax.errors import UserError
 
 
 def make_dataset(values, step_minutes=5.0, name="toy"):
   tod, dow = regular_calendar(values.shape[0], step_minutes)
-  return Dataset(name=name, values=values.astype(np.float32),
-                 channels=tuple(f"c{i}" for i in range(values.shape[2])), step_minutes=step_minutes,
-                 time_of_day=tod, day_of_week=dow)
+  return Dataset(
+    name=name,
+    values=values.astype(np.float32),
+    channels=tuple(f"c{i}" for i in range(values.shape[2])),
+    step_minutes=step_minutes,
+    time_of_day=tod,
+    day_of_week=dow,
+  )
 
 
 def materialise(values, times, offsets):
@@ -33,8 +46,9 @@ def test_dcrnn_split_counts_match_metr_la():
 
 def test_stssl_split_and_offsets_match_nycbike1():
   p = PROTOCOLS["stssl"].resolve(steps_per_day=24)
-  assert p.input_offsets == (tuple(range(-73, -68)) + tuple(range(-49, -44)) + tuple(range(-25, -20))
-                             + tuple(range(-3, 1)))
+  assert p.input_offsets == (
+    tuple(range(-73, -68)) + tuple(range(-49, -44)) + tuple(range(-25, -20)) + tuple(range(-3, 1))
+  )
   times = p.split_times(4392)
   assert [len(times[k]) for k in ("train", "val", "test")] == [3023, 431, 864]
   np.testing.assert_array_equal(times["test"], np.arange(3527, 4391))
@@ -92,7 +106,7 @@ def test_per_node_scaler_fits_training_rows_only(rng):
   values[:, 3] = 7.0  # a constant sensor: sklearn leaves it unscaled (std 1)
   values[400:] += 1000  # val/test: must not influence the scaler
   b = bundle_from_dataset(make_dataset(values), get_protocol("sthsepnet").resolve(288, 24, 24))
-  train_rows = values[:int(500 * 0.7)]
+  train_rows = values[: int(500 * 0.7)]
   np.testing.assert_allclose(b.scaler.mean, train_rows.mean(0), rtol=1e-6)
   np.testing.assert_allclose(b.scaler.std[:3], train_rows.std(0)[:3], rtol=1e-5)
   assert b.scaler.std[3, 0] == 1.0
@@ -106,10 +120,10 @@ def test_windows_lazy_and_exact(rng):
   i = 5
   ex = src[i]
   t = src.times[i]
-  ref_x = (values[t - 15:t + 1] - b.scaler.mean) / b.scaler.std
+  ref_x = (values[t - 15 : t + 1] - b.scaler.mean) / b.scaler.std
   np.testing.assert_allclose(ex["x"], ref_x, rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(ex["y"], values[t + 1:t + 9].astype(np.float32))
-  np.testing.assert_array_equal(ex["tod"], b.dataset.time_of_day[t - 15:t + 1])
+  np.testing.assert_array_equal(ex["y"], values[t + 1 : t + 9].astype(np.float32))
+  np.testing.assert_array_equal(ex["tod"], b.dataset.time_of_day[t - 15 : t + 1])
   assert ex["x"].shape == (16, 7, 2) and ex["y"].shape == (8, 7, 2) and ex["index"] == 5
   batch = src.batch([5, 0, len(src) - 1])
   for k in ("x", "tod", "dow", "y"):
@@ -178,7 +192,9 @@ def test_build_data_synthetic_and_overrides():
     build_data(c)
   # Every field of the default config carries a comment.
   import inspect
+
   from stjax.data import windows
+
   src = inspect.getsource(windows.default_data_config)
   for line in src.splitlines():
     if line.strip().startswith(("c.", "s.")) and "=" in line:
@@ -209,7 +225,7 @@ def test_real_nycbike1_stssl_windows(shared_data):
 
 def test_registry_names_resolve_to_the_shared_files(shared_data):
   c = default_data_config()
-  c.name = "metr-la-excerpt"   # protocol "" = the registry's (dcrnn)
+  c.name = "metr-la-excerpt"  # protocol "" = the registry's (dcrnn)
   b = build_data(c)
   assert b.protocol.name == "dcrnn" and b.dataset.values.shape == (2016, 207, 1)
   assert [len(b.splits[k]) for k in ("train", "val", "test")] == [1395, 199, 399]

@@ -10,8 +10,12 @@ from stjax.layers.revin import RevIN
 def _with_affine(rng, f):
   m = RevIN(f)
   params = m.init(jax.random.key(0), jnp.zeros((1, 4, 1, f)), method=RevIN.normalize)
-  params = {"params": {"weight": jnp.asarray(rng.uniform(0.5, 2, f), jnp.float32),
-                       "bias": jnp.asarray(rng.normal(size=f), jnp.float32)}}
+  params = {
+    "params": {
+      "weight": jnp.asarray(rng.uniform(0.5, 2, f), jnp.float32),
+      "bias": jnp.asarray(rng.normal(size=f), jnp.float32),
+    }
+  }
   return m, params
 
 
@@ -37,6 +41,9 @@ def test_constant_series_give_finite_values():
   y, stats = m.apply(params, x, method=RevIN.normalize)
   assert np.all(np.isfinite(y)) and np.all(np.asarray(y) == 0)
   np.testing.assert_array_equal(m.apply(params, y, stats, method=RevIN.denormalize), 0)
-  grads = jax.grad(lambda p: m.apply(p, m.apply(p, x + 1.0, method=RevIN.normalize)[0] ** 2,
-                                     stats, method=RevIN.denormalize).sum())(params)
+  grads = jax.grad(
+    lambda p: m.apply(
+      p, m.apply(p, x + 1.0, method=RevIN.normalize)[0] ** 2, stats, method=RevIN.denormalize
+    ).sum()
+  )(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))

@@ -7,7 +7,13 @@ import pytest
 
 from stjax.errors import UserError
 from stjax.layers.embeddings import NodeEmbedding, laplacian_node_init
-from stjax.layers.rope import NodePhases, apply_rotary, laplacian_eigenvectors, rope_frequencies, temporal_angles
+from stjax.layers.rope import (
+  NodePhases,
+  apply_rotary,
+  laplacian_eigenvectors,
+  rope_frequencies,
+  temporal_angles,
+)
 
 
 def np_rotate(x, ang):
@@ -26,8 +32,9 @@ def test_frequencies_match_formula():
 def test_apply_rotary_matches_numpy(rng):
   x = rng.normal(size=(2, 5, 3, 16))
   ang = rng.normal(size=(5, 1, 8)) * 3
-  np.testing.assert_allclose(apply_rotary(jnp.asarray(x, jnp.float32), jnp.asarray(ang, jnp.float32)),
-                             np_rotate(x, ang), atol=1e-5)
+  np.testing.assert_allclose(
+    apply_rotary(jnp.asarray(x, jnp.float32), jnp.asarray(ang, jnp.float32)), np_rotate(x, ang), atol=1e-5
+  )
 
 
 def test_temporal_dot_depends_only_on_time_difference(rng):
@@ -51,20 +58,24 @@ def test_spatial_dot_depends_only_on_phase_difference(rng):
   phi = phases.apply(params, emb)  # [4, 8]
   w = np.asarray(params["params"]["scale"]["kernel"])
   b = np.asarray(params["params"]["scale"]["bias"])
-  np.testing.assert_allclose(phi, (np.asarray(emb, np.float64) @ w + b) * 10000.0 ** (-np.arange(0, 16, 2) / 16),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    phi, (np.asarray(emb, np.float64) @ w + b) * 10000.0 ** (-np.arange(0, 16, 2) / 16), rtol=1e-5, atol=1e-6
+  )
   q, k = rng.normal(size=(2, 16))
   delta = rng.normal(size=8) * 4
   base = np_rotate(q, np.asarray(phi[0], np.float64)) @ np_rotate(k, np.asarray(phi[1], np.float64))
-  shifted = (apply_rotary(jnp.asarray(q, jnp.float32), phi[0] + delta)
-             @ apply_rotary(jnp.asarray(k, jnp.float32), phi[1] + delta))
+  shifted = apply_rotary(jnp.asarray(q, jnp.float32), phi[0] + delta) @ apply_rotary(
+    jnp.asarray(k, jnp.float32), phi[1] + delta
+  )
   np.testing.assert_allclose(float(shifted), base, rtol=1e-4, atol=1e-4)
 
 
 def test_rotation_preserves_norms(rng):
   x = jnp.asarray(rng.normal(size=(3, 7, 2, 24)), jnp.float32)
   ang = jnp.asarray(rng.normal(size=(7, 1, 12)) * 50, jnp.float32)
-  np.testing.assert_allclose(jnp.linalg.norm(apply_rotary(x, ang), axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+  np.testing.assert_allclose(
+    jnp.linalg.norm(apply_rotary(x, ang), axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5
+  )
 
 
 def test_laplacian_eigenvectors_are_eigenvectors(rng):

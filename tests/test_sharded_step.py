@@ -14,23 +14,23 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-
 from helpers import TINY_ST_LINK, load_config
+
 from stjax import sharding
-from stjax.train.step import jit_train_step, make_loss_fn, make_train_step
 from stjax.data.windows import Scaler
 from stjax.train.state import TrainState, split_variables
+from stjax.train.step import jit_train_step, make_loss_fn, make_train_step
 
 B, T, N, C, T_OUT, D = 16, 6, 8, 1, 3, 16
 
 # The layouts docs/scaling.md documents, on 8 devices (axis sizes; the rest are 1).
 LAYOUTS = [
-    {"data": 8},                          # pure data parallel
-    {"fsdp": 8},                          # ZeRO-3: params and optimizer state split 8 ways
-    {"data": 4, "tensor": 2},             # data parallel x tensor parallel
-    {"data": 2, "fsdp": 2, "tensor": 2},  # all three parameter/batch axes
-    {"data": 2, "nodes": 4},              # graph/token parallel: the node axis split 4 ways
-    {"fsdp": 2, "nodes": 2, "tensor": 2},  # every axis that splits something
+  {"data": 8},  # pure data parallel
+  {"fsdp": 8},  # ZeRO-3: params and optimizer state split 8 ways
+  {"data": 4, "tensor": 2},  # data parallel x tensor parallel
+  {"data": 2, "fsdp": 2, "tensor": 2},  # all three parameter/batch axes
+  {"data": 2, "nodes": 4},  # graph/token parallel: the node axis split 4 ways
+  {"fsdp": 2, "nodes": 2, "tensor": 2},  # every axis that splits something
 ]
 
 
@@ -39,20 +39,23 @@ class TinyForecaster(nn.Module):
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    x = batch["x"]                                              # [B, T, N, C]
+    x = batch["x"]  # [B, T, N, C]
     b = x.shape[0]
-    h = x.transpose(0, 2, 1, 3).reshape(b, N, T * C)            # [B, N, T*C]
+    h = x.transpose(0, 2, 1, 3).reshape(b, N, T * C)  # [B, N, T*C]
     h = jnp.concatenate([h, jnp.broadcast_to(batch["tod"][:, None, -1:], (b, N, 1)).astype(h.dtype)], -1)
-    w1 = self.param("w1", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")),
-                    (T * C + 1, D))
-    w2 = self.param("w2", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")),
-                    (D, 8))
-    w3 = self.param("w3", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None)),
-                    (8, T_OUT * C))
+    w1 = self.param(
+      "w1", nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, "mlp")), (T * C + 1, D)
+    )
+    w2 = self.param(
+      "w2", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", "embed")), (D, 8)
+    )
+    w3 = self.param(
+      "w3", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None)), (8, T_OUT * C)
+    )
     h = jax.nn.gelu(h @ w1.astype(h.dtype))
     h = nn.with_logical_constraint(h, ("batch", "nodes", "mlp"))
     h = nn.Dropout(0.2, deterministic=not train)(h)
-    z = h @ w2.astype(h.dtype)                                  # [B, N, 8]
+    z = h @ w2.astype(h.dtype)  # [B, N, 8]
     keys = self.variable("memory", "keys", jnp.zeros, (8,), jnp.float32)
     if train:
       keys.value = 0.9 * keys.value + 0.1 * jax.lax.stop_gradient(z.mean((0, 1))).astype(jnp.float32)
@@ -68,17 +71,22 @@ class _Protocol:
 def _setup(mesh_sizes):
   mesh_cfg = sharding.default_mesh_config()
   mesh_cfg.update({"data": 1, **mesh_sizes})
-  devices = jax.devices()[:int(np.prod([v for v in mesh_sizes.values() if v > 0]))]
+  devices = jax.devices()[: int(np.prod([v for v in mesh_sizes.values() if v > 0]))]
   mesh, rules = sharding.make_mesh(mesh_cfg, devices), sharding.logical_rules(mesh_cfg)
   return mesh, rules
 
 
-def _run_step(mesh, rules, batch_np, variables_np, tx, scaler, trainable, model=None, min_shard_size=0,
-              protocol=None):
+def _run_step(
+  mesh, rules, batch_np, variables_np, tx, scaler, trainable, model=None, min_shard_size=0, protocol=None
+):
   model = model or TinyForecaster()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    boxed = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                                              {k: batch_np[k] for k in ("x", "tod", "dow")}))
+    boxed = jax.eval_shape(
+      lambda: model.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+        {k: batch_np[k] for k in ("x", "tod", "dow")},
+      )
+    )
     var_sh = sharding.tree_shardings(boxed, mesh, rules, min_shard_size)
     params_sh, ms_sh = split_variables(dict(var_sh))
     params_abs, _ = split_variables(dict(sharding.unbox_abstract(boxed)))
@@ -87,15 +95,25 @@ def _run_step(mesh, rules, batch_np, variables_np, tx, scaler, trainable, model=
     shardings = TrainState(step=rep, params=params_sh, opt_state=opt_sh, model_state=ms_sh, rng=rep)
     params, model_state = split_variables(variables_np)
     params = jax.device_put(params, params_sh)
-    state = TrainState(step=jax.device_put(jnp.int32(3), rep), params=params,
-                       opt_state=jax.jit(tx.init, out_shardings=opt_sh)(params),
-                       model_state=jax.device_put(model_state, ms_sh),
-                       rng=jax.device_put(jax.random.PRNGKey(7), rep))
-    step = make_train_step(model, tx, make_loss_fn(protocol or _Protocol, scaler), trainable,
-                                   schedule=lambda s: 1e-2 * jnp.ones(()))
+    state = TrainState(
+      step=jax.device_put(jnp.int32(3), rep),
+      params=params,
+      opt_state=jax.jit(tx.init, out_shardings=opt_sh)(params),
+      model_state=jax.device_put(model_state, ms_sh),
+      rng=jax.device_put(jax.random.PRNGKey(7), rep),
+    )
+    step = make_train_step(
+      model,
+      tx,
+      make_loss_fn(protocol or _Protocol, scaler),
+      trainable,
+      schedule=lambda s: 1e-2 * jnp.ones(()),
+    )
     step = jit_train_step(step, shardings, mesh)
-    batch = sharding.put_batch({k: batch_np[k] for k in ("x", "tod", "dow", "y")},
-                               sharding.batch_shardings(mesh, ("x", "tod", "dow", "y")))
+    batch = sharding.put_batch(
+      {k: batch_np[k] for k in ("x", "tod", "dow", "y")},
+      sharding.batch_shardings(mesh, ("x", "tod", "dow", "y")),
+    )
     new_state, m = step(state, batch)
     new_state, m2 = step(new_state, batch)  # two steps: the second sees updated memory and moments
   if "w1" in new_state.params and mesh.size > 1:
@@ -115,22 +133,29 @@ def _assert_same(single, multi, rtol=1e-5, atol=1e-6):
   for a, b in ((s_m, m_m), (s_m2, m_m2)):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
-               (s_state.params, s_state.opt_state, s_state.model_state),
-               (m_state.params, m_state.opt_state, m_state.model_state))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
+    (s_state.params, s_state.opt_state, s_state.model_state),
+    (m_state.params, m_state.opt_state, m_state.model_state),
+  )
 
 
 @pytest.mark.parametrize("mesh_sizes", LAYOUTS)
 def test_sharded_step_matches_single_device(mesh_sizes, rng):
   assert len(jax.devices()) >= 8
-  batch = {"x": rng.normal(size=(B, T, N, C)).astype(np.float32),
-           "tod": rng.uniform(size=(B, T)).astype(np.float32),
-           "dow": rng.integers(0, 7, size=(B, T)).astype(np.int32),
-           "y": (rng.uniform(size=(B, T_OUT, N, C)) * 50).astype(np.float32)}
+  batch = {
+    "x": rng.normal(size=(B, T, N, C)).astype(np.float32),
+    "tod": rng.uniform(size=(B, T)).astype(np.float32),
+    "dow": rng.integers(0, 7, size=(B, T)).astype(np.int32),
+    "y": (rng.uniform(size=(B, T_OUT, N, C)) * 50).astype(np.float32),
+  }
   batch["y"][0, 0, 0, 0] = 0.0  # a missing reading the masked loss must skip
   scaler = Scaler(np.full((1, C), 25.0, np.float32), np.full((1, C), 10.0, np.float32))
-  variables = jax.device_get(nn.meta.unbox(TinyForecaster().init(
-      {"params": jax.random.PRNGKey(1)}, {k: batch[k] for k in ("x", "tod", "dow")})))
+  variables = jax.device_get(
+    nn.meta.unbox(
+      TinyForecaster().init({"params": jax.random.PRNGKey(1)}, {k: batch[k] for k in ("x", "tod", "dow")})
+    )
+  )
   trainable = {"w1": True, "w2": True, "w3": False}
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.masked(optax.adamw(1e-2), trainable))
 
@@ -198,21 +223,28 @@ def _tiny_st_link_config():
   return m
 
 
-@pytest.mark.parametrize("mesh_sizes", [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": 2, "nodes": 2, "tensor": 2}])
+@pytest.mark.parametrize(
+  "mesh_sizes", [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": 2, "nodes": 2, "tensor": 2}]
+)
 @pytest.mark.filterwarnings("ignore:config.model.pretrained is empty")
 def test_real_st_link_step_matches_single_device(mesh_sizes):
   """Tiny ST-LINK (GPT-2 blocks with SE-Attention, MRFFN memory, RevIN, PFA mask): two sharded
   steps equal the 1-device steps; every leaf with >= 64 elements is split (annotated ones by the
   rules, the rest by size), so the FSDP/tensor/nodes paths really run."""
-  from stjax.train import optim
   from stjax.models import build_model
+  from stjax.train import optim
 
   bundle = _synthetic_bundle()
   model = build_model(_tiny_st_link_config(), bundle.spec)
   batch = bundle.splits["train"].batch(list(range(8)))
-  variables = jax.device_get(nn.meta.unbox(model.init(
-      {"params": jax.random.PRNGKey(3), "dropout": jax.random.PRNGKey(4)},
-      {k: batch[k] for k in ("x", "tod", "dow")})))
+  variables = jax.device_get(
+    nn.meta.unbox(
+      model.init(
+        {"params": jax.random.PRNGKey(3), "dropout": jax.random.PRNGKey(4)},
+        {k: batch[k] for k in ("x", "tod", "dow")},
+      )
+    )
+  )
   trainable = optim.trainable_mask(variables["params"], "pfa(1)")
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.masked(optax.adamw(1e-2), trainable))
   args = (batch, variables, tx, bundle.target_scaler, trainable, model, 64, bundle.protocol)
@@ -223,8 +255,9 @@ def test_real_st_link_step_matches_single_device(mesh_sizes):
   _assert_same(single, multi, rtol=1e-4, atol=1e-5)
   sharding.assert_sharded(params, jax.tree.map(lambda a: a.sharding, params), 64)
   # The MRFFN memory keys moved (state threaded through the sharded step).
-  moved = jax.tree.map(lambda a, b: not np.allclose(a, b), single[0].model_state["memory"],
-                       variables["memory"])
+  moved = jax.tree.map(
+    lambda a, b: not np.allclose(a, b), single[0].model_state["memory"], variables["memory"]
+  )
   assert any(jax.tree.leaves(moved))
 
 
@@ -237,7 +270,7 @@ def _names(boxed) -> set[str]:
 def test_rules_cover_every_model_and_shard_the_llama_backbone():
   """Every logical name of ST-LINK, ST-LLM (GPT-2 small) and STH-SepNet (Llama 3.2 1B geometry)
   has a default rule; on fsdp=2 x tensor=4 every param >= 1M elements is split (shapes only)."""
-  from stjax.models import build_model, sth_sepnet, st_link, st_llm
+  from stjax.models import build_model, st_link, st_llm, sth_sepnet
 
   bundle = _synthetic_bundle()
   example = {k: v for k, v in bundle.splits["train"].batch([0]).items() if k in ("x", "tod", "dow")}
@@ -259,8 +292,12 @@ def test_rules_cover_every_model_and_shard_the_llama_backbone():
   # STH-SepNet's unannotated prototype map [128256, 1000] is split by size on its vocab axis.
   assert shardings["temporal"]["prototypes"]["kernel"].spec == P(("fsdp", "tensor"), None)
   # Rules that replicate everything fail loudly instead of silently copying 1B params 8 times.
-  flat = tuple((name, None) for name, _ in sharding.DEFAULT_RULES if name != "batch") + (("batch", ("data", "fsdp")),)
+  flat = tuple((name, None) for name, _ in sharding.DEFAULT_RULES if name != "batch") + (
+    ("batch", ("data", "fsdp")),
+  )
   with pytest.raises(sharding.UserError, match="would be replicated"):
-    sharding.assert_sharded(sharding.unbox_abstract(boxed), sharding.tree_shardings(boxed, mesh, flat), 1 << 20)
+    sharding.assert_sharded(
+      sharding.unbox_abstract(boxed), sharding.tree_shardings(boxed, mesh, flat), 1 << 20
+    )
   with pytest.raises(sharding.UserError, match="no rule for logical axis 'kv_heads'"):
     sharding.tree_shardings(boxed, mesh, tuple(r for r in rules if r[0] != "kv_heads"))

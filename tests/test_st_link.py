@@ -7,41 +7,71 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import mae_train_step
-from stjax.train import optim
+
+from stjax.convert.pretrained import merge_pretrained
 from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models import build_model
-from stjax.convert.pretrained import merge_pretrained
 from stjax.models.st_link import default_config
+from stjax.train import optim
 
 PROTOCOL_SHAPES = {  # name: (input offsets, output len, in channels, out channels, patch_len)
-    "dcrnn": (tuple(range(-11, 1)), 12, 1, 1, 3),
-    "stllm": (tuple(range(-11, 1)), 12, 1, 1, 4),
-    "stssl": (tuple(range(-73, -68)) + tuple(range(-49, -44)) + tuple(range(-25, -20)) + tuple(range(-3, 1)), 1, 2, 2, 1),
-    "sthsepnet": (tuple(range(-47, 1)), 48, 1, 1, 12),
+  "dcrnn": (tuple(range(-11, 1)), 12, 1, 1, 3),
+  "stllm": (tuple(range(-11, 1)), 12, 1, 1, 4),
+  "stssl": (
+    tuple(range(-73, -68)) + tuple(range(-49, -44)) + tuple(range(-25, -20)) + tuple(range(-3, 1)),
+    1,
+    2,
+    2,
+    1,
+  ),
+  "sthsepnet": (tuple(range(-47, 1)), 48, 1, 1, 12),
 }
 
 
 def tiny_config(**changes):
   c = default_config()
-  c.update(n_embd=16, n_head=2, llm_layers=2, unfrozen_layers=1, trainable="pfa(1)", vocab_size=8, n_positions=16,
-           temporal_dims=4, embed_dim=4, memory_size=8, memory_key_dim=4, memory_top_k=2, expert_hidden=8)
+  c.update(
+    n_embd=16,
+    n_head=2,
+    llm_layers=2,
+    unfrozen_layers=1,
+    trainable="pfa(1)",
+    vocab_size=8,
+    n_positions=16,
+    temporal_dims=4,
+    embed_dim=4,
+    memory_size=8,
+    memory_key_dim=4,
+    memory_top_k=2,
+    expert_hidden=8,
+  )
   c.update(changes)
   return c
 
 
 def make_spec(offsets, out_len, c_in, c_out, n=3, adjacency=None):
-  return DataSpec(num_nodes=n, input_len=len(offsets), output_len=out_len, in_channels=c_in, out_channels=c_out,
-                  input_offsets=offsets, output_offsets=tuple(range(1, out_len + 1)), steps_per_day=48,
-                  adjacency=adjacency, channel_names=tuple(f"c{i}" for i in range(c_out)))
+  return DataSpec(
+    num_nodes=n,
+    input_len=len(offsets),
+    output_len=out_len,
+    in_channels=c_in,
+    out_channels=c_out,
+    input_offsets=offsets,
+    output_offsets=tuple(range(1, out_len + 1)),
+    steps_per_day=48,
+    adjacency=adjacency,
+    channel_names=tuple(f"c{i}" for i in range(c_out)),
+  )
 
 
 def make_batch(rng, spec, b=2):
-  return {"x": jnp.asarray(rng.normal(size=(b, spec.input_len, spec.num_nodes, spec.in_channels)), jnp.float32),
-          "tod": jnp.asarray(rng.uniform(size=(b, spec.input_len)), jnp.float32),
-          "dow": jnp.asarray(rng.integers(0, 7, (b, spec.input_len)), jnp.int32)}
+  return {
+    "x": jnp.asarray(rng.normal(size=(b, spec.input_len, spec.num_nodes, spec.in_channels)), jnp.float32),
+    "tod": jnp.asarray(rng.uniform(size=(b, spec.input_len)), jnp.float32),
+    "dow": jnp.asarray(rng.integers(0, 7, (b, spec.input_len)), jnp.int32),
+  }
 
 
 def build(config, spec):
@@ -55,11 +85,11 @@ def init(model, batch):
 
 
 CASES = [  # every protocol's shapes, each with ablation switches, so every code path is traced
-    ("dcrnn", dict()),
-    ("dcrnn", dict(se_mode="dual", mrffn=False)),
-    ("stllm", dict(se_attention=False, causal=True)),
-    ("stssl", dict(mrffn_layers=(0, 1), memory_reseed_after=2, revin=False)),
-    ("sthsepnet", dict(node_emb_init="laplacian")),
+  ("dcrnn", dict()),
+  ("dcrnn", dict(se_mode="dual", mrffn=False)),
+  ("stllm", dict(se_attention=False, causal=True)),
+  ("stssl", dict(mrffn_layers=(0, 1), memory_reseed_after=2, revin=False)),
+  ("sthsepnet", dict(node_emb_init="laplacian")),
 ]
 
 
@@ -75,12 +105,15 @@ def test_output_shapes_for_every_protocol(rng, protocol, changes):
   assert ("memory" in variables) == changes.get("mrffn", True)
   pred, aux = jax.eval_shape(lambda v, b: model.apply(v, b), variables, batch)
   (pred_t, aux_t), state = jax.eval_shape(
-      lambda v, b: model.apply(v, b, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["memory"]),
-      variables, batch)
+    lambda v, b: model.apply(v, b, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["memory"]),
+    variables,
+    batch,
+  )
   assert pred.shape == pred_t.shape == (2, out_len, n, c_out)
   assert set(aux) == set(aux_t) and "aux_loss" in aux
-  assert jax.tree.map(lambda a: a.shape, state) == jax.tree.map(lambda a: a.shape, variables.get("memory") and
-                                                                {"memory": variables["memory"]} or {})
+  assert jax.tree.map(lambda a: a.shape, state) == jax.tree.map(
+    lambda a: a.shape, variables.get("memory") and {"memory": variables["memory"]} or {}
+  )
 
 
 def test_bad_patch_len_and_policy_are_user_errors():
@@ -120,13 +153,24 @@ def trained():
   finite = []
   for x in (jnp.zeros_like(batch["x"]), batch["x"].at[:, :5, 1].set(0.0)):
     p, _, m, mae = step(params, tx.init(params), variables["memory"], {**batch, "x": x}, jax.random.key(0))
-    finite.append(bool(np.isfinite(float(mae))) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((p, m))))
+    finite.append(
+      bool(np.isfinite(float(mae))) and all(np.all(np.isfinite(a)) for a in jax.tree.leaves((p, m)))
+    )
   opt_state, memory, losses, p = tx.init(params), variables["memory"], [], params
   for i in range(150):
     p, opt_state, memory, mae = step(p, opt_state, memory, batch, jax.random.key(i))
     losses.append(float(mae))
-  return dict(model=model, variables=variables, batch=batch, mask=mask, params=p, memory=memory, losses=losses,
-              finite=finite, traces=step._cache_size())
+  return dict(
+    model=model,
+    variables=variables,
+    batch=batch,
+    mask=mask,
+    params=p,
+    memory=memory,
+    losses=losses,
+    finite=finite,
+    traces=step._cache_size(),
+  )
 
 
 def test_training_is_finite_on_zero_and_missing_inputs(trained):
@@ -153,7 +197,9 @@ def test_pfa_leaves_frozen_gpt2_unchanged(trained):
   total, trainable = optim.count_params(variables["params"], mask)
   print(f"ST-LINK tiny: {total:,} params, {trainable:,} trainable under pfa(1)")
   flat_mask = dict(jax.tree_util.tree_leaves_with_path(mask))
-  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), variables["params"], params)
+  changed = jax.tree.map(
+    lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), variables["params"], params
+  )
   for path, moved in jax.tree_util.tree_leaves_with_path(changed):
     name = jax.tree_util.keystr(path)
     if name == "['llm']['wpe']['embedding']":  # trainable under PFA but unused with SE rotations: no gradient
@@ -189,14 +235,20 @@ def test_pretrained_weights_load_into_llm(rng, tmp_path):
 
   spec = make_spec(tuple(range(-11, 1)), 12, 1, 1)
   gcfg = GPT2Config(n_embd=16, n_head=2, n_layer=3, vocab_size=8, n_positions=16)
-  gpt = jax.jit(lambda x: nn.meta.unbox(GPT2(gcfg).init(jax.random.key(5), x)))(jnp.zeros((1, 4, 16)))["params"]
+  gpt = jax.jit(lambda x: nn.meta.unbox(GPT2(gcfg).init(jax.random.key(5), x)))(jnp.zeros((1, 4, 16)))[
+    "params"
+  ]
   folder = hf_gpt2.export(gcfg, gpt, tmp_path / "hf")
   config = tiny_config(pretrained=str(folder))
   model = build_model(config, spec)  # no random-init warning: pretrained is set
-  shapes = jax.eval_shape(lambda b: nn.meta.unbox(model.init({"params": jax.random.key(0)}, b)), make_batch(rng, spec))
+  shapes = jax.eval_shape(
+    lambda b: nn.meta.unbox(model.init({"params": jax.random.key(0)}, b)), make_batch(rng, spec)
+  )
   variables = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes)  # merging needs shapes only
   merged = merge_pretrained(config, variables["params"])
-  np.testing.assert_array_equal(merged["llm"]["h_1"]["attn"]["c_attn"]["kernel"], gpt["h_1"]["attn"]["c_attn"]["kernel"])
+  np.testing.assert_array_equal(
+    merged["llm"]["h_1"]["attn"]["c_attn"]["kernel"], gpt["h_1"]["attn"]["c_attn"]["kernel"]
+  )
   np.testing.assert_array_equal(merged["llm"]["wpe"]["embedding"], gpt["wpe"]["embedding"])
   assert "h_2" not in merged["llm"]  # truncated to llm_layers
   assert "extra_ffn" in merged["llm"]["h_1"]  # new modules keep their init

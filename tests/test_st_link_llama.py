@@ -12,39 +12,66 @@ transformers = pytest.importorskip("transformers")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-
 from helpers import assert_one_line, mae_train_step  # noqa: E402
-from stjax.train import optim  # noqa: E402
-from stjax.convert import hf_llama  # noqa: E402
-from stjax.errors import UserError  # noqa: E402
-from stjax.convert.pretrained import backbone_config_of  # noqa: E402
-from stjax.models import build_model as _build_model  # noqa: E402
-from stjax.models.backbones.llama import Llama, LlamaAttention, LlamaConfig, rope_inverse_frequencies  # noqa: E402
-from stjax.convert.pretrained import merge_pretrained  # noqa: E402
-from stjax.models.st_link.se_attention import SELlamaAttention, SERotary, se_rotate  # noqa: E402
 from test_st_link import make_batch, make_spec, tiny_config  # noqa: E402
 
+from stjax.convert import hf_llama  # noqa: E402
+from stjax.convert.pretrained import backbone_config_of, merge_pretrained  # noqa: E402
+from stjax.errors import UserError  # noqa: E402
+from stjax.models import build_model as _build_model  # noqa: E402
+from stjax.models.backbones.llama import Llama, LlamaAttention, LlamaConfig, rope_inverse_frequencies  # noqa: E402
+from stjax.models.st_link.se_attention import SELlamaAttention, SERotary, se_rotate  # noqa: E402
+from stjax.train import optim  # noqa: E402
+
 # GQA (4 query heads, 2 K/V heads, head dim 8) with llama3 rope scaling whose three bands all occur.
-ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64}
-LLAMA = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=8, rope_theta=10000.0, rope_type="llama3", rope_factor=8.0,
-                    rope_original_max_positions=64, causal=False)
+ROPE = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 64,
+}
+LLAMA = LlamaConfig(
+  vocab_size=40,
+  hidden_size=32,
+  intermediate_size=48,
+  num_hidden_layers=3,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  head_dim=8,
+  rope_theta=10000.0,
+  rope_type="llama3",
+  rope_factor=8.0,
+  rope_original_max_positions=64,
+  causal=False,
+)
 
 
 @pytest.fixture(scope="module")
 def llama_folder(tmp_path_factory):
   """A random tiny HF LlamaModel (3 blocks) saved with save_pretrained."""
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, rope_theta=10000.0,
-                                 rope_scaling=dict(ROPE), tie_word_embeddings=True)
+  cfg = transformers.LlamaConfig(
+    vocab_size=40,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    rope_theta=10000.0,
+    rope_scaling=dict(ROPE),
+    tie_word_embeddings=True,
+  )
   model = transformers.LlamaModel(cfg)
   gen = torch.Generator().manual_seed(1)
   with torch.no_grad():
     for name, p in model.named_parameters():
-      p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen) if name.endswith("norm.weight")
-              else 0.15 * torch.randn(p.shape, generator=gen))
+      p.copy_(
+        1.0 + 0.3 * torch.randn(p.shape, generator=gen)
+        if name.endswith("norm.weight")
+        else 0.15 * torch.randn(p.shape, generator=gen)
+      )
   folder = tmp_path_factory.mktemp("st_link_llama")
   model.save_pretrained(folder)
   return folder
@@ -56,7 +83,9 @@ def build_model(config, spec):
 
 
 def llama_config(folder, **changes):
-  return tiny_config(**{"backbone": "llama", "pretrained": str(folder), "temporal_dims": 4, "dropout": 0.0, **changes})
+  return tiny_config(
+    **{"backbone": "llama", "pretrained": str(folder), "temporal_dims": 4, "dropout": 0.0, **changes}
+  )
 
 
 SPEC = make_spec(tuple(range(-11, 1)), 12, 1, 1)
@@ -75,7 +104,9 @@ def test_pretrained_llama_loads_into_llm_exactly(llama_folder, rng):
   model = build_model(config, SPEC)  # pretrained is set: no random-init warning
   assert model.llm.hidden_size == 32 and model.llm.num_hidden_layers == 2  # geometry from config.json
   assert model.llm.rope_type == "llama3" and model.llm.causal is False
-  shapes = jax.eval_shape(lambda b: nn.meta.unbox(model.init({"params": jax.random.key(0)}, b)), make_batch(rng, SPEC))
+  shapes = jax.eval_shape(
+    lambda b: nn.meta.unbox(model.init({"params": jax.random.key(0)}, b)), make_batch(rng, SPEC)
+  )
   variables = jax.tree.map(lambda a: np.full(a.shape, 0.5, a.dtype), shapes)  # merging needs shapes only
   merged = merge_pretrained(config, variables["params"])
   _, want = hf_llama.load(llama_folder, num_layers=2)
@@ -102,11 +133,20 @@ def test_se_llama_with_all_time_dims_is_llama_rope(rng, causal):
   assert angles["space_angles"].shape == (seq, 0)
   plain = LlamaAttention(cfg)
   params = plain.init(jax.random.key(0), h, deterministic=True)
-  params = jax.tree.map(lambda _: jnp.asarray(rng.normal(size=_.shape) * 0.4, jnp.float32), nn.meta.unbox(params))
+  params = jax.tree.map(
+    lambda _: jnp.asarray(rng.normal(size=_.shape) * 0.4, jnp.float32), nn.meta.unbox(params)
+  )
   want = plain.apply(params, h, deterministic=True, positions=positions)
   got = SELlamaAttention(cfg, mode="split", temporal_dims=8).apply(params, h, deterministic=True, **angles)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  assert float(jnp.abs(want - plain.apply(params, h, deterministic=True, positions=positions + 1.5 * jnp.arange(seq))).max()) > 1e-2
+  assert (
+    float(
+      jnp.abs(
+        want - plain.apply(params, h, deterministic=True, positions=positions + 1.5 * jnp.arange(seq))
+      ).max()
+    )
+    > 1e-2
+  )
 
 
 def _rotate_pairs_np(x, angles):
@@ -141,11 +181,18 @@ def se_llama_reference(h, params, cfg, time_angles, space_angles, mode):
     return np.einsum("bhqk,bkhd->bqhd", p, vr).reshape(b, s, hq * hd)
 
   if mode == "split":
-    both = np.concatenate([np.broadcast_to(ta, (s, 1, ta.shape[-1])), np.broadcast_to(sa, (s, 1, sa.shape[-1]))], -1)
+    both = np.concatenate(
+      [np.broadcast_to(ta, (s, 1, ta.shape[-1])), np.broadcast_to(sa, (s, 1, sa.shape[-1]))], -1
+    )
     o = attn(_rotate_pairs_np(q, both), _rotate_pairs_np(k, both))
   else:
-    o = np.concatenate([attn(_rotate_pairs_np(q, ta), _rotate_pairs_np(k, ta)),
-                        attn(_rotate_pairs_np(q, sa), _rotate_pairs_np(k, sa))], -1)
+    o = np.concatenate(
+      [
+        attn(_rotate_pairs_np(q, ta), _rotate_pairs_np(k, ta)),
+        attn(_rotate_pairs_np(q, sa), _rotate_pairs_np(k, sa)),
+      ],
+      -1,
+    )
     o = o @ w["merge"]
   return o @ w["o_proj"]
 
@@ -167,13 +214,21 @@ def test_se_llama_attention_matches_numpy(rng, mode, causal):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   # The rotation alone, on q-like [batch, seq, heads, head_dim] values: float64 reference to 1e-6.
   x = rng.normal(size=(2, seq, 3, 8))
-  rotated = se_rotate(jnp.asarray(x, jnp.float32), time_angles, space_angles, mode=mode, temporal_dims=4,
-                      layout="pairs")
+  rotated = se_rotate(
+    jnp.asarray(x, jnp.float32), time_angles, space_angles, mode=mode, temporal_dims=4, layout="pairs"
+  )
   if mode == "split":
-    ref = _rotate_pairs_np(x, np.concatenate([np.asarray(time_angles), np.asarray(space_angles)], -1)[:, None])
+    ref = _rotate_pairs_np(
+      x, np.concatenate([np.asarray(time_angles), np.asarray(space_angles)], -1)[:, None]
+    )
   else:
-    ref = np.concatenate([_rotate_pairs_np(x, np.asarray(time_angles)[:, None]),
-                          _rotate_pairs_np(x, np.asarray(space_angles)[:, None])], axis=2)
+    ref = np.concatenate(
+      [
+        _rotate_pairs_np(x, np.asarray(time_angles)[:, None]),
+        _rotate_pairs_np(x, np.asarray(space_angles)[:, None]),
+      ],
+      axis=2,
+    )
   np.testing.assert_allclose(rotated, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -183,12 +238,14 @@ def test_no_se_llama_uses_its_rope_at_the_patch_index(llama_folder, rng):
   batch = make_batch(rng, SPEC)
   variables = init(model, batch)
   _, inter = jax.jit(lambda v, b: model.apply(v, b, capture_intermediates=True, mutable=["intermediates"]))(
-      variables, batch)
+    variables, batch
+  )
   tokens = inter["intermediates"]["token_embedding"]["__call__"][0]
   hidden = inter["intermediates"]["llm"]["__call__"][0]
   positions = jnp.asarray(np.tile(np.arange(4), 3))
-  want = jax.jit(lambda p, x: Llama(model.llm).apply({"params": p}, x, attention_kwargs={"positions": positions}))(
-      variables["params"]["llm"], tokens.reshape(2, 12, -1))
+  want = jax.jit(
+    lambda p, x: Llama(model.llm).apply({"params": p}, x, attention_kwargs={"positions": positions})
+  )(variables["params"]["llm"], tokens.reshape(2, 12, -1))
   np.testing.assert_allclose(hidden[0], want, rtol=1e-5, atol=1e-5)  # the trunk returns (hidden, aux)
 
 
@@ -245,7 +302,9 @@ def test_full_and_lora_policies_on_llama_trees(trained):
   with pytest.raises(UserError, match="no lora_a/lora_b"):  # ST-LINK has no adapters, on either backbone
     optim.trainable_mask(params, "lora")
   llama = Llama(LLAMA.replace(lora_rank=2, num_hidden_layers=2))
-  shapes = jax.eval_shape(lambda: nn.meta.unbox(llama.init(jax.random.key(0), jnp.zeros((1, 2, 32)))))["params"]
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(llama.init(jax.random.key(0), jnp.zeros((1, 2, 32)))))[
+    "params"
+  ]
   mask = optim.trainable_mask({"llm": shapes, "head": {"kernel": jnp.zeros(2)}}, "lora")
   for path, t in jax.tree_util.tree_leaves_with_path(mask):
     name = jax.tree_util.keystr(path)

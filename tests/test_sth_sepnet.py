@@ -23,18 +23,45 @@ STEPS_PER_DAY = 24
 
 def tiny_config(**overrides):
   c = default_config()
-  c.update(dict(pretrained="", vocab_size=64, n_positions=16, n_embd=16, n_head=2, llm_layers=1,
-                num_layers=1,
-                d_model=8, d_ff=4, n_heads=2, num_prototypes=10, patch_len=4, stride=2,
-                residual_channels=8, conv_channels=8, skip_channels=8, end_channels=16, node_dim=4,
-                top_k=3, hypergraph_refresh=2, graph_block=4))
+  c.update(
+    dict(
+      pretrained="",
+      vocab_size=64,
+      n_positions=16,
+      n_embd=16,
+      n_head=2,
+      llm_layers=1,
+      num_layers=1,
+      d_model=8,
+      d_ff=4,
+      n_heads=2,
+      num_prototypes=10,
+      patch_len=4,
+      stride=2,
+      residual_channels=8,
+      conv_channels=8,
+      skip_channels=8,
+      end_channels=16,
+      node_dim=4,
+      top_k=3,
+      hypergraph_refresh=2,
+      graph_block=4,
+    )
+  )
   c.update(overrides)
   return c
 
 
 def tiny_spec(adjacency=None):
-  return SimpleNamespace(num_nodes=N, input_len=T_IN, output_len=T_OUT, in_channels=C_IN,
-                         out_channels=C_OUT, adjacency=adjacency, steps_per_day=STEPS_PER_DAY)
+  return SimpleNamespace(
+    num_nodes=N,
+    input_len=T_IN,
+    output_len=T_OUT,
+    in_channels=C_IN,
+    out_channels=C_OUT,
+    adjacency=adjacency,
+    steps_per_day=STEPS_PER_DAY,
+  )
 
 
 def build(**overrides):
@@ -44,9 +71,12 @@ def build(**overrides):
 
 
 def make_batch(rng, b=2):
-  return {"x": jnp.asarray(rng.normal(size=(b, T_IN, N, C_IN)), jnp.float32),
-          "tod": jnp.zeros((b, T_IN), jnp.float32), "dow": jnp.zeros((b, T_IN), jnp.int32),
-          "y": jnp.asarray(rng.normal(size=(b, T_OUT, N, C_OUT)), jnp.float32)}
+  return {
+    "x": jnp.asarray(rng.normal(size=(b, T_IN, N, C_IN)), jnp.float32),
+    "tod": jnp.zeros((b, T_IN), jnp.float32),
+    "dow": jnp.zeros((b, T_IN), jnp.int32),
+    "y": jnp.asarray(rng.normal(size=(b, T_OUT, N, C_OUT)), jnp.float32),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +102,11 @@ def test_training_moves_lora_only_inside_gpt2_and_updates_graph_state(model_and_
   @jax.jit
   def step(params, graph, opt_state, batch, key):
     def loss_fn(p):
-      (pred, aux), state = model.apply({"params": p, "graph": graph}, batch, train=True,
-                                       rngs={"dropout": key}, mutable=["graph"])
+      (pred, aux), state = model.apply(
+        {"params": p, "graph": graph}, batch, train=True, rngs={"dropout": key}, mutable=["graph"]
+      )
       return jnp.mean((pred - batch["y"]) ** 2) + aux["aux_loss"], (pred, state["graph"])
+
     (loss, (pred, new_graph)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_graph, opt_state, loss, pred, grads
@@ -100,9 +132,13 @@ def test_training_moves_lora_only_inside_gpt2_and_updates_graph_state(model_and_
   assert any("wte" in k for k in frozen) and any("c_attn']['kernel" in k for k in frozen)
   for k in frozen:
     np.testing.assert_array_equal(after[k], before[k], err_msg=k)  # bit-identical
-  for k in ("['temporal']['prototypes']['kernel']", "['fusion']['gate']['kernel']",
-            "['spatial']['hypergraph']['emb']", "['spatial']['adaptive_graph']['emb1']",
-            "['spatial']['gamma_0']"):
+  for k in (
+    "['temporal']['prototypes']['kernel']",
+    "['fusion']['gate']['kernel']",
+    "['spatial']['hypergraph']['emb']",
+    "['spatial']['adaptive_graph']['emb1']",
+    "['spatial']['gamma_0']",
+  ):
     assert np.any(after[k] != before[k]), k
   hyper_grad = np.asarray(grads["spatial"]["hypergraph"]["emb"])
   assert np.all(np.isfinite(hyper_grad)) and np.abs(hyper_grad).sum() > 0
@@ -133,22 +169,29 @@ def test_graph_refresh_one_is_stateless_mtgnn(rng):
   variables = jax.jit(lambda k: model.init({"params": k, "dropout": k}, inputs))(jax.random.key(0))
   assert "adaptive_graph" not in variables["graph"]["spatial"]
   assert "hypergraph" in variables["graph"]["spatial"]
-  (pred, _), state = jax.jit(lambda v, b: model.apply(v, b, train=True, rngs={"dropout": jax.random.key(1)},
-                                                     mutable=["graph"]))(variables, batch)
+  (pred, _), state = jax.jit(
+    lambda v, b: model.apply(v, b, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["graph"])
+  )(variables, batch)
   assert pred.shape == (2, T_OUT, N, C_OUT) and "adaptive_graph" not in state["graph"]["spatial"]
 
 
-@pytest.mark.parametrize("overrides, present, absent", [
+@pytest.mark.parametrize(
+  "overrides, present, absent",
+  [
     (dict(use_llm=False), {"spatial"}, {"llm", "temporal", "fusion"}),
     (dict(use_spatial=False), {"llm", "temporal"}, {"spatial", "fusion"}),
     (dict(graph="static"), {"spatial", "llm"}, set()),
     (dict(use_hypergraph=False, fusion="lstm"), {"spatial", "fusion"}, set()),
     (dict(fusion="attention", hypergraph_conv="hgcn"), {"fusion", "spatial"}, set()),
-])
+  ],
+)
 def test_ablation_variants_build_and_shape(overrides, present, absent):
   model = build(**overrides)
-  inputs = {"x": jnp.zeros((2, T_IN, N, C_IN)), "tod": jnp.zeros((2, T_IN)),
-            "dow": jnp.zeros((2, T_IN), jnp.int32)}
+  inputs = {
+    "x": jnp.zeros((2, T_IN, N, C_IN)),
+    "tod": jnp.zeros((2, T_IN)),
+    "dow": jnp.zeros((2, T_IN), jnp.int32),
+  }
   variables = jax.eval_shape(lambda k: model.init({"params": k, "dropout": k}, inputs), jax.random.key(0))
   keys = set(variables["params"])
   assert present <= keys and not absent & keys
@@ -176,7 +219,9 @@ def test_extra_inputs_feed_the_spatial_stream(rng):
   assert set(params["calendar"]) == {"time_day", "time_week"} and set(params["node_input"]) == {"node_emb"}
   pred, _ = model.apply(variables, batch)
 
-  tod_rows = np.asarray(params["calendar"]["time_day"])[np.rint(np.asarray(batch["tod"]) * STEPS_PER_DAY).astype(int)]
+  tod_rows = np.asarray(params["calendar"]["time_day"])[
+    np.rint(np.asarray(batch["tod"]) * STEPS_PER_DAY).astype(int)
+  ]
   dow_rows = np.asarray(params["calendar"]["time_week"])[np.asarray(batch["dow"])]
   cal = np.broadcast_to(np.concatenate([tod_rows, dow_rows], -1)[:, :, None], (2, T_IN, N, 2 * e))
   nodes = np.broadcast_to(np.asarray(params["node_input"]["node_emb"]), (2, T_IN, N, d))
@@ -187,7 +232,9 @@ def test_extra_inputs_feed_the_spatial_stream(rng):
   other_day = dict(batch, dow=(batch["dow"] + 1) % 7)
   assert not np.allclose(np.asarray(model.apply(variables, other_day)[0]), np.asarray(pred))
   plain = build(use_llm=False)
-  keys = set(jax.eval_shape(lambda k: plain.init({"params": k, "dropout": k}, batch), jax.random.key(0))["params"])
+  keys = set(
+    jax.eval_shape(lambda k: plain.init({"params": k, "dropout": k}, batch), jax.random.key(0))["params"]
+  )
   assert not {"calendar", "node_input"} & keys
 
 
@@ -195,7 +242,7 @@ def test_replication_pad_patches_match_numpy(rng):
   series = rng.normal(size=(3, 48))
   got = np.asarray(replication_pad_patches(jnp.asarray(series), 16, 8))
   padded = np.concatenate([series, np.repeat(series[:, -1:], 8, 1)], 1)
-  want = np.stack([padded[:, s:s + 16] for s in range(0, 56 - 16 + 1, 8)], 1)
+  want = np.stack([padded[:, s : s + 16] for s in range(0, 56 - 16 + 1, 8)], 1)
   assert got.shape == (3, 6, 16) == (3, num_patches(48, 16, 8), 16)
   np.testing.assert_allclose(got, want)
 
@@ -242,7 +289,9 @@ def test_lstm_gate_is_per_node(rng):
   np.testing.assert_array_equal(out2[:, :, 1:], out[:, :, 1:])
 
 
-@pytest.mark.parametrize("overrides, spec_adj, match", [
+@pytest.mark.parametrize(
+  "overrides, spec_adj, match",
+  [
     (dict(graph="static"), None, "graph_path"),
     (dict(fusion="sum"), np.eye(N), "fusion"),
     (dict(use_llm=False, use_spatial=False), np.eye(N), "use_llm"),
@@ -254,7 +303,8 @@ def test_lstm_gate_is_per_node(rng):
     (dict(calendar_dim=2, use_spatial=False), np.eye(N), "calendar_dim"),
     (dict(node_input_dim=-1), np.eye(N), "node_input_dim"),
     (dict(bogus=1), np.eye(N), "bogus"),
-])
+  ],
+)
 def test_bad_config_is_one_user_error(overrides, spec_adj, match):
   c = tiny_config()
   with c.unlocked():

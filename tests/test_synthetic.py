@@ -29,7 +29,7 @@ def test_shapes_calendar_missing_and_graph():
   np.testing.assert_array_equal(np.diag(adj), 1)
   np.testing.assert_allclose(adj, adj.T)
   degree = (adj > 0).sum(1) - 1
-  assert degree.min() >= 4 and degree.max() <= 12      # kNN (k=4), symmetrised: sparse, road-like
+  assert degree.min() >= 4 and degree.max() <= 12  # kNN (k=4), symmetrised: sparse, road-like
   assert synthetic.generate(num_nodes=8, num_steps=50, missing_rate=0).values.min() > 0
 
 
@@ -55,7 +55,7 @@ def test_congestion_spreads_along_edges():
     dev[slot == s] -= v[slot == s].mean(0)
   adj = ds.adjacency > 0
   np.fill_diagonal(adj, False)
-  corr = np.corrcoef(dev[:-3].T, dev[3:].T)[:60, 60:]   # corr(dev_i(t), dev_j(t + 15 min))
+  corr = np.corrcoef(dev[:-3].T, dev[3:].T)[:60, 60:]  # corr(dev_i(t), dev_j(t + 15 min))
   far = ~adj & ~np.eye(60, dtype=bool)
   assert corr[adj].mean() > corr[far].mean() + 0.05, (corr[adj].mean(), corr[far].mean())
 
@@ -74,8 +74,12 @@ def test_given_adjacency_and_large_n_without_dense_graph():
 
 
 def test_bad_options():
-  for kwargs, field in [({"num_nodes": 1}, "num_nodes"), ({"num_steps": 0}, "num_steps"),
-                        ({"step_minutes": 7}, "step_minutes"), ({"missing_rate": 1.5}, "missing_rate")]:
+  for kwargs, field in [
+    ({"num_nodes": 1}, "num_nodes"),
+    ({"num_steps": 0}, "num_steps"),
+    ({"step_minutes": 7}, "step_minutes"),
+    ({"missing_rate": 1.5}, "missing_rate"),
+  ]:
     with pytest.raises(UserError, match=field):
       synthetic.generate(**kwargs)
 
@@ -94,7 +98,7 @@ def _features(bundle, ha, split, use_neighbours):
     p = adj / adj.sum(1, keepdims=True)
     nb, hnb = np.einsum("nm,stm->stn", p, x), np.einsum("nm,stm->stn", p, hin)
     cols += [nb[:, -1], nb[:, -2], nb[:, -4], nb[:, -1] - hnb[:, -1]]
-  feats = np.stack(cols + [np.ones_like(x[:, -1])], -1)      # [S, N, F]
+  feats = np.stack(cols + [np.ones_like(x[:, -1])], -1)  # [S, N, F]
   return feats, batch["y"][..., 0], ha(src, batch)[..., 0], last_value(bundle, src, batch)[..., 0]
 
 
@@ -119,4 +123,4 @@ def test_learnable_neighbours_and_calendar_beat_baselines():
       hav.append(np.abs(hate[:, h - 1] - true)[m].mean())
     mae[use_nb] = np.mean(model)
   assert mae[True] < 0.85 * np.mean(lv) and mae[True] < 0.85 * np.mean(hav), (mae, lv, hav)
-  assert mae[True] < 0.97 * mae[False], mae   # the neighbours carry information
+  assert mae[True] < 0.97 * mae[False], mae  # the neighbours carry information

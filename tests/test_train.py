@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from stjax import evaluate, sharding
-from stjax.train import checkpoint, loop, optim
-from stjax.train import step as step_lib
-from stjax.train import config as train_config
 from stjax.data.windows import default_data_config
 from stjax.errors import UserError
 from stjax.models import registry
+from stjax.train import checkpoint, loop, optim
+from stjax.train import config as train_config
+from stjax.train import step as step_lib
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,7 +35,7 @@ class Tiny(nn.Module):
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    x = batch["x"]                                                   # [B, T, N, C]
+    x = batch["x"]  # [B, T, N, C]
     b, t, n, c = x.shape
     h = x.transpose(0, 2, 1, 3).reshape(b, n, t * c)
     tod = jnp.broadcast_to(batch["tod"][:, None, -1:], (b, n, 1)).astype(h.dtype)
@@ -52,8 +52,11 @@ class Tiny(nn.Module):
 @pytest.fixture(autouse=True)
 def tiny_model(monkeypatch):
   monkeypatch.setitem(registry._MODULES, "tiny", __name__)
-  monkeypatch.setitem(registry._BUILDERS, "tiny", lambda cfg, spec, kernels, pretrained: Tiny(cfg.hidden, spec.output_len,
-                                                                                             spec.out_channels))
+  monkeypatch.setitem(
+    registry._BUILDERS,
+    "tiny",
+    lambda cfg, spec, kernels, pretrained: Tiny(cfg.hidden, spec.output_len, spec.out_channels),
+  )
 
 
 def tiny_config(**train) -> ml_collections.ConfigDict:
@@ -84,12 +87,26 @@ def _lines(path):
 def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   cfg = tiny_config()
   res = loop.train_and_evaluate(cfg, str(tmp_path))
-  for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "predictions.png",
-               "training_curves.png"):
+  for name in (
+    "config.json",
+    "metrics.jsonl",
+    "results.json",
+    "results.md",
+    "predictions.png",
+    "training_curves.png",
+  ):
     assert (tmp_path / name).stat().st_size > 0, name
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   saved = json.loads((tmp_path / "results.json").read_text())
-  assert set(saved) >= {"test", "val", "baselines", "steps", "wall_time_s", "params_total", "params_trainable"}
+  assert set(saved) >= {
+    "test",
+    "val",
+    "baselines",
+    "steps",
+    "wall_time_s",
+    "params_total",
+    "params_trainable",
+  }
   assert set(saved["test"]) >= {"mae", "rmse", "mape", "wape", "per_horizon"}
   assert len(saved["test"]["per_horizon"]) == 12
   assert set(saved["baselines"]) == {"last_value", "historical_average"}
@@ -114,7 +131,9 @@ def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   span = slice(t - f.history_len + 1, t + 1)
   got = f.predict(ds.values[span], time_of_day=ds.time_of_day[span], day_of_week=ds.day_of_week[span])
   window = {k: v for k, v in src.batch([7]).items() if k in ("x", "tod", "dow")}
-  want = jax.jit(step_lib.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(f.state, window)
+  want = jax.jit(step_lib.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(
+    f.state, window
+  )
   assert got.shape == (12, 6, 1)
   np.testing.assert_allclose(got, np.asarray(want)[0], rtol=1e-5, atol=1e-5)
   with pytest.raises(UserError, match="history"):
@@ -139,7 +158,9 @@ def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
         if calls["n"] > n:
           raise KeyboardInterrupt  # killed between checkpoints
         return step(state, batch)
+
       return wrapped
+
     return jit_train_step
 
   monkeypatch.setattr(step_lib, "jit_train_step", dies_after(17))  # last checkpoint: step 15
@@ -147,8 +168,9 @@ def test_resume_after_interrupt_is_exact(tmp_path, monkeypatch):
     loop.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2), str(tmp_path / "cut"))
   assert checkpoint.Checkpoints(tmp_path / "cut").latest_step() == 15
   monkeypatch.setattr(step_lib, "jit_train_step", real)
-  resumed = loop.train_and_evaluate(tiny_config(checkpoint_every_steps=5, num_epochs=2),
-                                       str(tmp_path / "cut"))
+  resumed = loop.train_and_evaluate(
+    tiny_config(checkpoint_every_steps=5, num_epochs=2), str(tmp_path / "cut")
+  )
   assert resumed["test"] == full["test"] and resumed["val"] == full["val"]  # bit-for-bit
   assert resumed["best_step"] == full["best_step"] and resumed["steps"] == full["steps"]
   a, b = _lines(tmp_path / "full" / "metrics.jsonl"), _lines(tmp_path / "cut" / "metrics.jsonl")
@@ -167,20 +189,27 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path, monkeypatch):
     return metrics, trace
 
   monkeypatch.setattr(loop, "evaluate_split", evaluate_split)
-  res = loop.train_and_evaluate(tiny_config(eval_every_steps=3, patience=3, num_epochs=10),
-                                   str(tmp_path))
+  res = loop.train_and_evaluate(tiny_config(eval_every_steps=3, patience=3, num_epochs=10), str(tmp_path))
   assert res["steps"] == 15 and res["best_step"] == 6  # stopped after 3 validations without gain
   ck = checkpoint.Checkpoints(tmp_path)
   assert ck.best_step() == 6 and ck.latest_step() == 15
   assert [r.get("val_mae") for r in _lines(tmp_path / "metrics.jsonl") if "val_mae" in r] == [
-      5.0, 4.0, 4.5, 4.2, 4.1]
+    5.0,
+    4.0,
+    4.5,
+    4.2,
+    4.1,
+  ]
 
 
 def test_diverging_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path):
   cfg = tiny_config(checkpoint_every_steps=1)
   cfg.optim.learning_rate = 1e30
-  with pytest.raises(UserError, match=r"training diverged: loss is (nan|inf) at step \d+; the last good "
-                                      r"checkpoint \(step \d+\) is intact") as e:
+  with pytest.raises(
+    UserError,
+    match=r"training diverged: loss is (nan|inf) at step \d+; the last good "
+    r"checkpoint \(step \d+\) is intact",
+  ) as e:
     loop.train_and_evaluate(cfg, str(tmp_path))
   ck = checkpoint.Checkpoints(tmp_path)
   step = int(str(e.value).split("(step ")[1].split(")")[0])
@@ -189,12 +218,19 @@ def test_diverging_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path):
   assert all(np.isfinite(r["train_loss"]) for r in records)
 
 
-@pytest.mark.parametrize("edit, message", [
+@pytest.mark.parametrize(
+  "edit, message",
+  [
     (lambda c: c.train.__setattr__("nonsense", 1), r"config\.train: unknown field\(s\) nonsense"),
     (lambda c: c.model.__setattr__("name", "gpt5"), r"config\.model\.name: unknown model 'gpt5'"),
-    (lambda c: c.update({"data": {**c.data.to_dict(), "name": "metr-la", "path": "/nonexistent/metr-la.h5"}}),
-     r"/nonexistent/metr-la\.h5"),
-])
+    (
+      lambda c: c.update(
+        {"data": {**c.data.to_dict(), "name": "metr-la", "path": "/nonexistent/metr-la.h5"}}
+      ),
+      r"/nonexistent/metr-la\.h5",
+    ),
+  ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, edit, message):
   cfg = tiny_config()
   edit(cfg)
@@ -206,23 +242,30 @@ def test_bad_config_is_one_clear_line(tmp_path, edit, message):
 def test_cli_errors_are_one_line(tmp_path):
   cfg_file = tmp_path / "cfg.py"
   cfg_file.write_text(
-      "from stjax import sharding\n"
-      "from stjax.train import optim\n"
-      "from stjax.train.config import default_train_config\n"
-      "from stjax.data.windows import default_data_config\n"
-      "import ml_collections\n"
-      "def get_config():\n"
-      "  return ml_collections.ConfigDict({'seed': 0, 'overwrite': False, 'data': default_data_config(),\n"
-      "      'model': {'name': 'gpt5'}, 'optim': optim.default_optim_config(),\n"
-      "      'train': default_train_config(), 'mesh': sharding.default_mesh_config()})\n")
-  run = lambda *a: subprocess.run([sys.executable, "-m", "stjax.train", f"--config={cfg_file}", *a],
-                                  capture_output=True, text=True, timeout=300)
+    "from stjax import sharding\n"
+    "from stjax.train import optim\n"
+    "from stjax.train.config import default_train_config\n"
+    "from stjax.data.windows import default_data_config\n"
+    "import ml_collections\n"
+    "def get_config():\n"
+    "  return ml_collections.ConfigDict({'seed': 0, 'overwrite': False, 'data': default_data_config(),\n"
+    "      'model': {'name': 'gpt5'}, 'optim': optim.default_optim_config(),\n"
+    "      'train': default_train_config(), 'mesh': sharding.default_mesh_config()})\n"
+  )
+  run = lambda *a: subprocess.run(
+    [sys.executable, "-m", "stjax.train", f"--config={cfg_file}", *a],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   r = run("--config.train.nonsense=3", f"--workdir={tmp_path / 'w'}")  # refused by the locked config
   assert r.returncode != 0 and "nonsense" in r.stderr and "Traceback" not in r.stderr
   r = run(f"--workdir={tmp_path / 'w'}")
   assert r.returncode == 2 and "Traceback" not in r.stderr
-  assert r.stderr.strip().splitlines()[-1] == ("stjax: error: config.model.name: unknown model 'gpt5'; "
-                                               "known: " + ", ".join(registry.model_names()).replace(", tiny", ""))
+  assert r.stderr.strip().splitlines()[-1] == (
+    "stjax: error: config.model.name: unknown model 'gpt5'; "
+    "known: " + ", ".join(registry.model_names()).replace(", tiny", "")
+  )
   assert not (tmp_path / "w").exists()  # nothing written for a refused config
 
 
@@ -252,12 +295,22 @@ def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
   import time
 
   (tmp_path / "kill_cfg.py").write_text(_KILL_CONFIG)
-  command = lambda workdir: [sys.executable, "-m", "stjax.train", f"--config={tmp_path / 'kill_cfg.py'}",
-                             f"--workdir={workdir}"]
+  command = lambda workdir: [
+    sys.executable,
+    "-m",
+    "stjax.train",
+    f"--config={tmp_path / 'kill_cfg.py'}",
+    f"--workdir={workdir}",
+  ]
   # One CPU device, and a compilation cache shared by the three runs so that only the first pays
   # for XLA compiles (a cached executable is the same program, so exactness is unaffected).
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu",
-         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "",
+    "JAX_PLATFORMS": "cpu",
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+  }
   full = subprocess.run(command(tmp_path / "full"), capture_output=True, text=True, timeout=600, env=env)
   assert full.returncode == 0, full.stderr[-2000:]
 
@@ -286,8 +339,9 @@ def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
   assert (b["steps"], b["best_step"]) == (a["steps"], a["best_step"]) and 0 < killed_at < a["steps"] == 72
   ma, mb = _lines(tmp_path / "full" / "metrics.jsonl"), _lines(cut / "metrics.jsonl")
   drop = ("steps_per_s",)  # timing differs; everything else must be identical
-  assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == \
-         [{k: v for k, v in r.items() if k not in drop} for r in mb]
+  assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == [
+    {k: v for k, v in r.items() if k not in drop} for r in mb
+  ]
 
 
 def test_bfloat16_compute_keeps_time_of_day_exact():
@@ -298,5 +352,9 @@ def test_bfloat16_compute_keeps_time_of_day_exact():
   tod = jnp.asarray(np.arange(288) / 288, jnp.float32)
   inputs = {"x": jnp.ones((2, 3)), "tod": tod, "dow": jnp.arange(7)}
   cast = step_lib._cast_inputs(inputs, jnp.bfloat16)
-  assert cast["x"].dtype == jnp.bfloat16 and cast["tod"].dtype == jnp.float32 and cast["dow"].dtype == inputs["dow"].dtype
+  assert (
+    cast["x"].dtype == jnp.bfloat16
+    and cast["tod"].dtype == jnp.float32
+    and cast["dow"].dtype == inputs["dow"].dtype
+  )
   np.testing.assert_array_equal(np.floor(np.asarray(cast["tod"]) * 288), np.arange(288))

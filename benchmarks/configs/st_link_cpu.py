@@ -13,8 +13,8 @@ The data is always stjax's synthetic series (the bench overrides config.data).
 import ml_collections
 
 from stjax import presets
-from stjax.train.config import base_config
 from stjax.models import st_link
+from stjax.train.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

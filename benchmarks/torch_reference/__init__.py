@@ -20,8 +20,10 @@ def build_reference(model_config, spec, kernels=None):
   name = model_config.name
   if name == "st_llm":
     from benchmarks.torch_reference import st_llm
+
     return st_llm.from_config(model_config, spec)
   if name == "st_link":
     from benchmarks.torch_reference import st_link
+
     return st_link.from_config(model_config, spec, kernels)
   raise ValueError(f"no PyTorch reference for model {name!r} (have: st_llm, st_link)")

@@ -20,8 +20,6 @@ Pieces are small modules so `weights.py` can map the stjax tree onto them name b
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,9 +76,13 @@ class SEAttention(nn.Module):
     q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)
     if rotary is not None:
       q, k = rotary(q, k)
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                       dropout_p=self.attn_pdrop if self.training else 0.0,
-                                       is_causal=self.causal)
+    o = F.scaled_dot_product_attention(
+      q.transpose(1, 2),
+      k.transpose(1, 2),
+      v.transpose(1, 2),
+      dropout_p=self.attn_pdrop if self.training else 0.0,
+      is_causal=self.causal,
+    )
     return self.resid_dropout(self.c_proj(o.transpose(1, 2).reshape(b, s, d)))
 
 
@@ -126,7 +128,9 @@ class MemoryRetrieval(nn.Module):
     qn = _normalize(q).repeat_interleave(idx.shape[1], dim=0)
     flat = idx.reshape(-1)
     sums = torch.zeros_like(self.keys).index_add_(0, flat, qn)
-    counts = torch.zeros(m, dtype=q.dtype, device=q.device).index_add_(0, flat, torch.ones_like(flat, dtype=q.dtype))
+    counts = torch.zeros(m, dtype=q.dtype, device=q.device).index_add_(
+      0, flat, torch.ones_like(flat, dtype=q.dtype)
+    )
     mean_q = sums / torch.clamp(counts, min=1.0)[:, None]
     moved = _normalize((1 - self.alpha) * self.keys + self.alpha * mean_q)
     self.keys.copy_(torch.where(counts[:, None] > 0, moved, self.keys))
@@ -171,7 +175,7 @@ class ExpertMixture(nn.Module):
         rows = torch.nonzero(chosen[:, i]).squeeze(-1)
         if rows.numel():
           y = gelu_tanh(flat.index_select(0, rows) @ self.w1[i] + self.b1[i]) @ self.w2[i] + self.b2[i]
-          out = out.index_add(0, rows, y * flat_gates.index_select(0, rows)[:, i:i + 1])
+          out = out.index_add(0, rows, y * flat_gates.index_select(0, rows)[:, i : i + 1])
       out = out.reshape(*z.shape[:-1], -1)
     frac = choice.sum(-2).reshape(-1, e).mean(0) / self.top_k
     balance = e * torch.sum(frac * probs.reshape(-1, e).mean(0))
@@ -179,9 +183,20 @@ class ExpertMixture(nn.Module):
 
 
 class MRFFN(nn.Module):
-  def __init__(self, d: int, memory_size: int, key_dim: int, top_k: int, tau: float, alpha: float,
-               num_experts: int, expert_top_k: int, expert_hidden: int, aux_weight: float,
-               dispatch: str = "dense"):
+  def __init__(
+    self,
+    d: int,
+    memory_size: int,
+    key_dim: int,
+    top_k: int,
+    tau: float,
+    alpha: float,
+    num_experts: int,
+    expert_top_k: int,
+    expert_hidden: int,
+    aux_weight: float,
+    dispatch: str = "dense",
+  ):
     super().__init__()
     self.memory = MemoryRetrieval(d, memory_size, key_dim, top_k, tau, alpha)
     self.experts = ExpertMixture(3 * d, num_experts, expert_top_k, expert_hidden, d, dispatch)
@@ -196,8 +211,17 @@ class MRFFN(nn.Module):
 class Block(nn.Module):
   """Pre-LN GPT-2 block; the optional extra FFN's output is added to the MLP's."""
 
-  def __init__(self, d: int, n_head: int, inner: int, eps: float, attn_pdrop: float, resid_pdrop: float,
-               causal: bool, extra_ffn: nn.Module | None = None):
+  def __init__(
+    self,
+    d: int,
+    n_head: int,
+    inner: int,
+    eps: float,
+    attn_pdrop: float,
+    resid_pdrop: float,
+    causal: bool,
+    extra_ffn: nn.Module | None = None,
+  ):
     super().__init__()
     self.ln_1 = nn.LayerNorm(d, eps=eps)
     self.attn = SEAttention(d, n_head, attn_pdrop, resid_pdrop, causal)
@@ -278,10 +302,26 @@ class STLink(nn.Module):
   Built by `from_config` with the sizes of a stjax `config.model` and `DataSpec`.
   """
 
-  def __init__(self, *, num_nodes: int, input_offsets: tuple[int, ...], in_channels: int, output_len: int,
-               out_channels: int, steps_per_day: int, gpt2, patch_len: int, embed_dim: int, se_attention: bool,
-               temporal_dims: int, rope_base: float, mrffn_layers: tuple[int, ...], mrffn_kwargs: dict,
-               revin: bool, revin_affine: bool):
+  def __init__(
+    self,
+    *,
+    num_nodes: int,
+    input_offsets: tuple[int, ...],
+    in_channels: int,
+    output_len: int,
+    out_channels: int,
+    steps_per_day: int,
+    gpt2,
+    patch_len: int,
+    embed_dim: int,
+    se_attention: bool,
+    temporal_dims: int,
+    rope_base: float,
+    mrffn_layers: tuple[int, ...],
+    mrffn_kwargs: dict,
+    revin: bool,
+    revin_affine: bool,
+  ):
     super().__init__()
     t_in = len(input_offsets)
     self.num_patches, self.patch_len = t_in // patch_len, patch_len
@@ -300,10 +340,21 @@ class STLink(nn.Module):
       self.node_phases = nn.Linear(embed_dim, (hd - temporal_dims) // 2) if hd > temporal_dims else None
     else:
       self.wpe = nn.Parameter(torch.zeros(gpt2.n_positions, d))
-    self.h = nn.ModuleList([
-        Block(d, gpt2.n_head, gpt2.inner_dim, gpt2.layer_norm_epsilon, gpt2.attn_pdrop, gpt2.resid_pdrop,
-              gpt2.causal, MRFFN(d, **mrffn_kwargs) if i in mrffn_layers else None)
-        for i in range(gpt2.n_layer)])
+    self.h = nn.ModuleList(
+      [
+        Block(
+          d,
+          gpt2.n_head,
+          gpt2.inner_dim,
+          gpt2.layer_norm_epsilon,
+          gpt2.attn_pdrop,
+          gpt2.resid_pdrop,
+          gpt2.causal,
+          MRFFN(d, **mrffn_kwargs) if i in mrffn_layers else None,
+        )
+        for i in range(gpt2.n_layer)
+      ]
+    )
     self.drop = nn.Dropout(gpt2.embd_pdrop)
     self.ln_f = nn.LayerNorm(d, eps=gpt2.layer_norm_epsilon)
     self.head = nn.Linear(self.num_patches * d, output_len * out_channels)
@@ -311,15 +362,19 @@ class STLink(nn.Module):
     self.register_buffer("last_step", last, persistent=False)
     offsets = torch.tensor(input_offsets, dtype=torch.float32)[last]
     self.register_buffer("time_pos", offsets.repeat(num_nodes), persistent=False)  # token s -> patch s % P
-    self.register_buffer("token_node", torch.arange(num_nodes).repeat_interleave(self.num_patches),
-                         persistent=False)
+    self.register_buffer(
+      "token_node", torch.arange(num_nodes).repeat_interleave(self.num_patches), persistent=False
+    )
 
   def rotary(self):
     """The rotation of every token (computed once per forward, shared by all blocks)."""
     hd = self.h[0].attn.head_dim
     td, sd = self.temporal_dims, hd - self.temporal_dims
-    time_angles = self.time_pos[:, None] * rope_frequencies(td, self.rope_base).to(self.time_pos.device) if td else \
-        self.time_pos.new_zeros(len(self.time_pos), 0)
+    time_angles = (
+      self.time_pos[:, None] * rope_frequencies(td, self.rope_base).to(self.time_pos.device)
+      if td
+      else self.time_pos.new_zeros(len(self.time_pos), 0)
+    )
     if sd:
       phases = self.node_phases(self.node_emb) * rope_frequencies(sd, self.rope_base).to(self.node_emb.device)
       space_angles = phases[self.token_node]
@@ -338,10 +393,15 @@ class STLink(nn.Module):
     tod, dow = batch["tod"][:, self.last_step], batch["dow"][:, self.last_step]
     tod_idx = torch.clamp((tod * self.steps_per_day).floor().long(), 0, self.steps_per_day - 1)
     e = self.node_emb.shape[1]
-    feats = torch.cat([patches,
-                       self.time_day[tod_idx][:, None].expand(b, n, p, e),
-                       self.time_week[torch.clamp(dow.long(), 0, 6)][:, None].expand(b, n, p, e),
-                       self.node_emb[None, :, None].expand(b, n, p, e)], dim=-1)
+    feats = torch.cat(
+      [
+        patches,
+        self.time_day[tod_idx][:, None].expand(b, n, p, e),
+        self.time_week[torch.clamp(dow.long(), 0, 6)][:, None].expand(b, n, p, e),
+        self.node_emb[None, :, None].expand(b, n, p, e),
+      ],
+      dim=-1,
+    )
     h = self.token_embedding(feats).reshape(b, n * p, -1)
     if self.se_attention:
       rotary = self.rotary()
@@ -364,9 +424,13 @@ class STLink(nn.Module):
     """torch name -> (stjax path, layout) for `weights.load_stjax_params`."""
     from benchmarks.torch_reference import weights
 
-    m = {"time_day": ("params/calendar/time_day", "same"), "time_week": ("params/calendar/time_week", "same"),
-         "node_emb": ("params/nodes/node_emb", "same"), "ln_f.weight": ("params/llm/ln_f/scale", "same"),
-         "ln_f.bias": ("params/llm/ln_f/bias", "same")}
+    m = {
+      "time_day": ("params/calendar/time_day", "same"),
+      "time_week": ("params/calendar/time_week", "same"),
+      "node_emb": ("params/nodes/node_emb", "same"),
+      "ln_f.weight": ("params/llm/ln_f/scale", "same"),
+      "ln_f.bias": ("params/llm/ln_f/bias", "same"),
+    }
     m.update(weights.dense_map("token_embedding", "params/token_embedding"))
     m.update(weights.dense_map("head", "params/head"))
     if self.norm is not None and self.norm.affine:
@@ -376,8 +440,13 @@ class STLink(nn.Module):
       m.update(weights.dense_map("node_phases", "params/rotary/node_phases/scale"))
     if not self.se_attention:
       m["wpe"] = ("params/llm/wpe/embedding", "same")
-    m.update({k: v for k, v in weights.gpt2_block_map("", "params/llm", len(self.h)).items()
-              if not k.startswith("ln_f")})
+    m.update(
+      {
+        k: v
+        for k, v in weights.gpt2_block_map("", "params/llm", len(self.h)).items()
+        if not k.startswith("ln_f")
+      }
+    )
     for i in self.mrffn_layers:
       m.update(mrffn_map(f"h.{i}.extra_ffn", f"params/llm/h_{i}/extra_ffn", f"memory/llm/h_{i}/extra_ffn"))
     return m
@@ -406,16 +475,36 @@ def from_config(mc, spec, kernels=None) -> STLink:
     raise ValueError("torch reference: node_emb_init must be xavier (weights are copied from stjax anyway)")
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=False)
   dense = (kernels or Kernels()).experts == "dense"
-  mrffn_kwargs = dict(memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
-                      tau=mc.memory_tau, alpha=mc.memory_alpha, num_experts=mc.num_experts,
-                      expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden, aux_weight=mc.moe_aux_weight,
-                      # torch's per-expert loop against stjax's grouped kernels; dense where stjax's are.
-                      dispatch="dense" if dense else "loop")
+  mrffn_kwargs = dict(
+    memory_size=mc.memory_size,
+    key_dim=mc.memory_key_dim,
+    top_k=mc.memory_top_k,
+    tau=mc.memory_tau,
+    alpha=mc.memory_alpha,
+    num_experts=mc.num_experts,
+    expert_top_k=mc.expert_top_k,
+    expert_hidden=mc.expert_hidden,
+    aux_weight=mc.moe_aux_weight,
+    # torch's per-expert loop against stjax's grouped kernels; dense where stjax's are.
+    dispatch="dense" if dense else "loop",
+  )
   if mc.mrffn and mc.memory_reseed_after:
     raise ValueError("torch reference: memory_reseed_after > 0 is not built")
-  return STLink(num_nodes=spec.num_nodes, input_offsets=tuple(int(o) for o in spec.input_offsets),
-                in_channels=spec.in_channels, output_len=spec.output_len, out_channels=spec.out_channels,
-                steps_per_day=spec.steps_per_day, gpt2=gpt2, patch_len=mc.patch_len, embed_dim=mc.embed_dim,
-                se_attention=mc.se_attention, temporal_dims=mc.temporal_dims, rope_base=mc.rope_base,
-                mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (), mrffn_kwargs=mrffn_kwargs,
-                revin=mc.revin, revin_affine=mc.revin_affine)
+  return STLink(
+    num_nodes=spec.num_nodes,
+    input_offsets=tuple(int(o) for o in spec.input_offsets),
+    in_channels=spec.in_channels,
+    output_len=spec.output_len,
+    out_channels=spec.out_channels,
+    steps_per_day=spec.steps_per_day,
+    gpt2=gpt2,
+    patch_len=mc.patch_len,
+    embed_dim=mc.embed_dim,
+    se_attention=mc.se_attention,
+    temporal_dims=mc.temporal_dims,
+    rope_base=mc.rope_base,
+    mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (),
+    mrffn_kwargs=mrffn_kwargs,
+    revin=mc.revin,
+    revin_affine=mc.revin_affine,
+  )

@@ -23,13 +23,23 @@ from benchmarks.torch_reference import weights
 
 class STLLM(nn.Module):
   """Args:
-    num_nodes, input_len, in_channels, output_len, out_channels, steps_per_day: data shape.
-    gpt2: a stjax `GPT2Config` (width, heads, layers, dropouts); its HF twin is built.
-    token_features: D, width of each of the three embeddings (d / 3 in the paper).
+  num_nodes, input_len, in_channels, output_len, out_channels, steps_per_day: data shape.
+  gpt2: a stjax `GPT2Config` (width, heads, layers, dropouts); its HF twin is built.
+  token_features: D, width of each of the three embeddings (d / 3 in the paper).
   """
 
-  def __init__(self, *, num_nodes: int, input_len: int, in_channels: int, output_len: int, out_channels: int,
-               steps_per_day: int, gpt2, token_features: int):
+  def __init__(
+    self,
+    *,
+    num_nodes: int,
+    input_len: int,
+    in_channels: int,
+    output_len: int,
+    out_channels: int,
+    steps_per_day: int,
+    gpt2,
+    token_features: int,
+  ):
     super().__init__()
     self.steps_per_day, self.output_len, self.out_channels = steps_per_day, output_len, out_channels
     self.start = nn.Linear(input_len * (in_channels + 2), token_features)
@@ -63,8 +73,11 @@ class STLLM(nn.Module):
 
   def name_map(self) -> dict[str, tuple[str, str]]:
     """torch name -> (stjax path, layout) for `weights.load_stjax_params`."""
-    m = {"time_day": ("params/calendar/time_day", "same"), "time_week": ("params/calendar/time_week", "same"),
-         "node_emb": ("params/nodes/node_emb", "same")}
+    m = {
+      "time_day": ("params/calendar/time_day", "same"),
+      "time_week": ("params/calendar/time_week", "same"),
+      "node_emb": ("params/nodes/node_emb", "same"),
+    }
     m.update(weights.dense_map("start", "params/start_conv"))
     m.update(weights.dense_map("fusion", "params/feature_fusion"))
     m.update(weights.dense_map("head", "params/regression_layer"))
@@ -84,6 +97,13 @@ def from_config(mc, spec) -> STLLM:
   gpt2 = llm_config(mc, causal=mc.causal, use_wpe=True)
   if not mc.causal:
     raise ValueError("torch reference: ST-LLM is built with GPT-2's causal mask only")
-  return STLLM(num_nodes=spec.num_nodes, input_len=spec.input_len, in_channels=spec.in_channels,
-               output_len=spec.output_len, out_channels=spec.out_channels, steps_per_day=spec.steps_per_day,
-               gpt2=gpt2, token_features=mc.embed_dim)
+  return STLLM(
+    num_nodes=spec.num_nodes,
+    input_len=spec.input_len,
+    in_channels=spec.in_channels,
+    output_len=spec.output_len,
+    out_channels=spec.out_channels,
+    steps_per_day=spec.steps_per_day,
+    gpt2=gpt2,
+    token_features=mc.embed_dim,
+  )

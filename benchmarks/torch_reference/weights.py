@@ -72,8 +72,12 @@ def dense_map(torch_name: str, stjax_path: str, bias: bool = True) -> dict[str, 
   return m
 
 
-def load_stjax_params(model: torch.nn.Module, variables: Mapping[str, Any],
-                      name_map: Mapping[str, tuple[str, Layout]], unused: tuple[str, ...] = ()) -> None:
+def load_stjax_params(
+  model: torch.nn.Module,
+  variables: Mapping[str, Any],
+  name_map: Mapping[str, tuple[str, Layout]],
+  unused: tuple[str, ...] = (),
+) -> None:
   """Copies stjax `variables` ({"params": ..., other collections}) into `model` in place.
 
   Paths in `name_map` start with the collection ("params/llm/h_0/...", "memory/...").

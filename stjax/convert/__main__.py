@@ -1,9 +1,9 @@
 """`python -m stjax.convert`: Hugging Face GPT-2 / Llama / BERT -> stjax checkpoint, and back.
 
-    python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
-    python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
-    python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
-    python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
+python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
+python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
+python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
+python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from stjax.errors import cli_entry
 
 def _count(params) -> int:
   import numpy as np
+
   if isinstance(params, dict):
     return sum(_count(v) for v in params.values())
   return int(np.size(params))
@@ -24,40 +25,58 @@ def _count(params) -> int:
 def _describe(config) -> str:
   from stjax.models.backbones.bert import BertConfig
   from stjax.models.backbones.llama import LlamaConfig
+
   if isinstance(config, BertConfig):
-    return (f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
-            f"{config.num_attention_heads} heads, mlp {config.intermediate_size}, vocab {config.vocab_size}, "
-            f"positions {config.max_position_embeddings}, {config.type_vocab_size} token types")
+    return (
+      f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
+      f"{config.num_attention_heads} heads, mlp {config.intermediate_size}, vocab {config.vocab_size}, "
+      f"positions {config.max_position_embeddings}, {config.type_vocab_size} token types"
+    )
   if isinstance(config, LlamaConfig):
     rope = f"rope {config.rope_type} (theta {config.rope_theta:g}"
     rope += f", factor {config.rope_factor:g})" if config.rope_type == "llama3" else ")"
-    return (f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
-            f"{config.num_attention_heads} heads ({config.num_key_value_heads} K/V) of {config.head_dim}, "
-            f"mlp {config.intermediate_size}, vocab {config.vocab_size}, {rope}, "
-            f"{'tied' if config.tie_word_embeddings else 'untied'} embeddings")
-  return (f"{config.n_layer} layers, width {config.n_embd}, {config.n_head} heads, "
-          f"mlp {config.inner_dim}, vocab {config.vocab_size}, positions {config.n_positions}")
+    return (
+      f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
+      f"{config.num_attention_heads} heads ({config.num_key_value_heads} K/V) of {config.head_dim}, "
+      f"mlp {config.intermediate_size}, vocab {config.vocab_size}, {rope}, "
+      f"{'tied' if config.tie_word_embeddings else 'untied'} embeddings"
+    )
+  return (
+    f"{config.n_layer} layers, width {config.n_embd}, {config.n_head} heads, "
+    f"mlp {config.inner_dim}, vocab {config.vocab_size}, positions {config.n_positions}"
+  )
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m stjax.convert", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  gpt2 = sub.add_parser("gpt2", help="HF GPT-2 (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
+  gpt2 = sub.add_parser(
+    "gpt2", help="HF GPT-2 (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
+  )
   gpt2.add_argument("--source", required=True, help="hub id (e.g. gpt2) or local HF folder")
   gpt2.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
   gpt2.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  llama = sub.add_parser("llama", help="HF Llama (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
-  llama.add_argument("--source", required=True, help="hub id (e.g. meta-llama/Llama-3.2-1B) or local HF folder")
+  llama = sub.add_parser(
+    "llama", help="HF Llama (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
+  )
+  llama.add_argument(
+    "--source", required=True, help="hub id (e.g. meta-llama/Llama-3.2-1B) or local HF folder"
+  )
   llama.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
   llama.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  bert = sub.add_parser("bert", help="HF BERT (hub id or local folder) -> stjax checkpoint (orbax + config.json)")
+  bert = sub.add_parser(
+    "bert", help="HF BERT (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
+  )
   bert.add_argument("--source", required=True, help="hub id (e.g. bert-base-uncased) or local HF folder")
   bert.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
   bert.add_argument("--num-layers", type=int, default=None, help="keep only the first N layers")
-  export = sub.add_parser("export", help="stjax (or HF) GPT-2 / Llama / BERT -> HF folder (model.safetensors + config.json)")
-  export.add_argument("--source", required=True,
-                      help="stjax GPT-2/Llama/BERT checkpoint folder (or an HF folder / hub id)")
+  export = sub.add_parser(
+    "export", help="stjax (or HF) GPT-2 / Llama / BERT -> HF folder (model.safetensors + config.json)"
+  )
+  export.add_argument(
+    "--source", required=True, help="stjax GPT-2/Llama/BERT checkpoint folder (or an HF folder / hub id)"
+  )
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
   args = parser.parse_args(argv)
@@ -82,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
   else:
     from stjax.convert.backbones import load_backbone
     from stjax.models.backbones import backbone_name
+
     config, params = load_backbone(args.source, args.num_layers)  # GPT-2, Llama or BERT, by config.json
-    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama"), "bert": (hf_bert, "BERT")}[backbone_name(config)]
+    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama"), "bert": (hf_bert, "BERT")}[
+      backbone_name(config)
+    ]
     path = family[0].export(config, params, args.output)
     print(f"exported {args.source}: {family[1]}, {_describe(config)}")
     print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")

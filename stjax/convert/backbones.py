@@ -1,6 +1,6 @@
 """Pretrained backbones from files: which family a folder holds, and its weights.
 
-    config, params = load_backbone("gpt2" | "meta-llama/Llama-3.2-1B" | FOLDER, num_layers=6)
+config, params = load_backbone("gpt2" | "meta-llama/Llama-3.2-1B" | FOLDER, num_layers=6)
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from stjax.convert import hf_bert, hf_gpt2, hf_llama
 from stjax.convert.hf_common import read_config_json, resolve_folder
 from stjax.errors import UserError
 
-LOADERS = {"gpt2": hf_gpt2.load, "llama": hf_llama.load, "bert": hf_bert.load}  # family -> load(folder, num_layers)
+LOADERS = {
+  "gpt2": hf_gpt2.load,
+  "llama": hf_llama.load,
+  "bert": hf_bert.load,
+}  # family -> load(folder, num_layers)
 
 
 def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = None) -> tuple[Any, dict]:
@@ -31,10 +35,13 @@ def load_backbone(path_or_hub_id: str | os.PathLike, num_layers: int | None = No
 def family_of(folder: pathlib.Path) -> str:
   """'gpt2' | 'llama' | 'bert': the family of a model folder, from its config.json only (no weights read)."""
   config_path, meta = read_config_json(
-      folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)")
+    folder, "no config.json (expected a Hugging Face model folder or a stjax checkpoint)"
+  )
   fmt = meta.get("format")
-  name = fmt[len("stjax."):] if isinstance(fmt, str) and fmt.startswith("stjax.") else meta.get("model_type")
+  name = fmt[len("stjax.") :] if isinstance(fmt, str) and fmt.startswith("stjax.") else meta.get("model_type")
   if name not in LOADERS:
-    raise UserError(f"{config_path}: unsupported model (model_type={meta.get('model_type')!r}, "
-                    f"format={fmt!r}); supported backbones: {', '.join(sorted(LOADERS))}")
+    raise UserError(
+      f"{config_path}: unsupported model (model_type={meta.get('model_type')!r}, "
+      f"format={fmt!r}); supported backbones: {', '.join(sorted(LOADERS))}"
+    )
   return name

@@ -64,8 +64,9 @@ def is_stjax_checkpoint(folder: pathlib.Path, fmt: str = FORMAT) -> bool:
     return False
 
 
-def save(output: str | os.PathLike, config_fields: dict[str, Any], params: Any, source: str,
-         fmt: str = FORMAT) -> pathlib.Path:
+def save(
+  output: str | os.PathLike, config_fields: dict[str, Any], params: Any, source: str, fmt: str = FORMAT
+) -> pathlib.Path:
   """Writes `params` (nested dict of arrays) and the config to `output` atomically.
 
   `fmt` names the model family ("stjax.gpt2", "stjax.llama") in config.json.
@@ -74,8 +75,10 @@ def save(output: str | os.PathLike, config_fields: dict[str, Any], params: Any, 
 
   params = _to_numpy(params)
   with atomic_directory(output) as tmp:
-    (tmp / CONFIG_FILE).write_text(json.dumps(
-        {"format": fmt, "version": VERSION, "config": config_fields, "source": source}, indent=2) + "\n")
+    (tmp / CONFIG_FILE).write_text(
+      json.dumps({"format": fmt, "version": VERSION, "config": config_fields, "source": source}, indent=2)
+      + "\n"
+    )
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp / PARAMS_DIR, params)
     checkpointer.wait_until_finished()
@@ -93,8 +96,10 @@ def load(folder: str | os.PathLike, fmt: str = FORMAT) -> tuple[dict[str, Any], 
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"{meta_path}: unreadable stjax checkpoint config ({e})") from None
   if meta.get("format") != fmt or meta.get("version") != VERSION:
-    raise UserError(f"{meta_path}: not a {fmt} checkpoint of version {VERSION} "
-                    f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
+    raise UserError(
+      f"{meta_path}: not a {fmt} checkpoint of version {VERSION} "
+      f"(format={meta.get('format')!r}, version={meta.get('version')!r})"
+    )
   if not (folder / PARAMS_DIR).is_dir():
     raise UserError(f"{folder / PARAMS_DIR}: missing params checkpoint")
   params = ocp.StandardCheckpointer().restore(folder / PARAMS_DIR)

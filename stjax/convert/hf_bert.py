@@ -42,14 +42,19 @@ _linear_to_hf = _linear_to_stjax  # the transpose is its own inverse
 
 def _linear(hf: str, path: tuple[str, ...], out_dim, in_dim) -> tuple[Rule, Rule]:
   """The weight (transposed) and bias rules of one HF nn.Linear."""
-  return (Rule(f"{hf}.weight", path + ("kernel",), lambda c: (out_dim(c), in_dim(c)),
-               _linear_to_stjax, _linear_to_hf),
-          Rule(f"{hf}.bias", path + ("bias",), lambda c: (out_dim(c),)))
+  return (
+    Rule(
+      f"{hf}.weight", path + ("kernel",), lambda c: (out_dim(c), in_dim(c)), _linear_to_stjax, _linear_to_hf
+    ),
+    Rule(f"{hf}.bias", path + ("bias",), lambda c: (out_dim(c),)),
+  )
 
 
 def _layer_norm(hf: str, path: tuple[str, ...]) -> tuple[Rule, Rule]:
-  return (Rule(f"{hf}.weight", path + ("scale",), lambda c: (c.hidden_size,)),
-          Rule(f"{hf}.bias", path + ("bias",), lambda c: (c.hidden_size,)))
+  return (
+    Rule(f"{hf}.weight", path + ("scale",), lambda c: (c.hidden_size,)),
+    Rule(f"{hf}.bias", path + ("bias",), lambda c: (c.hidden_size,)),
+  )
 
 
 def _d(c: BertConfig) -> int:
@@ -62,24 +67,33 @@ def _mlp(c: BertConfig) -> int:
 
 # Shapes are HF's (Linear [out, in]).
 GLOBAL_RULES = (
-    Rule("embeddings.word_embeddings.weight", ("embeddings", "word_embeddings", "embedding"),
-         lambda c: (c.vocab_size, c.hidden_size)),
-    Rule("embeddings.position_embeddings.weight", ("embeddings", "position_embeddings", "embedding"),
-         lambda c: (c.max_position_embeddings, c.hidden_size)),
-    Rule("embeddings.token_type_embeddings.weight", ("embeddings", "token_type_embeddings", "embedding"),
-         lambda c: (c.type_vocab_size, c.hidden_size)),
-    *_layer_norm("embeddings.LayerNorm", ("embeddings", "LayerNorm")),
+  Rule(
+    "embeddings.word_embeddings.weight",
+    ("embeddings", "word_embeddings", "embedding"),
+    lambda c: (c.vocab_size, c.hidden_size),
+  ),
+  Rule(
+    "embeddings.position_embeddings.weight",
+    ("embeddings", "position_embeddings", "embedding"),
+    lambda c: (c.max_position_embeddings, c.hidden_size),
+  ),
+  Rule(
+    "embeddings.token_type_embeddings.weight",
+    ("embeddings", "token_type_embeddings", "embedding"),
+    lambda c: (c.type_vocab_size, c.hidden_size),
+  ),
+  *_layer_norm("embeddings.LayerNorm", ("embeddings", "LayerNorm")),
 )
 _L = "encoder.layer.{i}"
 BLOCK_RULES = (
-    *_linear(f"{_L}.attention.self.query", ("attention", "self", "query"), _d, _d),
-    *_linear(f"{_L}.attention.self.key", ("attention", "self", "key"), _d, _d),
-    *_linear(f"{_L}.attention.self.value", ("attention", "self", "value"), _d, _d),
-    *_linear(f"{_L}.attention.output.dense", ("attention", "output", "dense"), _d, _d),
-    *_layer_norm(f"{_L}.attention.output.LayerNorm", ("attention", "output", "LayerNorm")),
-    *_linear(f"{_L}.intermediate.dense", ("intermediate", "dense"), _mlp, _d),
-    *_linear(f"{_L}.output.dense", ("output", "dense"), _d, _mlp),
-    *_layer_norm(f"{_L}.output.LayerNorm", ("output", "LayerNorm")),
+  *_linear(f"{_L}.attention.self.query", ("attention", "self", "query"), _d, _d),
+  *_linear(f"{_L}.attention.self.key", ("attention", "self", "key"), _d, _d),
+  *_linear(f"{_L}.attention.self.value", ("attention", "self", "value"), _d, _d),
+  *_linear(f"{_L}.attention.output.dense", ("attention", "output", "dense"), _d, _d),
+  *_layer_norm(f"{_L}.attention.output.LayerNorm", ("attention", "output", "LayerNorm")),
+  *_linear(f"{_L}.intermediate.dense", ("intermediate", "dense"), _mlp, _d),
+  *_linear(f"{_L}.output.dense", ("output", "dense"), _d, _mlp),
+  *_layer_norm(f"{_L}.output.LayerNorm", ("output", "LayerNorm")),
 )
 # In HF BERT checkpoints but not weights of the trunk: task heads, the pooler, the positions buffer.
 IGNORED = re.compile(r"^(cls\..*|pooler\..*|embeddings\.position_ids)$")
@@ -107,10 +121,19 @@ def is_bert(folder: str | os.PathLike) -> bool:
   return isinstance(meta, dict) and (meta.get("format") == FORMAT or meta.get("model_type") == "bert")
 
 
-CONVERTER = Converter(name="BERT", config_cls=BertConfig, layers_field="num_hidden_layers",
-                      block_prefix="layer", global_rules=GLOBAL_RULES, block_rules=BLOCK_RULES,
-                      ignored=IGNORED, hf_prefix=HF_PREFIX, fmt=FORMAT, stjax_shape=_stjax_shape,
-                      rename=_rename)
+CONVERTER = Converter(
+  name="BERT",
+  config_cls=BertConfig,
+  layers_field="num_hidden_layers",
+  block_prefix="layer",
+  global_rules=GLOBAL_RULES,
+  block_rules=BLOCK_RULES,
+  ignored=IGNORED,
+  hf_prefix=HF_PREFIX,
+  fmt=FORMAT,
+  stjax_shape=_stjax_shape,
+  rename=_rename,
+)
 
 # The public API (see `Converter` for each): load(path_or_hub_id, num_layers=None) -> (BertConfig,
 # params) from a stjax BERT checkpoint, an HF folder or a hub id; convert(source, output,

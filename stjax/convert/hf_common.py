@@ -114,9 +114,10 @@ def download(repo_id: str) -> pathlib.Path:
       folder = pathlib.Path(snapshot_download(repo_id, allow_patterns=["config.json", weights_io.TORCH_BIN]))
   except LocalEntryNotFoundError:
     raise UserError(
-        f"{repo_id}: no local folder of that name, and the Hugging Face hub cannot be reached (offline or "
-        f"no network); download it where a network exists (`hf download {repo_id} --local-dir DIR`) "
-        "and pass the folder instead") from None
+      f"{repo_id}: no local folder of that name, and the Hugging Face hub cannot be reached (offline or "
+      f"no network); download it where a network exists (`hf download {repo_id} --local-dir DIR`) "
+      "and pass the folder instead"
+    ) from None
   except HFValidationError:
     raise UserError(f"{repo_id}: no such folder, and not a valid Hugging Face hub id") from None
   except HfHubHTTPError as e:
@@ -223,8 +224,10 @@ class Converter:
       config_path, meta = read_config_json(folder, "no config.json")
       return self._from_fields(meta.get("config"), config_path)
     config_path, hf_config = read_config_json(
-        folder, f"not a {self.name} model folder (no config.json; expected a Hugging Face "
-        f"{self.name} folder or a stjax checkpoint)")
+      folder,
+      f"not a {self.name} model folder (no config.json; expected a Hugging Face "
+      f"{self.name} folder or a stjax checkpoint)",
+    )
     return self.config_cls.from_hf(hf_config, source=str(config_path))
 
   def _from_fields(self, fields: Any, where: pathlib.Path) -> Any:
@@ -242,12 +245,14 @@ class Converter:
 
     source = weights_io.open_weights(folder)
     prefix = self.hf_prefix
-    names = {self.rename(n[len(prefix):] if n.startswith(prefix) else n): n for n in source.names}
+    names = {self.rename(n[len(prefix) :] if n.startswith(prefix) else n): n for n in source.names}
     known = {hf for hf, _, _ in self.rules(full)}
     unexpected = sorted(n for n in names if n not in known and not self.ignored.match(n))
     if unexpected:
-      raise UserError(f"{source.description}: unexpected tensors for a "
-                      f"{getattr(full, self.layers_field)}-layer {self.name}: {preview(unexpected)}")
+      raise UserError(
+        f"{source.description}: unexpected tensors for a "
+        f"{getattr(full, self.layers_field)}-layer {self.name}: {preview(unexpected)}"
+      )
     table = self.rules(config)
     missing = [hf for hf, _, _ in table if hf not in names]
     if missing:
@@ -255,8 +260,9 @@ class Converter:
     for hf, _, rule in table:
       got, want = tuple(source.shapes[names[hf]]), rule.shape(full)
       if got != want:
-        raise UserError(f"{source.description}: tensor {hf} has shape {got}, but {config_path.name} "
-                        f"implies {want}")
+        raise UserError(
+          f"{source.description}: tensor {hf} has shape {got}, but {config_path.name} implies {want}"
+        )
     params: dict = {}
     for hf, path, rule in table:
       set_path(params, path, rule.to_stjax(source.read(names[hf])))
@@ -287,8 +293,9 @@ class Converter:
       set_path(params, path, rule.to_stjax(value))
     return params
 
-  def convert(self, source: str | os.PathLike, output: str | os.PathLike,
-              num_layers: int | None = None) -> tuple[Any, dict, pathlib.Path]:
+  def convert(
+    self, source: str | os.PathLike, output: str | os.PathLike, num_layers: int | None = None
+  ) -> tuple[Any, dict, pathlib.Path]:
     """Pretrained model (see `load`) -> stjax checkpoint folder at `output` (atomic)."""
     config, params = self.load(source, num_layers)
     path = checkpoint_io.save(output, geometry_of(config), params, source=str(source), fmt=self.fmt)
@@ -306,8 +313,9 @@ class Converter:
       try:
         value = np.asarray(get_path(params, path))
       except KeyError:
-        raise UserError(f"params: missing {'/'.join(path)} for a {getattr(config, self.layers_field)}-layer "
-                        f"{self.name}") from None
+        raise UserError(
+          f"params: missing {'/'.join(path)} for a {getattr(config, self.layers_field)}-layer {self.name}"
+        ) from None
       want = self.stjax_shape(rule, config)
       if value.shape != want:
         raise UserError(f"params: {'/'.join(path)} has shape {value.shape}, expected {want}")

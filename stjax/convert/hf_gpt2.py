@@ -24,32 +24,40 @@ from stjax.models.backbones.gpt2 import GPT2Config
 # HF Conv1D stores kernels as [in, out], which is exactly LoRADense's layout: no transpose, and
 # c_attn stays fused q|k|v (split inside GPT2Attention.qkv). The hooks only fix the dtype.
 GLOBAL_RULES = (
-    Rule("wte.weight", ("wte", "embedding"), lambda c: (c.vocab_size, c.n_embd)),
-    Rule("wpe.weight", ("wpe", "embedding"), lambda c: (c.n_positions, c.n_embd)),
-    Rule("ln_f.weight", ("ln_f", "scale"), lambda c: (c.n_embd,)),
-    Rule("ln_f.bias", ("ln_f", "bias"), lambda c: (c.n_embd,)),
+  Rule("wte.weight", ("wte", "embedding"), lambda c: (c.vocab_size, c.n_embd)),
+  Rule("wpe.weight", ("wpe", "embedding"), lambda c: (c.n_positions, c.n_embd)),
+  Rule("ln_f.weight", ("ln_f", "scale"), lambda c: (c.n_embd,)),
+  Rule("ln_f.bias", ("ln_f", "bias"), lambda c: (c.n_embd,)),
 )
 BLOCK_RULES = (
-    Rule("h.{i}.ln_1.weight", ("ln_1", "scale"), lambda c: (c.n_embd,)),
-    Rule("h.{i}.ln_1.bias", ("ln_1", "bias"), lambda c: (c.n_embd,)),
-    Rule("h.{i}.attn.c_attn.weight", ("attn", "c_attn", "kernel"), lambda c: (c.n_embd, 3 * c.n_embd)),
-    Rule("h.{i}.attn.c_attn.bias", ("attn", "c_attn", "bias"), lambda c: (3 * c.n_embd,)),
-    Rule("h.{i}.attn.c_proj.weight", ("attn", "c_proj", "kernel"), lambda c: (c.n_embd, c.n_embd)),
-    Rule("h.{i}.attn.c_proj.bias", ("attn", "c_proj", "bias"), lambda c: (c.n_embd,)),
-    Rule("h.{i}.ln_2.weight", ("ln_2", "scale"), lambda c: (c.n_embd,)),
-    Rule("h.{i}.ln_2.bias", ("ln_2", "bias"), lambda c: (c.n_embd,)),
-    Rule("h.{i}.mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), lambda c: (c.n_embd, c.inner_dim)),
-    Rule("h.{i}.mlp.c_fc.bias", ("mlp", "c_fc", "bias"), lambda c: (c.inner_dim,)),
-    Rule("h.{i}.mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), lambda c: (c.inner_dim, c.n_embd)),
-    Rule("h.{i}.mlp.c_proj.bias", ("mlp", "c_proj", "bias"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.ln_1.weight", ("ln_1", "scale"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.ln_1.bias", ("ln_1", "bias"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.attn.c_attn.weight", ("attn", "c_attn", "kernel"), lambda c: (c.n_embd, 3 * c.n_embd)),
+  Rule("h.{i}.attn.c_attn.bias", ("attn", "c_attn", "bias"), lambda c: (3 * c.n_embd,)),
+  Rule("h.{i}.attn.c_proj.weight", ("attn", "c_proj", "kernel"), lambda c: (c.n_embd, c.n_embd)),
+  Rule("h.{i}.attn.c_proj.bias", ("attn", "c_proj", "bias"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.ln_2.weight", ("ln_2", "scale"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.ln_2.bias", ("ln_2", "bias"), lambda c: (c.n_embd,)),
+  Rule("h.{i}.mlp.c_fc.weight", ("mlp", "c_fc", "kernel"), lambda c: (c.n_embd, c.inner_dim)),
+  Rule("h.{i}.mlp.c_fc.bias", ("mlp", "c_fc", "bias"), lambda c: (c.inner_dim,)),
+  Rule("h.{i}.mlp.c_proj.weight", ("mlp", "c_proj", "kernel"), lambda c: (c.inner_dim, c.n_embd)),
+  Rule("h.{i}.mlp.c_proj.bias", ("mlp", "c_proj", "bias"), lambda c: (c.n_embd,)),
 )
 # Present in some HF checkpoints, not weights of GPT2Model: causal-mask buffers, the tied LM head.
 IGNORED = re.compile(r"^(h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight)$")
 HF_PREFIX = "transformer."  # GPT2LMHeadModel & co. save the trunk under this prefix
 
-CONVERTER = Converter(name="GPT-2", config_cls=GPT2Config, layers_field="n_layer", block_prefix="h",
-                      global_rules=GLOBAL_RULES, block_rules=BLOCK_RULES, ignored=IGNORED,
-                      hf_prefix=HF_PREFIX, fmt=checkpoint_io.FORMAT)
+CONVERTER = Converter(
+  name="GPT-2",
+  config_cls=GPT2Config,
+  layers_field="n_layer",
+  block_prefix="h",
+  global_rules=GLOBAL_RULES,
+  block_rules=BLOCK_RULES,
+  ignored=IGNORED,
+  hf_prefix=HF_PREFIX,
+  fmt=checkpoint_io.FORMAT,
+)
 
 # The public API (see `Converter` for each): load(path_or_hub_id, num_layers=None) -> (GPT2Config,
 # params) from a stjax checkpoint, an HF folder or a hub id ("gpt2"); convert(source, output,

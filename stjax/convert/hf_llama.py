@@ -56,20 +56,23 @@ def _mlp(c: LlamaConfig) -> int:
 
 # Shapes are HF's (Linear [out, in]).
 GLOBAL_RULES = (
-    Rule("embed_tokens.weight", ("embed_tokens", "embedding"), lambda c: (c.vocab_size, c.hidden_size)),
-    Rule("norm.weight", ("norm", "scale"), lambda c: (c.hidden_size,)),
+  Rule("embed_tokens.weight", ("embed_tokens", "embedding"), lambda c: (c.vocab_size, c.hidden_size)),
+  Rule("norm.weight", ("norm", "scale"), lambda c: (c.hidden_size,)),
 )
 BLOCK_RULES = (
-    Rule("layers.{i}.input_layernorm.weight", ("input_layernorm", "scale"), lambda c: (c.hidden_size,)),
-    _linear("layers.{i}.self_attn.q_proj.weight", ("self_attn", "q_proj"), _q, _d),
-    _linear("layers.{i}.self_attn.k_proj.weight", ("self_attn", "k_proj"), _kv, _d),
-    _linear("layers.{i}.self_attn.v_proj.weight", ("self_attn", "v_proj"), _kv, _d),
-    _linear("layers.{i}.self_attn.o_proj.weight", ("self_attn", "o_proj"), _d, _q),
-    Rule("layers.{i}.post_attention_layernorm.weight", ("post_attention_layernorm", "scale"),
-         lambda c: (c.hidden_size,)),
-    _linear("layers.{i}.mlp.gate_proj.weight", ("mlp", "gate_proj"), _mlp, _d),
-    _linear("layers.{i}.mlp.up_proj.weight", ("mlp", "up_proj"), _mlp, _d),
-    _linear("layers.{i}.mlp.down_proj.weight", ("mlp", "down_proj"), _d, _mlp),
+  Rule("layers.{i}.input_layernorm.weight", ("input_layernorm", "scale"), lambda c: (c.hidden_size,)),
+  _linear("layers.{i}.self_attn.q_proj.weight", ("self_attn", "q_proj"), _q, _d),
+  _linear("layers.{i}.self_attn.k_proj.weight", ("self_attn", "k_proj"), _kv, _d),
+  _linear("layers.{i}.self_attn.v_proj.weight", ("self_attn", "v_proj"), _kv, _d),
+  _linear("layers.{i}.self_attn.o_proj.weight", ("self_attn", "o_proj"), _d, _q),
+  Rule(
+    "layers.{i}.post_attention_layernorm.weight",
+    ("post_attention_layernorm", "scale"),
+    lambda c: (c.hidden_size,),
+  ),
+  _linear("layers.{i}.mlp.gate_proj.weight", ("mlp", "gate_proj"), _mlp, _d),
+  _linear("layers.{i}.mlp.up_proj.weight", ("mlp", "up_proj"), _mlp, _d),
+  _linear("layers.{i}.mlp.down_proj.weight", ("mlp", "down_proj"), _d, _mlp),
 )
 # In some HF checkpoints but not weights of the trunk: the LM head, old rotary buffers.
 IGNORED = re.compile(r"^(lm_head\.weight|layers\.\d+\.self_attn\.rotary_emb\.inv_freq)$")
@@ -82,9 +85,18 @@ def _stjax_shape(rule: Rule, config: LlamaConfig) -> tuple[int, ...]:
   return want[::-1] if rule.to_stjax is _linear_to_stjax else want
 
 
-CONVERTER = Converter(name="Llama", config_cls=LlamaConfig, layers_field="num_hidden_layers",
-                      block_prefix="layers", global_rules=GLOBAL_RULES, block_rules=BLOCK_RULES,
-                      ignored=IGNORED, hf_prefix=HF_PREFIX, fmt=FORMAT, stjax_shape=_stjax_shape)
+CONVERTER = Converter(
+  name="Llama",
+  config_cls=LlamaConfig,
+  layers_field="num_hidden_layers",
+  block_prefix="layers",
+  global_rules=GLOBAL_RULES,
+  block_rules=BLOCK_RULES,
+  ignored=IGNORED,
+  hf_prefix=HF_PREFIX,
+  fmt=FORMAT,
+  stjax_shape=_stjax_shape,
+)
 
 # The public API (see `Converter` for each): load(path_or_hub_id, num_layers=None) -> (LlamaConfig,
 # params) from a stjax Llama checkpoint, an HF folder or a hub id ("meta-llama/Llama-3.2-1B"; gated

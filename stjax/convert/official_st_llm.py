@@ -41,13 +41,10 @@ import collections
 import dataclasses
 import os
 import pathlib
-import pickle
 import re
 import shutil
-import struct
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -68,8 +65,16 @@ GPT2_WIDTHS = (768, 1024, 1280, 1600)
 IGNORED = re.compile(r"^gpt\.gpt2\.h\.\d+\.attn\.(bias|masked_bias)$")
 # Keys of a Hugging Face GPT-2 checkpoint (GPT2Model or GPT2LMHeadModel) - the wrong file here.
 _HF_GPT2 = re.compile(r"^(transformer\.)?(wte|wpe|ln_f|h\.\d+\.(ln_1|ln_2|attn|mlp))\.|^lm_head\.weight$")
-_ANCHORS = ("node_emb", "Temb.time_day", "start_conv.weight", "feature_fusion.weight", "regression_layer.weight",
-            GPT_PREFIX + "wte.weight", GPT_PREFIX + "wpe.weight", GPT_PREFIX + "h.0.mlp.c_fc.weight")
+_ANCHORS = (
+  "node_emb",
+  "Temb.time_day",
+  "start_conv.weight",
+  "feature_fusion.weight",
+  "regression_layer.weight",
+  GPT_PREFIX + "wte.weight",
+  GPT_PREFIX + "wpe.weight",
+  GPT_PREFIX + "h.0.mlp.c_fc.weight",
+)
 
 Hook = Callable[[np.ndarray], np.ndarray]
 
@@ -78,16 +83,16 @@ Hook = Callable[[np.ndarray], np.ndarray]
 class Geometry:
   """Sizes an official checkpoint implies (all from tensor shapes, except input_dim)."""
 
-  num_nodes: int       # N: node_emb rows (= GPT-2 positions used)
-  input_len: int       # T_in: start_conv inputs / input_dim
-  output_len: int      # T_out: regression_layer outputs (one per horizon)
-  input_dim: int       # official x channels (3: value, tod fraction, dow)
-  steps_per_day: int   # T_d: time_day rows
-  embed_dim: int       # D = gpt_channel
-  n_embd: int          # d = GPT-2 width
-  llm_layers: int      # GPT-2 blocks kept
-  vocab_size: int      # wte rows (unused in the forward)
-  n_positions: int     # wpe rows
+  num_nodes: int  # N: node_emb rows (= GPT-2 positions used)
+  input_len: int  # T_in: start_conv inputs / input_dim
+  output_len: int  # T_out: regression_layer outputs (one per horizon)
+  input_dim: int  # official x channels (3: value, tod fraction, dow)
+  steps_per_day: int  # T_d: time_day rows
+  embed_dim: int  # D = gpt_channel
+  n_embd: int  # d = GPT-2 width
+  llm_layers: int  # GPT-2 blocks kept
+  vocab_size: int  # wte rows (unused in the forward)
+  n_positions: int  # wpe rows
 
   @property
   def in_channels(self) -> int:
@@ -95,27 +100,46 @@ class Geometry:
     return self.input_dim - 2
 
   def gpt2_config(self, n_head: int = 1) -> GPT2Config:
-    return GPT2Config(vocab_size=self.vocab_size, n_positions=self.n_positions, n_embd=self.n_embd,
-                      n_layer=self.llm_layers, n_head=n_head)
+    return GPT2Config(
+      vocab_size=self.vocab_size,
+      n_positions=self.n_positions,
+      n_embd=self.n_embd,
+      n_layer=self.llm_layers,
+      n_head=n_head,
+    )
 
   def data_spec(self):
     """A stjax DataSpec of this shape (no adjacency; target channel "value")."""
     from stjax.data.windows import DataSpec
 
-    return DataSpec(num_nodes=self.num_nodes, input_len=self.input_len, output_len=self.output_len,
-                    in_channels=self.in_channels, out_channels=1,
-                    input_offsets=tuple(range(1 - self.input_len, 1)),
-                    output_offsets=tuple(range(1, self.output_len + 1)),
-                    steps_per_day=self.steps_per_day, adjacency=None, channel_names=("value",))
+    return DataSpec(
+      num_nodes=self.num_nodes,
+      input_len=self.input_len,
+      output_len=self.output_len,
+      in_channels=self.in_channels,
+      out_channels=1,
+      input_offsets=tuple(range(1 - self.input_len, 1)),
+      output_offsets=tuple(range(1, self.output_len + 1)),
+      steps_per_day=self.steps_per_day,
+      adjacency=None,
+      channel_names=("value",),
+    )
 
   def check_spec(self, spec, where: str = "data") -> None:
     """UserError when a dataset's DataSpec cannot feed this checkpoint."""
-    want = {"num_nodes": self.num_nodes, "input_len": self.input_len, "output_len": self.output_len,
-            "in_channels": self.in_channels, "out_channels": 1, "steps_per_day": self.steps_per_day}
+    want = {
+      "num_nodes": self.num_nodes,
+      "input_len": self.input_len,
+      "output_len": self.output_len,
+      "in_channels": self.in_channels,
+      "out_channels": 1,
+      "steps_per_day": self.steps_per_day,
+    }
     for field, value in want.items():
       if getattr(spec, field) != value:
-        raise UserError(f"{where}: {field} is {getattr(spec, field)} but the official checkpoint was trained "
-                        f"with {value}")
+        raise UserError(
+          f"{where}: {field} is {getattr(spec, field)} but the official checkpoint was trained with {value}"
+        )
 
 
 class Entry(NamedTuple):
@@ -163,24 +187,37 @@ def name_table(geometry: Geometry) -> list[Entry]:
   perm = start_conv_rows(t_in, c)
   inverse = np.argsort(perm)
   table = [
-      Entry("node_emb", ("nodes", "node_emb"), (n, d_), _copy, _copy),
-      Entry("Temb.time_day", ("calendar", "time_day"), (g.steps_per_day, d_), _copy, _copy),
-      Entry("Temb.time_week", ("calendar", "time_week"), (7, d_), _copy, _copy),
-      Entry("start_conv.weight", ("start_conv", "kernel"), (d_, c * t_in, 1, 1),
-            lambda w: np.ascontiguousarray(w[:, perm, 0, 0].T),
-            lambda k: np.ascontiguousarray(k[inverse].T[:, :, None, None])),
-      Entry("start_conv.bias", ("start_conv", "bias"), (d_,), _copy, _copy),
+    Entry("node_emb", ("nodes", "node_emb"), (n, d_), _copy, _copy),
+    Entry("Temb.time_day", ("calendar", "time_day"), (g.steps_per_day, d_), _copy, _copy),
+    Entry("Temb.time_week", ("calendar", "time_week"), (7, d_), _copy, _copy),
+    Entry(
+      "start_conv.weight",
+      ("start_conv", "kernel"),
+      (d_, c * t_in, 1, 1),
+      lambda w: np.ascontiguousarray(w[:, perm, 0, 0].T),
+      lambda k: np.ascontiguousarray(k[inverse].T[:, :, None, None]),
+    ),
+    Entry("start_conv.bias", ("start_conv", "bias"), (d_,), _copy, _copy),
   ]
   cfg = g.gpt2_config()
-  gpt = [Entry(GPT_PREFIX + hf, (LLM_KEY,) + path, rule.shape(cfg), _copy, _copy)
-         for hf, path, rule in hf_gpt2.rules(cfg)]
+  gpt = [
+    Entry(GPT_PREFIX + hf, (LLM_KEY,) + path, rule.shape(cfg), _copy, _copy)
+    for hf, path, rule in hf_gpt2.rules(cfg)
+  ]
   table += sorted(gpt, key=lambda e: e.path[1] == "ln_f")  # GPT2Model registers ln_f after the blocks
   table += [
-      Entry("feature_fusion.weight", ("feature_fusion", "kernel"), (d, 3 * d_, 1, 1), _conv_to_dense, _dense_to_conv),
-      Entry("feature_fusion.bias", ("feature_fusion", "bias"), (d,), _copy, _copy),
-      Entry("regression_layer.weight", ("regression_layer", "kernel"), (g.output_len, d, 1, 1), _conv_to_dense,
-            _dense_to_conv),
-      Entry("regression_layer.bias", ("regression_layer", "bias"), (g.output_len,), _copy, _copy),
+    Entry(
+      "feature_fusion.weight", ("feature_fusion", "kernel"), (d, 3 * d_, 1, 1), _conv_to_dense, _dense_to_conv
+    ),
+    Entry("feature_fusion.bias", ("feature_fusion", "bias"), (d,), _copy, _copy),
+    Entry(
+      "regression_layer.weight",
+      ("regression_layer", "kernel"),
+      (g.output_len, d, 1, 1),
+      _conv_to_dense,
+      _dense_to_conv,
+    ),
+    Entry("regression_layer.bias", ("regression_layer", "bias"), (g.output_len,), _copy, _copy),
   ]
   return table
 
@@ -195,36 +232,6 @@ def stjax_shape(entry: Entry) -> tuple[int, ...]:
 # Reading a checkpoint file (no code execution).
 
 
-class _CheckedUnpickler(weights_io._WeightsOnlyUnpickler):  # private, same package
-  """weights_io's weights-only unpickler with tensor views bounds-checked against their storage."""
-
-  def find_class(self, module: str, name: str):
-    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-      return _checked_rebuild
-    return super().find_class(module, name)
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[2], str)):
-      raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.60}")
-    if pid[1] not in weights_io._STORAGE_DTYPES and pid[1] != "BFloat16Storage":
-      raise pickle.UnpicklingError(f"unknown storage type {pid[1]!r:.40}")
-    return super().persistent_load(pid)
-
-
-def _checked_rebuild(storage, offset, size, stride, *unused) -> np.ndarray:
-  """A strided view of a flat storage, refused when it would reach outside the storage."""
-  if not isinstance(storage, np.ndarray):
-    raise pickle.UnpicklingError("tensor without a storage")
-  ints = (offset, *size, *stride)
-  if not all(isinstance(i, int) and i >= 0 for i in ints) or len(size) != len(stride):
-    raise pickle.UnpicklingError(f"bad tensor layout (offset {offset!r:.20}, size {size!r:.40}, "
-                                 f"stride {stride!r:.40})")
-  if int(np.prod(size)) and offset + sum((s - 1) * st for s, st in zip(size, stride)) >= storage.size:
-    raise pickle.UnpicklingError(f"tensor of size {tuple(size)} reaches past its storage of {storage.size} "
-                                 "elements (truncated or corrupt data)")
-  return weights_io._rebuild_tensor(storage, offset, size, stride, *unused)
-
-
 def _read_pth(path: pathlib.Path) -> dict[str, Any]:
   with open(path, "rb") as f:
     head = f.read(4)
@@ -234,23 +241,12 @@ def _read_pth(path: pathlib.Path) -> dict[str, Any]:
     if head.startswith(b"PK"):
       raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
     if head[:1] == b"\x80":
-      raise UserError(f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code). "
-                      "Re-save it with torch>=1.6 torch.save")
+      raise UserError(
+        f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code). "
+        "Re-save it with torch>=1.6 torch.save"
+      )
     raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
-  try:
-    with zipfile.ZipFile(path) as archive:
-      pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-      if not pkl:
-        raise UserError(f"{path}: no data.pkl inside; not a torch checkpoint")
-      prefix = pkl[0].rsplit("/", 1)[0] if "/" in pkl[0] else ""
-      with archive.open(pkl[0]) as f:
-        state = _CheckedUnpickler(f, archive, prefix).load()
-  except pickle.UnpicklingError as e:
-    raise UserError(f"{path}: {e}") from None
-  except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, TypeError, IndexError, AttributeError,
-          OverflowError, MemoryError, struct.error, RecursionError) as e:
-    raise UserError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-  return state
+  return weights_io.read_torch_state(path)
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, Any]:
@@ -269,18 +265,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if path.is_dir():
     hint = ""
     if (path / "config.json").is_file():
-      hint = " (it looks like a Hugging Face model folder: that is GPT-2, set config.model.pretrained instead)"
-    raise UserError(f"{path}: expected an official ST-LLM checkpoint file (best_model.pth), found a folder{hint}")
+      hint = (
+        " (it looks like a Hugging Face model folder: that is GPT-2, set config.model.pretrained instead)"
+      )
+    raise UserError(
+      f"{path}: expected an official ST-LLM checkpoint file (best_model.pth), found a folder{hint}"
+    )
   if not path.is_file():
     raise UserError(f"{path}: no such file")
   state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pth(path)
   if not isinstance(state, Mapping):
-    raise UserError(f"{path}: expected a state dict (torch.save(model.state_dict())), found {type(state).__name__}")
+    raise UserError(
+      f"{path}: expected a state dict (torch.save(model.state_dict())), found {type(state).__name__}"
+    )
   out: dict[str, np.ndarray] = collections.OrderedDict()
   for key, value in state.items():
     if not isinstance(value, np.ndarray):
-      kind = "a nested dict (a training checkpoint, not model.state_dict())" if isinstance(value, Mapping) \
-          else type(value).__name__
+      kind = (
+        "a nested dict (a training checkpoint, not model.state_dict())"
+        if isinstance(value, Mapping)
+        else type(value).__name__
+      )
       raise UserError(f"{path}: entry {key!r} is {kind}; expected a state dict of tensors")
     out[str(key)] = value
   if not out:
@@ -294,29 +299,41 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _strip_module_prefix(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   if tensors and all(k.startswith("module.") for k in tensors):
-    return collections.OrderedDict((k[len("module."):], v) for k, v in tensors.items())
+    return collections.OrderedDict((k[len("module.") :], v) for k, v in tensors.items())
   return collections.OrderedDict(tensors)
 
 
-def infer_geometry(tensors: Mapping[str, np.ndarray], source: str = "state dict",
-                   input_dim: int = INPUT_DIM) -> Geometry:
+def infer_geometry(
+  tensors: Mapping[str, np.ndarray], source: str = "state dict", input_dim: int = INPUT_DIM
+) -> Geometry:
   """The geometry an official state dict implies (see the module docstring); UserError otherwise."""
   keys = list(tensors)
   if not keys:
     raise UserError(f"{source}: empty state dict")
   if "node_emb" not in tensors and not any(k.startswith(GPT_PREFIX) for k in keys):
     if any(_HF_GPT2.match(k) for k in keys):
-      raise UserError(f"{source}: this is a GPT-2 (Hugging Face) checkpoint, not an official ST-LLM state dict; "
-                      "pretrained GPT-2 goes to config.model.pretrained")
-    raise UserError(f"{source}: not an official ST-LLM state dict (no node_emb or {GPT_PREFIX}* tensors; "
-                    f"first key {keys[0]!r})")
+      raise UserError(
+        f"{source}: this is a GPT-2 (Hugging Face) checkpoint, not an official ST-LLM state dict; "
+        "pretrained GPT-2 goes to config.model.pretrained"
+      )
+    raise UserError(
+      f"{source}: not an official ST-LLM state dict (no node_emb or {GPT_PREFIX}* tensors; "
+      f"first key {keys[0]!r})"
+    )
   for key in _ANCHORS:
     if key not in tensors:
       raise UserError(f"{source}: missing tensor {key}")
   shape = {k: tuple(np.shape(tensors[k])) for k in _ANCHORS}
-  for key, ndim in (("node_emb", 2), ("Temb.time_day", 2), ("start_conv.weight", 4), ("feature_fusion.weight", 4),
-                    ("regression_layer.weight", 4), (GPT_PREFIX + "wte.weight", 2), (GPT_PREFIX + "wpe.weight", 2),
-                    (GPT_PREFIX + "h.0.mlp.c_fc.weight", 2)):
+  for key, ndim in (
+    ("node_emb", 2),
+    ("Temb.time_day", 2),
+    ("start_conv.weight", 4),
+    ("feature_fusion.weight", 4),
+    ("regression_layer.weight", 4),
+    (GPT_PREFIX + "wte.weight", 2),
+    (GPT_PREFIX + "wpe.weight", 2),
+    (GPT_PREFIX + "h.0.mlp.c_fc.weight", 2),
+  ):
     if len(shape[key]) != ndim:
       raise UserError(f"{source}: tensor {key} has shape {shape[key]}, expected {ndim} dimensions")
   n, d_ = shape["node_emb"]
@@ -325,18 +342,33 @@ def infer_geometry(tensors: Mapping[str, np.ndarray], source: str = "state dict"
   if input_dim < 3:
     raise UserError(f"input_dim: must be >= 3 (value, tod, dow), got {input_dim}")
   if features % input_dim:
-    raise UserError(f"{source}: tensor start_conv.weight has {features} input features, not a multiple of "
-                    f"input_dim={input_dim}")
-  blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(re.escape(GPT_PREFIX) + r"h\.(\d+)\.", k))})
+    raise UserError(
+      f"{source}: tensor start_conv.weight has {features} input features, not a multiple of "
+      f"input_dim={input_dim}"
+    )
+  blocks = sorted(
+    {int(m.group(1)) for k in keys if (m := re.match(re.escape(GPT_PREFIX) + r"h\.(\d+)\.", k))}
+  )
   if blocks != list(range(len(blocks))):
     raise UserError(f"{source}: GPT-2 blocks {blocks} are not numbered 0..{len(blocks) - 1}")
   inner = shape[GPT_PREFIX + "h.0.mlp.c_fc.weight"][1]
   if inner != 4 * d:
-    raise UserError(f"{source}: tensor {GPT_PREFIX}h.0.mlp.c_fc.weight has MLP width {inner}; stjax's GPT-2 "
-                    f"(and ST-LLM) uses 4 x {d}")
-  geometry = Geometry(num_nodes=n, input_len=features // input_dim, output_len=shape["regression_layer.weight"][0],
-                      input_dim=input_dim, steps_per_day=shape["Temb.time_day"][0], embed_dim=d_, n_embd=d,
-                      llm_layers=len(blocks), vocab_size=vocab, n_positions=shape[GPT_PREFIX + "wpe.weight"][0])
+    raise UserError(
+      f"{source}: tensor {GPT_PREFIX}h.0.mlp.c_fc.weight has MLP width {inner}; stjax's GPT-2 "
+      f"(and ST-LLM) uses 4 x {d}"
+    )
+  geometry = Geometry(
+    num_nodes=n,
+    input_len=features // input_dim,
+    output_len=shape["regression_layer.weight"][0],
+    input_dim=input_dim,
+    steps_per_day=shape["Temb.time_day"][0],
+    embed_dim=d_,
+    n_embd=d,
+    llm_layers=len(blocks),
+    vocab_size=vocab,
+    n_positions=shape[GPT_PREFIX + "wpe.weight"][0],
+  )
   if geometry.num_nodes > geometry.n_positions:
     raise UserError(f"{source}: {n} nodes (node_emb) exceed the {geometry.n_positions} GPT-2 positions (wpe)")
   return geometry
@@ -352,8 +384,9 @@ def _check_table(tensors: Mapping[str, np.ndarray], table: list[Entry], source: 
       raise UserError(f"{source}: missing tensor {e.official}")
     got = tuple(np.shape(tensors[e.official]))
     if got != e.shape:
-      raise UserError(f"{source}: tensor {e.official} has shape {got}, but the checkpoint's geometry implies "
-                      f"{e.shape}")
+      raise UserError(
+        f"{source}: tensor {e.official} has shape {got}, but the checkpoint's geometry implies {e.shape}"
+      )
     dtype = np.asarray(tensors[e.official]).dtype
     if dtype.kind != "f" and dtype.name != "bfloat16":
       raise UserError(f"{source}: tensor {e.official} has dtype {dtype}, expected floating point")
@@ -362,13 +395,16 @@ def _check_table(tensors: Mapping[str, np.ndarray], table: list[Entry], source: 
 def default_n_head(n_embd: int) -> int:
   """GPT-2's head count for its widths (64-wide heads); UserError for any other width."""
   if n_embd not in GPT2_WIDTHS:
-    raise UserError(f"n_head: not stored in an official checkpoint, and width {n_embd} is no GPT-2 size "
-                    f"({', '.join(map(str, GPT2_WIDTHS))}); pass n_head")
+    raise UserError(
+      f"n_head: not stored in an official checkpoint, and width {n_embd} is no GPT-2 size "
+      f"({', '.join(map(str, GPT2_WIDTHS))}); pass n_head"
+    )
   return n_embd // GPT2_HEAD_DIM
 
 
-def model_config(geometry: Geometry, n_head: int | None = None,
-                 unfrozen_layers: int | None = None) -> ml_collections.ConfigDict:
+def model_config(
+  geometry: Geometry, n_head: int | None = None, unfrozen_layers: int | None = None
+) -> ml_collections.ConfigDict:
   """`config.model` (stjax.models.st_llm.default_config fields) of a checkpoint of `geometry`."""
   from stjax.models.st_llm import default_config
 
@@ -379,15 +415,30 @@ def model_config(geometry: Geometry, n_head: int | None = None,
   u = min(c.unfrozen_layers, geometry.llm_layers) if unfrozen_layers is None else int(unfrozen_layers)
   if not 0 <= u <= geometry.llm_layers:
     raise UserError(f"unfrozen_layers: {u} not in 0..{geometry.llm_layers} (the checkpoint's GPT-2 blocks)")
-  c.update(pretrained="", llm_layers=geometry.llm_layers, unfrozen_layers=u, trainable=f"pfa({u})",
-           n_embd=geometry.n_embd, n_head=n_head, vocab_size=geometry.vocab_size, n_positions=geometry.n_positions,
-           embed_dim=geometry.embed_dim, causal=True, dtype="float32")
+  c.update(
+    pretrained="",
+    llm_layers=geometry.llm_layers,
+    unfrozen_layers=u,
+    trainable=f"pfa({u})",
+    n_embd=geometry.n_embd,
+    n_head=n_head,
+    vocab_size=geometry.vocab_size,
+    n_positions=geometry.n_positions,
+    embed_dim=geometry.embed_dim,
+    causal=True,
+    dtype="float32",
+  )
   return c
 
 
-def from_official(tensors: Mapping[str, np.ndarray], *, n_head: int | None = None,
-                  unfrozen_layers: int | None = None, input_dim: int = INPUT_DIM,
-                  source: str = "state dict") -> Imported:
+def from_official(
+  tensors: Mapping[str, np.ndarray],
+  *,
+  n_head: int | None = None,
+  unfrozen_layers: int | None = None,
+  input_dim: int = INPUT_DIM,
+  source: str = "state dict",
+) -> Imported:
   """Official state dict (NumPy) -> Imported(config.model, stjax params, geometry)."""
   tensors = _strip_module_prefix(tensors)
   geometry = infer_geometry(tensors, source, input_dim)
@@ -400,15 +451,26 @@ def from_official(tensors: Mapping[str, np.ndarray], *, n_head: int | None = Non
   return Imported(config, params, geometry)
 
 
-def load(path: str | os.PathLike, *, n_head: int | None = None, unfrozen_layers: int | None = None,
-         input_dim: int = INPUT_DIM) -> Imported:
+def load(
+  path: str | os.PathLike,
+  *,
+  n_head: int | None = None,
+  unfrozen_layers: int | None = None,
+  input_dim: int = INPUT_DIM,
+) -> Imported:
   """An official checkpoint file -> Imported(config.model, params, geometry). See `from_official`."""
-  return from_official(read_state_dict(path), n_head=n_head, unfrozen_layers=unfrozen_layers,
-                       input_dim=input_dim, source=str(path))
+  return from_official(
+    read_state_dict(path),
+    n_head=n_head,
+    unfrozen_layers=unfrozen_layers,
+    input_dim=input_dim,
+    source=str(path),
+  )
 
 
-def import_st_llm(checkpoint_path: str | os.PathLike, *, n_head: int | None = None,
-                  unfrozen_layers: int | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+def import_st_llm(
+  checkpoint_path: str | os.PathLike, *, n_head: int | None = None, unfrozen_layers: int | None = None
+) -> tuple[ml_collections.ConfigDict, dict]:
   """Official ST-LLM `best_model.pth` -> (config.model, params) for stjax's ST-LLM.
 
   The params are complete (GPT-2 included): build the model with `model_config` and the data's
@@ -442,8 +504,18 @@ def geometry_of_params(params: Any, input_dim: int = INPUT_DIM) -> Geometry:
   if rows % input_dim:
     raise UserError(f"params: start_conv/kernel has {rows} rows, not a multiple of input_dim={input_dim}")
   blocks = sum(1 for k in params[LLM_KEY] if re.fullmatch(r"h_\d+", str(k)))
-  return Geometry(num_nodes=n, input_len=rows // input_dim, output_len=out, input_dim=input_dim, steps_per_day=steps,
-                  embed_dim=d_, n_embd=d, llm_layers=blocks, vocab_size=vocab, n_positions=positions)
+  return Geometry(
+    num_nodes=n,
+    input_len=rows // input_dim,
+    output_len=out,
+    input_dim=input_dim,
+    steps_per_day=steps,
+    embed_dim=d_,
+    n_embd=d,
+    llm_layers=blocks,
+    vocab_size=vocab,
+    n_positions=positions,
+  )
 
 
 def official_names(params: Any, input_dim: int = INPUT_DIM) -> dict[tuple[str, ...], str]:
@@ -488,7 +560,9 @@ def write_official(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> 
   path = pathlib.Path(path).expanduser().absolute()
   if not path.parent.is_dir():
     raise UserError(f"{path.parent}: no such folder")
-  tensors = collections.OrderedDict((k, torch.from_numpy(np.array(v, np.float32, copy=True))) for k, v in state.items())
+  tensors = collections.OrderedDict(
+    (k, torch.from_numpy(np.array(v, np.float32, copy=True))) for k, v in state.items()
+  )
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
   try:
     torch.save(tensors, tmp / path.name)  # same name inside, so the archive prefix is the file's stem

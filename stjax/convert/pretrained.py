@@ -15,7 +15,6 @@ from stjax.convert.hf_common import resolve_folder
 from stjax.errors import UserError
 from stjax.models.backbones.config import LLM_KEY
 
-
 # Families whose model config is read from the checkpoint: folder -> config.
 READERS = {"llama": hf_llama.CONVERTER.read_config, "bert": hf_bert.CONVERTER.read_config}
 
@@ -32,7 +31,9 @@ def backbone_config_of(model_config) -> Any:
   folder = resolve_folder(source)
   family = family_of(folder)
   if family != name:
-    raise UserError(f"config.model.backbone: is {name!r} but config.model.pretrained={source} is a {family} model")
+    raise UserError(
+      f"config.model.backbone: is {name!r} but config.model.pretrained={source} is a {family} model"
+    )
   return READERS[name](folder) if name in READERS else None
 
 
@@ -48,7 +49,9 @@ def merge_pretrained(model_config, params: Any) -> dict:
   if not source:
     raise UserError("config.model.pretrained: empty, nothing to load")
   if LLM_KEY not in params:
-    raise UserError(f"config.model.name={model_config.name}: the model has no params['{LLM_KEY}'] to load GPT-2 into")
+    raise UserError(
+      f"config.model.name={model_config.name}: the model has no params['{LLM_KEY}'] to load GPT-2 into"
+    )
   name = model_config.get("backbone", "gpt2")
   if name in READERS:  # geometry is checked leaf by leaf below
     _, loaded = LOADERS[name](source, num_layers=model_config.llm_layers)

@@ -32,14 +32,34 @@ TORCH_BIN = "pytorch_model.bin"
 
 # torch storage class name -> NumPy dtype (bfloat16 through ml_dtypes, which jax ships).
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-    "BFloat16Storage": ml_dtypes.bfloat16,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
+  "BFloat16Storage": ml_dtypes.bfloat16,
 }
 # safetensors dtypes that NumPy reads (the F8/F6/F4 formats are not among them).
-_SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64",
-                       "C64"}
+_SAFETENSORS_DTYPES = {
+  "BOOL",
+  "U8",
+  "I8",
+  "I16",
+  "U16",
+  "F16",
+  "BF16",
+  "I32",
+  "U32",
+  "F32",
+  "F64",
+  "I64",
+  "U64",
+  "C64",
+}
 # Rebuilt tensors may hold at most this many times the bytes of the storages read, so a crafted
 # pickle cannot blow up memory (tied weights share one array; a state dict's views seldom overlap).
 _MAX_EXPANSION = 4
@@ -54,8 +74,13 @@ def _line(text) -> str:
 class TensorSource:
   """Names of the tensors in a checkpoint folder and a reader for one of them."""
 
-  def __init__(self, description: str, names: Iterable[str], read: Callable[[str], np.ndarray],
-               shapes: dict[str, tuple[int, ...]]):
+  def __init__(
+    self,
+    description: str,
+    names: Iterable[str],
+    read: Callable[[str], np.ndarray],
+    shapes: dict[str, tuple[int, ...]],
+  ):
     self.description = description
     self.names = set(names)
     self.shapes = shapes
@@ -100,8 +125,10 @@ def _open_safetensors_files(description: str, files: dict) -> TensorSource:
         for name in f.keys():
           tensor = f.get_slice(name)
           if tensor.get_dtype() not in _SAFETENSORS_DTYPES:
-            raise UserError(f"{path}: tensor {_line(repr(name))} has dtype {tensor.get_dtype()}, which NumPy "
-                            f"cannot read (readable: {', '.join(sorted(_SAFETENSORS_DTYPES))})")
+            raise UserError(
+              f"{path}: tensor {_line(repr(name))} has dtype {tensor.get_dtype()}, which NumPy "
+              f"cannot read (readable: {', '.join(sorted(_SAFETENSORS_DTYPES))})"
+            )
           where[name] = path
           shapes[name] = tuple(tensor.get_shape())
     except (SafetensorError, OSError) as e:
@@ -112,8 +139,9 @@ def _open_safetensors_files(description: str, files: dict) -> TensorSource:
       with safe_open(str(where[name]), framework="numpy") as f:
         return f.get_tensor(name)
     except (SafetensorError, OSError) as e:  # changed on disk since it was opened
-      raise UserError(f"{where[name]}: cannot read tensor {_line(repr(name))} "
-                      f"({type(e).__name__}: {_line(e)})") from None
+      raise UserError(
+        f"{where[name]}: cannot read tensor {_line(repr(name))} ({type(e).__name__}: {_line(e)})"
+      ) from None
 
   return TensorSource(description, where, read, shapes)
 
@@ -142,6 +170,7 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
   def find_class(self, module: str, name: str):
     if (module, name) == ("collections", "OrderedDict"):
       import collections
+
       return collections.OrderedDict
     if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
       return self._rebuild_tensor
@@ -167,8 +196,10 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
       except KeyError:
         raise _Refused(f"storage {key!r} has no entry {entry!r} in the archive") from None
       if info.file_size != numel * dtype.itemsize:
-        raise _Refused(f"storage {key!r} holds {info.file_size} bytes, but the pickle says {numel} "
-                       f"x {dtype.itemsize}-byte {storage_type} elements")
+        raise _Refused(
+          f"storage {key!r} holds {info.file_size} bytes, but the pickle says {numel} "
+          f"x {dtype.itemsize}-byte {storage_type} elements"
+        )
       raw = self._archive.read(entry)
       if len(raw) != info.file_size:
         raise _Refused(f"storage {key!r}: {len(raw)} bytes read of {info.file_size}")
@@ -177,8 +208,10 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
       self._storage_bytes += len(raw)
     storage = self._storages[key]
     if storage.dtype != dtype or storage.size != numel:
-      raise _Refused(f"storage {key!r} is referenced as {numel} {storage_type} elements and as "
-                     f"{storage.size} {storage.dtype} elements")
+      raise _Refused(
+        f"storage {key!r} is referenced as {numel} {storage_type} elements and as "
+        f"{storage.size} {storage.dtype} elements"
+      )
     return storage
 
   def _rebuild_tensor(self, storage, offset, size, stride, *_unused) -> np.ndarray:
@@ -187,26 +220,33 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
       raise _Refused("a tensor is rebuilt from something that is not a storage of this file")
     size, stride = _int_tuple(size), _int_tuple(stride)
     if size is None or stride is None or len(size) != len(stride) or not _is_count(offset):
-      raise _Refused(f"bad tensor layout (offset {str(offset)[:40]}, size {str(size)[:80]}, "
-                     f"stride {str(stride)[:80]})")
+      raise _Refused(
+        f"bad tensor layout (offset {str(offset)[:40]}, size {str(size)[:80]}, stride {str(stride)[:80]})"
+      )
     if any(n < 0 for n in size) or any(s < 0 for s in stride):
       raise _Refused(f"negative size or stride in tensor of size {size}, stride {stride}")
     numel = math.prod(size)
     if numel and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.size:
-      raise _Refused(f"tensor of size {size}, stride {stride}, offset {offset} reaches past its "
-                     f"storage of {storage.size} elements")
+      raise _Refused(
+        f"tensor of size {size}, stride {stride}, offset {offset} reaches past its "
+        f"storage of {storage.size} elements"
+      )
     if numel == 0 and offset > storage.size:
       raise _Refused(f"tensor offset {offset} is past its storage of {storage.size} elements")
     key = (id(storage), offset, size, stride)
     if key not in self._tensors:
       self._tensor_bytes += numel * storage.itemsize
       if self._tensor_bytes > _MAX_EXPANSION * self._storage_bytes:
-        raise _Refused(f"its tensors would hold {self._tensor_bytes} bytes, more than "
-                       f"{_MAX_EXPANSION}x the {self._storage_bytes} bytes of its storages")
+        raise _Refused(
+          f"its tensors would hold {self._tensor_bytes} bytes, more than "
+          f"{_MAX_EXPANSION}x the {self._storage_bytes} bytes of its storages"
+        )
       if numel == 0:
         self._tensors[key] = np.zeros(size, storage.dtype)
       else:
-        strides = tuple(s * storage.itemsize if n > 1 else 0 for n, s in zip(size, stride))  # size 1: any stride
+        strides = tuple(
+          s * storage.itemsize if n > 1 else 0 for n, s in zip(size, stride)
+        )  # size 1: any stride
         view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides, writeable=False)
         self._tensors[key] = np.array(view)
     return self._tensors[key]
@@ -225,10 +265,14 @@ def _int_tuple(value) -> tuple[int, ...] | None:
   return tuple(value)
 
 
-def _open_torch_bin(path: pathlib.Path) -> TensorSource:
+def read_torch_state(path: pathlib.Path) -> dict:
+  """The state dict of a torch zip checkpoint (`torch.save`), read without running code: every
+  storage and tensor bound-checked (`_WeightsOnlyUnpickler`). UserError for anything else."""
   if not zipfile.is_zipfile(path):
-    raise UserError(f"{path}: legacy (pre-zip) torch format is not supported; re-save it with "
-                    "torch>=1.6 or convert it to model.safetensors")
+    raise UserError(
+      f"{path}: legacy (pre-zip) torch format is not supported; re-save it with "
+      "torch>=1.6 or convert it to model.safetensors"
+    )
   try:
     with zipfile.ZipFile(path) as archive:
       pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -237,17 +281,36 @@ def _open_torch_bin(path: pathlib.Path) -> TensorSource:
       # torch.save writes every entry uncompressed, so no entry can inflate past the file's own size.
       packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
       if packed:
-        raise UserError(f"{path}: {len(packed)} zip entries are compressed (e.g. {_line(packed[0])}); torch.save "
-                        "writes them uncompressed: re-save it with torch.save or convert it to model.safetensors")
+        raise UserError(
+          f"{path}: {len(packed)} zip entries are compressed (e.g. {_line(packed[0])}); torch.save "
+          "writes them uncompressed: re-save it with torch.save or convert it to model.safetensors"
+        )
       prefix = pkl[0].rsplit("/", 1)[0] if "/" in pkl[0] else ""
       with archive.open(pkl[0]) as f:
         state = _WeightsOnlyUnpickler(f, archive, prefix).load()
   except _Refused as e:
     raise UserError(f"{path}: {_line(e)}") from None
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-          OverflowError, RecursionError, MemoryError, zipfile.BadZipFile, OSError) as e:  # a malformed pickle or zip
+  except (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    zipfile.BadZipFile,
+    OSError,
+  ) as e:  # a malformed pickle or zip
     raise UserError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {_line(e)})") from None
   if not isinstance(state, dict):
     raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
+  return state
+
+
+def _open_torch_bin(path: pathlib.Path) -> TensorSource:
+  state = read_torch_state(path)
   tensors = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
   return TensorSource(str(path), tensors, tensors.__getitem__, {k: v.shape for k, v in tensors.items()})

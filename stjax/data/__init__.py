@@ -8,13 +8,34 @@ Typical use::
 
 from stjax.data.dataset import Dataset, calendar_features, regular_calendar
 from stjax.data.protocols import PROTOCOLS, Protocol, get_protocol
-from stjax.data.windows import (DataBundle, DataSpec, Scaler, WindowSource, build_data,
-                                bundle_from_dataset, default_data_config)
+from stjax.data.windows import (
+  DataBundle,
+  DataSpec,
+  Scaler,
+  WindowSource,
+  build_data,
+  bundle_from_dataset,
+  default_data_config,
+)
 
-__all__ = ["Dataset", "calendar_features", "regular_calendar", "Protocol", "PROTOCOLS",
-           "get_protocol", "Scaler", "WindowSource", "DataBundle", "DataSpec", "build_data",
-           "bundle_from_dataset", "default_data_config", "train_batches", "eval_batches",
-           "steps_per_epoch"]
+__all__ = [
+  "Dataset",
+  "calendar_features",
+  "regular_calendar",
+  "Protocol",
+  "PROTOCOLS",
+  "get_protocol",
+  "Scaler",
+  "WindowSource",
+  "DataBundle",
+  "DataSpec",
+  "build_data",
+  "bundle_from_dataset",
+  "default_data_config",
+  "train_batches",
+  "eval_batches",
+  "steps_per_epoch",
+]
 
 
 _PIPELINE = ("train_batches", "eval_batches", "steps_per_epoch")
@@ -24,5 +45,6 @@ def __getattr__(name: str):
   """The grain pipeline is imported on first use (grain costs ~1.5 s at start-up)."""
   if name in _PIPELINE:
     from stjax.data import pipeline
+
     return getattr(pipeline, name)
   raise AttributeError(f"module 'stjax.data' has no attribute {name!r}")

@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from stjax.data import registry
-from stjax.errors import UserError, cli_entry
+from stjax.errors import cli_entry
 
 
 def _list() -> None:
@@ -26,8 +26,17 @@ def _list() -> None:
     found = registry.find_local(info.name)
     have = sum(p is not None for p in found.values())
     local = "yes" if have == len(found) else ("no" if have == 0 else f"{have}/{len(found)} files")
-    rows.append((info.name, str(info.nodes), str(info.steps or "?"), f"{info.step_minutes:g} min", info.protocol,
-                 local, info.description))
+    rows.append(
+      (
+        info.name,
+        str(info.nodes),
+        str(info.steps or "?"),
+        f"{info.step_minutes:g} min",
+        info.protocol,
+        local,
+        info.description,
+      )
+    )
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
   for r in rows:
     print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -36,7 +45,9 @@ def _list() -> None:
 
 def _registry_options(path: pathlib.Path) -> dict:
   """Reader options of the registered dataset whose series file has this name (files without dates)."""
-  matches = {repr(i.reader_options): i.reader_options for i in registry.DATASETS.values() if i.series == path.name}
+  matches = {
+    repr(i.reader_options): i.reader_options for i in registry.DATASETS.values() if i.series == path.name
+  }
   if len(matches) == 1:
     return dict(next(iter(matches.values())))
   return {}
@@ -53,7 +64,9 @@ def describe_series(dataset) -> list[str]:
     lines.append(f"  time: {ts[0]} .. {ts[-1]}, step {dataset.step_minutes:g} min")
   else:
     lines.append(f"  time: no dates in the file, step {dataset.step_minutes:g} min")
-  lines.append(f"  missing ratio (zeros and NaN): {(zeros + nan) / v.size:.4%}  (zeros {zeros}, NaN {nan}, inf {inf})")
+  lines.append(
+    f"  missing ratio (zeros and NaN): {(zeros + nan) / v.size:.4%}  (zeros {zeros}, NaN {nan}, inf {inf})"
+  )
   finite = np.where(np.isfinite(v), v, np.nan)
   for k, name in enumerate(dataset.channels):
     ch = finite[..., k]
@@ -73,9 +86,11 @@ def describe_graph(adj: np.ndarray, name: str) -> list[str]:
   nan, inf = int(np.isnan(adj).sum()), int(np.isinf(adj).sum())
   off = nz & ~np.eye(adj.shape[0], dtype=bool)
   finite = adj[np.isfinite(adj) & nz]
-  lines = [f"graph {name}: {adj.shape[0]} nodes, {int(nz.sum())} non-zeros "
-           f"({int(off.sum())} edges + {int(np.diag(nz).sum())} self-loops)",
-           f"  symmetric: {'yes' if np.array_equal(adj, adj.T, equal_nan=True) else 'no'}"]
+  lines = [
+    f"graph {name}: {adj.shape[0]} nodes, {int(nz.sum())} non-zeros "
+    f"({int(off.sum())} edges + {int(np.diag(nz).sum())} self-loops)",
+    f"  symmetric: {'yes' if np.array_equal(adj, adj.T, equal_nan=True) else 'no'}",
+  ]
   if finite.size:
     lines.append(f"  weights: min {finite.min():.4g}, max {finite.max():.4g}; NaN {nan}, inf {inf}")
   return lines
@@ -83,6 +98,7 @@ def describe_graph(adj: np.ndarray, name: str) -> list[str]:
 
 def _info(target: str, options: dict) -> None:
   from stjax.data import formats  # noqa: PLC0415 (h5py import only when needed)
+
   path = pathlib.Path(target).expanduser()
   if not path.exists() and target in registry.DATASETS:
     print("\n".join(describe_series(registry.load(target))))
@@ -103,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("download", help="fetch a dataset's files (resume, sha256)")
   p.add_argument("name")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
-  p = sub.add_parser("verify", help="re-hash a dataset's local files (fails on files with no recorded checksum)")
+  p = sub.add_parser(
+    "verify", help="re-hash a dataset's local files (fails on files with no recorded checksum)"
+  )
   p.add_argument("name")
   p = sub.add_parser("info", help="describe a series or graph file (or a registered dataset)")
   p.add_argument("path")
@@ -114,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     _list()
   elif args.command == "download":
     from stjax.data import download  # noqa: PLC0415
+
     download.download(args.name, progress=not args.quiet)
   elif args.command == "verify":
     from stjax.data import download  # noqa: PLC0415
+
     download.verify(args.name)
   else:
     _info(args.path, {"step_minutes": args.step_minutes, "start": args.start})

@@ -50,7 +50,9 @@ class Dataset:
       raise UserError(f"dataset {self.name}: {c} channels but {len(self.channels)} channel names")
     for field in ("time_of_day", "day_of_week"):
       if getattr(self, field).shape != (t,):
-        raise UserError(f"dataset {self.name}: {field} must have shape ({t},), got {getattr(self, field).shape}")
+        raise UserError(
+          f"dataset {self.name}: {field} must have shape ({t},), got {getattr(self, field).shape}"
+        )
     if self.timestamps is not None:
       if self.timestamps.shape != (t,):
         raise UserError(f"dataset {self.name}: {t} steps but {self.timestamps.shape[0]} timestamps")
@@ -59,7 +61,9 @@ class Dataset:
     if self.node_ids is not None and len(self.node_ids) != n:
       raise UserError(f"dataset {self.name}: {n} nodes but {len(self.node_ids)} node ids")
     if self.adjacency is not None and self.adjacency.shape != (n, n):
-      raise UserError(f"dataset {self.name}: adjacency is {self.adjacency.shape} but the series has {n} nodes")
+      raise UserError(
+        f"dataset {self.name}: adjacency is {self.adjacency.shape} but the series has {n} nodes"
+      )
 
   @property
   def num_steps(self) -> int:
@@ -91,8 +95,9 @@ def calendar_features(timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return tod, dow
 
 
-def regular_calendar(num_steps: int, step_minutes: float, start_day_of_week: int = 0,
-                     start_time_of_day: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def regular_calendar(
+  num_steps: int, step_minutes: float, start_day_of_week: int = 0, start_time_of_day: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
   """Calendar features for a series with no timestamps: regular steps from a known start."""
   steps_per_day = 24 * 60 / step_minutes
   pos = start_time_of_day * steps_per_day + np.arange(num_steps)

@@ -47,7 +47,7 @@ def format_problem(path: str | pathlib.Path, suffix: str) -> str | None:
   magic, offsets = _SIGNATURES[suffix]
   with open(path, "rb") as f:
     head = f.read(max(offsets[-1] + len(magic), 16))
-  if any(head[o:o + len(magic)] == magic for o in offsets):
+  if any(head[o : o + len(magic)] == magic for o in offsets):
     return None
   if len(head) < len(magic):
     return f"not a {suffix} file (only {len(head)} bytes)"
@@ -71,9 +71,19 @@ def _fetch_once(url: str, part: pathlib.Path, progress: bool, label: str) -> Non
       have = 0
     length = response.headers.get("Content-Length")
     total = have + int(length) if length is not None else None
-    with open(part, "ab" if have else "wb") as out, tqdm(
-        total=total, initial=have, unit="B", unit_scale=True, desc=label, disable=not progress, file=sys.stderr,
-        leave=False) as bar:
+    with (
+      open(part, "ab" if have else "wb") as out,
+      tqdm(
+        total=total,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        desc=label,
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+      ) as bar,
+    ):
       received = have
       while True:
         block = response.read(CHUNK)
@@ -86,8 +96,14 @@ def _fetch_once(url: str, part: pathlib.Path, progress: bool, label: str) -> Non
     raise ConnectionError(f"transfer interrupted at {received} of {total} bytes")
 
 
-def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None, retries: int = 3,
-                  progress: bool = True, size: int | None = None) -> pathlib.Path:
+def download_file(
+  url: str,
+  dest: str | pathlib.Path,
+  sha256: str | None = None,
+  retries: int = 3,
+  progress: bool = True,
+  size: int | None = None,
+) -> pathlib.Path:
   """Fetches `url` to `dest` (resuming `dest.part`), checks size and sha256, renames into place.
 
   Raises UserError when every attempt fails (the `.part` stays for the next run to resume), or the
@@ -111,7 +127,9 @@ def download_file(url: str, dest: str | pathlib.Path, sha256: str | None = None,
     raise UserError(f"{url}: download failed ({error})")
   if error is not None:
     kept = part.stat().st_size if part.exists() else 0
-    raise UserError(f"{url}: download failed ({error}); {kept} bytes kept in {part}, run the command again to resume")
+    raise UserError(
+      f"{url}: download failed ({error}); {kept} bytes kept in {part}, run the command again to resume"
+    )
   if size is not None and part.stat().st_size != size:
     got = part.stat().st_size
     part.unlink()
@@ -149,8 +167,10 @@ def download(name: str, progress: bool = True, log=print) -> dict[str, pathlib.P
     path = download_file(url, registry.local_path(info, f), f.sha256, progress=progress, size=f.size)
     log(f"{f.name}: downloaded to {path}" + ("" if f.sha256 else " (unverified: no checksum recorded)"))
   if manual:
-    raise UserError(f"dataset {name}: {', '.join(f.name for f in manual)} have no public direct link; get "
-                    f"{manual[0].note} and put them in {registry.data_dir() / name}")
+    raise UserError(
+      f"dataset {name}: {', '.join(f.name for f in manual)} have no public direct link; get "
+      f"{manual[0].note} and put them in {registry.data_dir() / name}"
+    )
   return registry.resolve(name)
 
 
@@ -180,7 +200,9 @@ def verify(name: str, log=print) -> None:
         bad.append(f.name)
       else:
         known = ", the registry's size" if f.size is not None else ""
-        log(f"{f.name}: unverified: no checksum recorded ({path}, {size} bytes{known}, sha256 {sha256_file(path)})")
+        log(
+          f"{f.name}: unverified: no checksum recorded ({path}, {size} bytes{known}, sha256 {sha256_file(path)})"
+        )
         unverified.append(f.name)
     elif sha256_file(path) != f.sha256:
       log(f"{f.name}: BAD sha256 ({path})")

@@ -42,7 +42,9 @@ def existing(path: str | os.PathLike) -> pathlib.Path:
       raise UserError(f"{path}: not a file or a folder (a device, pipe or socket)")
   except OSError as e:
     why = _why(path, e)
-    raise UserError(f"{path}: {why} (cannot {action})" if why == "permission denied" else f"{path}: {why}") from None
+    raise UserError(
+      f"{path}: {why} (cannot {action})" if why == "permission denied" else f"{path}: {why}"
+    ) from None
   return path
 
 

@@ -39,8 +39,14 @@ def _read_options(num_threads: int, prefetch: int) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
 
 
-def train_batches(source: WindowSource, global_batch_size: int, seed: int, num_epochs: int = 1,
-                  num_threads: int = 2, prefetch: int = 4) -> grain.DatasetIterator:
+def train_batches(
+  source: WindowSource,
+  global_batch_size: int,
+  seed: int,
+  num_epochs: int = 1,
+  num_threads: int = 2,
+  prefetch: int = 4,
+) -> grain.DatasetIterator:
   """Shuffled training batches, this host's shard of each global batch.
 
   Args:
@@ -57,8 +63,9 @@ def train_batches(source: WindowSource, global_batch_size: int, seed: int, num_e
   lo, hi = _host_rows(global_batch_size, "config.train.batch_size")
   n, per_epoch = len(source), steps_per_epoch(source, global_batch_size)
   if per_epoch == 0:
-    raise UserError(f"config.train.batch_size: {global_batch_size} is larger than the {n} "
-                    f"{source.split} windows")
+    raise UserError(
+      f"config.train.batch_size: {global_batch_size} is larger than the {n} {source.split} windows"
+    )
   if num_epochs < 1:
     raise UserError(f"config.train.num_epochs: must be >= 1, got {num_epochs}")
   if not 0 <= seed < 2**32:
@@ -78,8 +85,9 @@ def train_batches(source: WindowSource, global_batch_size: int, seed: int, num_e
   return iter(ds.to_iter_dataset(_read_options(num_threads, prefetch)))
 
 
-def eval_batches(source: WindowSource, batch_size: int, num_threads: int = 2,
-                 prefetch: int = 4) -> grain.DatasetIterator:
+def eval_batches(
+  source: WindowSource, batch_size: int, num_threads: int = 2, prefetch: int = 4
+) -> grain.DatasetIterator:
   """All windows in order, this host's shard of each fixed-size batch, last batch padded.
 
   Padding rows repeat the last window and have valid = False.

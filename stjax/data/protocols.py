@@ -76,8 +76,13 @@ class Protocol:
 
   def __post_init__(self):
     where = f"protocol {self.name}"
-    for field, allowed in (("split_rule", SPLIT_RULES), ("scaler_rule", SCALER_RULES),
-                           ("null_rule", NULL_RULES), ("average", AVERAGE_RULES), ("loss", LOSSES)):
+    for field, allowed in (
+      ("split_rule", SPLIT_RULES),
+      ("scaler_rule", SCALER_RULES),
+      ("null_rule", NULL_RULES),
+      ("average", AVERAGE_RULES),
+      ("loss", LOSSES),
+    ):
       if getattr(self, field) not in allowed:
         raise UserError(f"{where}: {field} must be one of {allowed}, got {getattr(self, field)!r}")
     _check_offsets(where, self.input_offsets, self.output_offsets)
@@ -99,8 +104,9 @@ class Protocol:
   def contiguous(self) -> bool:
     return self.input_offsets == contiguous(self.input_offsets[0], 0)
 
-  def resolve(self, steps_per_day: int, input_len: int = 0, output_len: int = 0,
-              loss: str = "") -> "Protocol":
+  def resolve(
+    self, steps_per_day: int, input_len: int = 0, output_len: int = 0, loss: str = ""
+  ) -> "Protocol":
     """The protocol for a dataset with `steps_per_day`, with optional length and loss overrides
     (0 / "" = keep).
 
@@ -112,15 +118,19 @@ class Protocol:
       table = dict(self.offsets_by_steps_per_day)
       if steps_per_day not in table:
         rates = ", ".join(f"{24 * 60 // s}-minute" for s in table)
-        raise UserError(f"protocol {self.name}: defined for {rates} data only, the dataset has "
-                        f"{steps_per_day} steps per day")
+        raise UserError(
+          f"protocol {self.name}: defined for {rates} data only, the dataset has "
+          f"{steps_per_day} steps per day"
+        )
       p = dataclasses.replace(p, input_offsets=table[steps_per_day], offsets_by_steps_per_day=())
     if input_len < 0 or output_len < 0:
       raise UserError(f"data.input_len / data.output_len must be >= 0, got {input_len} / {output_len}")
     if input_len:
       if not p.contiguous:
-        raise UserError(f"data.input_len: protocol {self.name} has fixed non-contiguous input offsets "
-                        f"{p.input_offsets}; leave input_len at 0")
+        raise UserError(
+          f"data.input_len: protocol {self.name} has fixed non-contiguous input offsets "
+          f"{p.input_offsets}; leave input_len at 0"
+        )
       p = dataclasses.replace(p, input_offsets=contiguous(-(input_len - 1), 0))
     if output_len:
       kept = tuple(h for h in p.report_horizons if h <= output_len)
@@ -129,7 +139,9 @@ class Protocol:
       p = dataclasses.replace(p, output_offsets=contiguous(1, output_len), report_horizons=kept)
     if loss:
       if loss not in LOSSES:
-        raise UserError(f"data.loss must be one of {LOSSES} (or \"\" for the protocol's {self.loss!r}), got {loss!r}")
+        raise UserError(
+          f"data.loss must be one of {LOSSES} (or \"\" for the protocol's {self.loss!r}), got {loss!r}"
+        )
       p = dataclasses.replace(p, loss=loss)
     return p
 
@@ -138,25 +150,32 @@ class Protocol:
     lo, hi = -self.input_offsets[0], self.output_offsets[-1]
     span = lo + hi + 1
     if span > num_steps:
-      raise UserError(f"protocol {self.name}: a window spans {span} steps ({self.input_len} inputs from "
-                      f"offset {-lo}, targets to +{hi}) but the series has only {num_steps}")
+      raise UserError(
+        f"protocol {self.name}: a window spans {span} steps ({self.input_len} inputs from "
+        f"offset {-lo}, targets to +{hi}) but the series has only {num_steps}"
+      )
     f_train, _, f_test = self.split_fractions
     if self.split_rule == "round_windows":
       times = np.arange(lo, num_steps - hi, dtype=np.int64)
       s = len(times)
       n_test, n_train = round(s * f_test), round(s * f_train)
-      parts = {"train": times[:n_train], "val": times[n_train:s - n_test], "test": times[s - n_test:]}
+      parts = {"train": times[:n_train], "val": times[n_train : s - n_test], "test": times[s - n_test :]}
     else:
       n_train, n_test = int(num_steps * f_train), int(num_steps * f_test)
-      bounds = {"train": (0, n_train), "val": (n_train, num_steps - n_test),
-                "test": (num_steps - n_test, num_steps)}
+      bounds = {
+        "train": (0, n_train),
+        "val": (n_train, num_steps - n_test),
+        "test": (num_steps - n_test, num_steps),
+      }
       # Targets inside [start, end); inputs may reach back before start (TSLib: border1 = start - seq_len).
       parts = {k: np.arange(max(a - 1, lo), b - hi, dtype=np.int64) for k, (a, b) in bounds.items()}
       parts["train"] = np.arange(lo, n_train - hi, dtype=np.int64)
     for k, t in parts.items():
       if len(t) == 0:
-        raise UserError(f"protocol {self.name}: the {k} split has no windows ({num_steps} steps, window "
-                        f"span {span}); use a longer series or shorter windows")
+        raise UserError(
+          f"protocol {self.name}: the {k} split has no windows ({num_steps} steps, window "
+          f"span {span}); use a longer series or shorter windows"
+        )
     return parts
 
   def scaler_weights(self, num_steps: int, times: dict[str, np.ndarray]) -> np.ndarray:
@@ -168,7 +187,7 @@ class Protocol:
     """
     if self.split_rule == "tslib_borders" and self.scaler_rule == "per_node":
       w = np.zeros(num_steps)
-      w[:int(num_steps * self.split_fractions[0])] = 1.0
+      w[: int(num_steps * self.split_fractions[0])] = 1.0
       return w
     fit = [times["train"]] + ([times["val"]] if self.scaler_rule == "global_train_val" else [])
     t = np.concatenate(fit)
@@ -186,33 +205,67 @@ def _check_offsets(where: str, inputs: tuple[int, ...], outputs: tuple[int, ...]
 
 
 # ST-SSL history: the last few steps plus the same time on each of the previous three days.
-STSSL_OFFSETS_HOURLY = (contiguous(-73, -69) + contiguous(-49, -45) + contiguous(-25, -21)
-                        + contiguous(-3, 0))
-STSSL_OFFSETS_30MIN = (contiguous(-147, -139) + contiguous(-99, -91) + contiguous(-51, -43)
-                       + contiguous(-7, 0))
+STSSL_OFFSETS_HOURLY = contiguous(-73, -69) + contiguous(-49, -45) + contiguous(-25, -21) + contiguous(-3, 0)
+STSSL_OFFSETS_30MIN = contiguous(-147, -139) + contiguous(-99, -91) + contiguous(-51, -43) + contiguous(-7, 0)
 
 PROTOCOLS: dict[str, Protocol] = {
-    "dcrnn": Protocol(
-        name="dcrnn", input_offsets=contiguous(-11, 0), output_offsets=contiguous(1, 12),
-        split_rule="round_windows", split_fractions=(0.7, 0.1, 0.2), scaler_rule="global",
-        null_rule="zero", input_channels=(0,), target_channels=(0,), report_horizons=(3, 6, 12),
-        average="horizon_mean", loss="masked_mae"),
-    "stllm": Protocol(
-        name="stllm", input_offsets=contiguous(-11, 0), output_offsets=contiguous(1, 12),
-        split_rule="round_windows", split_fractions=(0.6, 0.2, 0.2), scaler_rule="global",
-        null_rule="positive", input_channels=(0,), target_channels=(0,),
-        report_horizons=tuple(range(1, 13)), average="horizon_mean", loss="masked_mae"),
-    "sthsepnet": Protocol(
-        name="sthsepnet", input_offsets=contiguous(-47, 0), output_offsets=contiguous(1, 48),
-        split_rule="tslib_borders", split_fractions=(0.7, 0.1, 0.2), scaler_rule="per_node",
-        null_rule="none", input_channels=None, target_channels=None, report_horizons=(),
-        average="pooled", loss="mse"),
-    "stssl": Protocol(
-        name="stssl", input_offsets=STSSL_OFFSETS_HOURLY, output_offsets=(1,),
-        split_rule="round_windows", split_fractions=(0.7, 0.1, 0.2), scaler_rule="global_train_val",
-        null_rule="gt5", input_channels=None, target_channels=None, report_horizons=(1,),
-        average="pooled", loss="masked_mae",
-        offsets_by_steps_per_day=((24, STSSL_OFFSETS_HOURLY), (48, STSSL_OFFSETS_30MIN))),
+  "dcrnn": Protocol(
+    name="dcrnn",
+    input_offsets=contiguous(-11, 0),
+    output_offsets=contiguous(1, 12),
+    split_rule="round_windows",
+    split_fractions=(0.7, 0.1, 0.2),
+    scaler_rule="global",
+    null_rule="zero",
+    input_channels=(0,),
+    target_channels=(0,),
+    report_horizons=(3, 6, 12),
+    average="horizon_mean",
+    loss="masked_mae",
+  ),
+  "stllm": Protocol(
+    name="stllm",
+    input_offsets=contiguous(-11, 0),
+    output_offsets=contiguous(1, 12),
+    split_rule="round_windows",
+    split_fractions=(0.6, 0.2, 0.2),
+    scaler_rule="global",
+    null_rule="positive",
+    input_channels=(0,),
+    target_channels=(0,),
+    report_horizons=tuple(range(1, 13)),
+    average="horizon_mean",
+    loss="masked_mae",
+  ),
+  "sthsepnet": Protocol(
+    name="sthsepnet",
+    input_offsets=contiguous(-47, 0),
+    output_offsets=contiguous(1, 48),
+    split_rule="tslib_borders",
+    split_fractions=(0.7, 0.1, 0.2),
+    scaler_rule="per_node",
+    null_rule="none",
+    input_channels=None,
+    target_channels=None,
+    report_horizons=(),
+    average="pooled",
+    loss="mse",
+  ),
+  "stssl": Protocol(
+    name="stssl",
+    input_offsets=STSSL_OFFSETS_HOURLY,
+    output_offsets=(1,),
+    split_rule="round_windows",
+    split_fractions=(0.7, 0.1, 0.2),
+    scaler_rule="global_train_val",
+    null_rule="gt5",
+    input_channels=None,
+    target_channels=None,
+    report_horizons=(1,),
+    average="pooled",
+    loss="masked_mae",
+    offsets_by_steps_per_day=((24, STSSL_OFFSETS_HOURLY), (48, STSSL_OFFSETS_30MIN)),
+  ),
 }
 
 

@@ -23,11 +23,12 @@ from stjax.data.dataset import Dataset, calendar_features
 from stjax.errors import UserError
 
 DENSE_ADJACENCY_MAX_NODES = 4096  # Dataset.adjacency is attached up to this N by default
-_KNN_CHUNK = 1024                 # query rows per block in the kNN search: memory O(chunk x N)
+_KNN_CHUNK = 1024  # query rows per block in the kNN search: memory O(chunk x N)
 
 
-def road_graph(num_nodes: int, k: int = 4, seed: int = 0
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def road_graph(
+  num_nodes: int, k: int = 4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Random 2-D sensor positions joined to their k nearest neighbours, symmetrised.
 
   Returns:
@@ -41,20 +42,20 @@ def road_graph(num_nodes: int, k: int = 4, seed: int = 0
   rng = np.random.default_rng([seed, 1])
   coords = rng.random((num_nodes, 2))
   c32 = coords.astype(np.float32)  # float32 is plenty to rank neighbours, and twice as fast
-  sq = (c32 ** 2).sum(1)
+  sq = (c32**2).sum(1)
   nbrs = np.empty((num_nodes, k), np.int64)
   for lo in range(0, num_nodes, _KNN_CHUNK):
-    q = c32[lo:lo + _KNN_CHUNK]
-    d2 = sq[lo:lo + len(q), None] + sq[None, :] - 2 * q @ c32.T  # [chunk, N]
-    d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf       # no self-loops
+    q = c32[lo : lo + _KNN_CHUNK]
+    d2 = sq[lo : lo + len(q), None] + sq[None, :] - 2 * q @ c32.T  # [chunk, N]
+    d2[np.arange(len(q)), np.arange(lo, lo + len(q))] = np.inf  # no self-loops
     part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    nbrs[lo:lo + len(q)] = part
+    nbrs[lo : lo + len(q)] = part
   src = np.repeat(np.arange(num_nodes), k)
   dst = nbrs.ravel()
   pairs = np.unique(np.concatenate([np.stack([src, dst], 1), np.stack([dst, src], 1)]), axis=0)
   src, dst = pairs[:, 0], pairs[:, 1]
   dist = np.linalg.norm(coords[src] - coords[dst], axis=1)
-  weight = np.exp(-(dist / dist.std()) ** 2)
+  weight = np.exp(-((dist / dist.std()) ** 2))
   return src.astype(np.int32), dst.astype(np.int32), weight.astype(np.float32), coords
 
 
@@ -72,10 +73,18 @@ def _bump(x: np.ndarray, centre: np.ndarray, width: np.ndarray) -> np.ndarray:
   return np.exp(-0.5 * (d / width) ** 2)
 
 
-def generate(num_nodes: int = 48, num_steps: int = 4032, step_minutes: float = 5, seed: int = 0,
-             missing_rate: float = 0.01, adjacency: np.ndarray | None = None, neighbours: int = 4,
-             start: str = "2024-01-01T00:00", with_adjacency: bool | None = None,
-             name: str = "synthetic") -> Dataset:
+def generate(
+  num_nodes: int = 48,
+  num_steps: int = 4032,
+  step_minutes: float = 5,
+  seed: int = 0,
+  missing_rate: float = 0.01,
+  adjacency: np.ndarray | None = None,
+  neighbours: int = 4,
+  start: str = "2024-01-01T00:00",
+  with_adjacency: bool | None = None,
+  name: str = "synthetic",
+) -> Dataset:
   """A synthetic speed dataset [num_steps, num_nodes, 1] with timestamps and (small N) a graph.
 
   Args:
@@ -99,7 +108,9 @@ def generate(num_nodes: int = 48, num_steps: int = 4032, step_minutes: float = 5
   if adjacency is not None:
     adjacency = np.asarray(adjacency, np.float32)
     if adjacency.ndim != 2 or adjacency.shape[0] != adjacency.shape[1] or adjacency.shape[0] != num_nodes:
-      raise UserError(f"synthetic: adjacency has shape {adjacency.shape}, expected ({num_nodes}, {num_nodes})")
+      raise UserError(
+        f"synthetic: adjacency has shape {adjacency.shape}, expected ({num_nodes}, {num_nodes})"
+      )
     src, dst = np.nonzero(adjacency * (1 - np.eye(num_nodes, dtype=np.float32)))
     weight = adjacency[src, dst]
   else:
@@ -107,8 +118,7 @@ def generate(num_nodes: int = 48, num_steps: int = 4032, step_minutes: float = 5
   n, t = num_nodes, num_steps
   rng = np.random.default_rng([seed, 2])
 
-  timestamps = (np.datetime64(start, "s")
-                + (np.arange(t) * step_minutes * 60).astype("timedelta64[s]"))
+  timestamps = np.datetime64(start, "s") + (np.arange(t) * step_minutes * 60).astype("timedelta64[s]")
   tod, dow = calendar_features(timestamps)
 
   # Recurrent congestion: weekday peaks at ~8:00 and ~17:30, node-specific; weekends at 35%.
@@ -164,6 +174,14 @@ def generate(num_nodes: int = 48, num_steps: int = 4032, step_minutes: float = 5
   adj = None
   if with_adjacency:
     adj = adjacency if adjacency is not None else edges_to_dense(n, src, dst, weight)
-  return Dataset(name=name, values=speed[:, :, None], channels=("speed",), step_minutes=float(step_minutes),
-                 time_of_day=tod, day_of_week=dow, timestamps=timestamps,
-                 node_ids=tuple(str(i) for i in range(n)), adjacency=adj)
+  return Dataset(
+    name=name,
+    values=speed[:, :, None],
+    channels=("speed",),
+    step_minutes=float(step_minutes),
+    time_of_day=tod,
+    day_of_week=dow,
+    timestamps=timestamps,
+    node_ids=tuple(str(i) for i in range(n)),
+    adjacency=adj,
+  )

@@ -53,8 +53,9 @@ class Scaler:
     return Scaler(self.mean[:, idx], self.std[:, idx])
 
   @classmethod
-  def fit(cls, values: np.ndarray, weights: np.ndarray, rule: str, channels: Sequence[int],
-          name: str) -> "Scaler":
+  def fit(
+    cls, values: np.ndarray, weights: np.ndarray, rule: str, channels: Sequence[int], name: str
+  ) -> "Scaler":
     """Fits on the steps with weight > 0 (each counted `weight` times).
 
     Args:
@@ -72,7 +73,7 @@ class Scaler:
     def weighted_sum(fn) -> np.ndarray:  # sum_t w_t fn(v_t) -> [N, C], in float64 chunks
       acc = np.zeros((n, c))
       for lo in range(0, len(used), _FIT_CHUNK):
-        steps = used[lo:lo + _FIT_CHUNK]
+        steps = used[lo : lo + _FIT_CHUNK]
         acc += np.tensordot(weights[steps], fn(values[steps].astype(np.float64)), axes=(0, 0))
       return acc
 
@@ -90,8 +91,11 @@ class Scaler:
       std = np.sqrt(sq)
       std[std == 0] = 1.0
     else:
-      std = (np.sqrt(sq.mean(axis=0, keepdims=True)) if rule == "global"
-             else np.full((1, c), np.sqrt(sq[:, pool].mean())))
+      std = (
+        np.sqrt(sq.mean(axis=0, keepdims=True))
+        if rule == "global"
+        else np.full((1, c), np.sqrt(sq[:, pool].mean()))
+      )
       if np.any(std == 0):
         raise UserError(f"dataset {name}: the training data is constant (std 0), cannot z-score it")
     return cls(mean.astype(np.float32), std.astype(np.float32))
@@ -129,15 +133,23 @@ class WindowSource:
   int32, y [T_out, N, C_out] float32 (original units), index [] int32 (window index in the split).
   """
 
-  def __init__(self, split: str, scaled_inputs: np.ndarray, targets: np.ndarray,
-               time_of_day: np.ndarray, day_of_week: np.ndarray, times: np.ndarray,
-               input_offsets: Sequence[int], output_offsets: Sequence[int]):
+  def __init__(
+    self,
+    split: str,
+    scaled_inputs: np.ndarray,
+    targets: np.ndarray,
+    time_of_day: np.ndarray,
+    day_of_week: np.ndarray,
+    times: np.ndarray,
+    input_offsets: Sequence[int],
+    output_offsets: Sequence[int],
+  ):
     self.split = split
-    self._x = scaled_inputs   # [T, N, C_in] float32, shared by all splits
-    self._y = targets         # [T, N, C_out] float32 original units (a view where possible)
+    self._x = scaled_inputs  # [T, N, C_in] float32, shared by all splits
+    self._y = targets  # [T, N, C_out] float32 original units (a view where possible)
     self._tod = time_of_day
     self._dow = day_of_week
-    self.times = times        # [S] int64 current step of each window
+    self.times = times  # [S] int64 current step of each window
     self.input_offsets = np.asarray(input_offsets, np.int64)
     self.output_offsets = np.asarray(output_offsets, np.int64)
 
@@ -154,16 +166,26 @@ class WindowSource:
     i %= len(self)
     t = self.times[i]
     ti, to = t + self.input_offsets, t + self.output_offsets
-    return {"x": self._x[ti], "tod": self._tod[ti], "dow": self._dow[ti], "y": self._y[to],
-            "index": np.int32(i)}
+    return {
+      "x": self._x[ti],
+      "tod": self._tod[ti],
+      "dow": self._dow[ti],
+      "y": self._y[to],
+      "index": np.int32(i),
+    }
 
   def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """Windows `indices` stacked along a leading batch axis B (one gather per key)."""
     idx = np.asarray(indices, np.int64)
     t = self.times[idx][:, None]
     ti, to = t + self.input_offsets, t + self.output_offsets
-    return {"x": self._x[ti], "tod": self._tod[ti], "dow": self._dow[ti], "y": self._y[to],
-            "index": idx.astype(np.int32)}
+    return {
+      "x": self._x[ti],
+      "tod": self._tod[ti],
+      "dow": self._dow[ti],
+      "y": self._y[to],
+      "index": idx.astype(np.int32),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +194,8 @@ class DataBundle:
 
   dataset: Dataset
   protocol: Protocol
-  scaler: Scaler                    # fitted on all dataset channels ([1 | N, C])
-  splits: dict[str, WindowSource]   # "train", "val", "test"
+  scaler: Scaler  # fitted on all dataset channels ([1 | N, C])
+  splits: dict[str, WindowSource]  # "train", "val", "test"
   spec: DataSpec
 
   @property
@@ -187,8 +209,9 @@ def _channels(sel: tuple[int, ...] | None, dataset: Dataset, field: str, protoco
     return list(range(dataset.num_channels))
   bad = [c for c in sel if not 0 <= c < dataset.num_channels]
   if bad:
-    raise UserError(f"protocol {protocol}: {field} {sel} but dataset {dataset.name} has channels "
-                    f"{dataset.channels}")
+    raise UserError(
+      f"protocol {protocol}: {field} {sel} but dataset {dataset.name} has channels {dataset.channels}"
+    )
   return list(sel)
 
 
@@ -198,8 +221,10 @@ def _check_finite(dataset: Dataset, weights: np.ndarray):
     return
   bad_t, bad_n, _ = np.nonzero(~finite)
   part = "training data" if np.any(weights[bad_t] > 0) else "series"
-  raise UserError(f"dataset {dataset.name}: {len(bad_t)} NaN/inf values in the {part} (first at step "
-                  f"{bad_t[0]}, node {bad_n[0]}); fill or drop them first")
+  raise UserError(
+    f"dataset {dataset.name}: {len(bad_t)} NaN/inf values in the {part} (first at step "
+    f"{bad_t[0]}, node {bad_n[0]}); fill or drop them first"
+  )
 
 
 def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
@@ -214,45 +239,57 @@ def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
   if out_ch == list(range(dataset.num_channels)):
     y = dataset.values
   elif len(out_ch) == 1:
-    y = dataset.values[:, :, out_ch[0]:out_ch[0] + 1]
+    y = dataset.values[:, :, out_ch[0] : out_ch[0] + 1]
   else:
     y = dataset.values[:, :, out_ch]
-  splits = {k: WindowSource(k, x, y, dataset.time_of_day, dataset.day_of_week, t,
-                            protocol.input_offsets, protocol.output_offsets) for k, t in times.items()}
-  spec = DataSpec(num_nodes=dataset.num_nodes, input_len=protocol.input_len,
-                  output_len=protocol.output_len, in_channels=len(in_ch), out_channels=len(out_ch),
-                  input_offsets=protocol.input_offsets, output_offsets=protocol.output_offsets,
-                  steps_per_day=dataset.steps_per_day, adjacency=dataset.adjacency,
-                  channel_names=tuple(dataset.channels[c] for c in out_ch))
+  splits = {
+    k: WindowSource(
+      k, x, y, dataset.time_of_day, dataset.day_of_week, t, protocol.input_offsets, protocol.output_offsets
+    )
+    for k, t in times.items()
+  }
+  spec = DataSpec(
+    num_nodes=dataset.num_nodes,
+    input_len=protocol.input_len,
+    output_len=protocol.output_len,
+    in_channels=len(in_ch),
+    out_channels=len(out_ch),
+    input_offsets=protocol.input_offsets,
+    output_offsets=protocol.output_offsets,
+    steps_per_day=dataset.steps_per_day,
+    adjacency=dataset.adjacency,
+    channel_names=tuple(dataset.channels[c] for c in out_ch),
+  )
   return DataBundle(dataset, protocol, scaler, splits, spec)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
   """`config.data` with every field documented; configs start from this and override."""
   c = ml_collections.ConfigDict()
-  c.name = "synthetic"     # "synthetic" or a registry name (`python -m stjax.data list`)
-  c.path = ""              # series file/folder; "" = the registry's local copy of `name`
-  c.graph_path = ""        # adjacency file; "" = the registry's graph (or none / synthetic's own)
-  c.protocol = ""          # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md); "" = the
-                           # registry's protocol for `name` (dcrnn for synthetic)
-  c.input_len = 0          # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
-  c.output_len = 0         # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
-  c.loss = ""              # training loss: "" = the protocol's (masked_mae, or mse for sthsepnet);
-                           # "masked_mae" (original units) | "mse" (scaled units)
+  c.name = "synthetic"  # "synthetic" or a registry name (`python -m stjax.data list`)
+  c.path = ""  # series file/folder; "" = the registry's local copy of `name`
+  c.graph_path = ""  # adjacency file; "" = the registry's graph (or none / synthetic's own)
+  c.protocol = ""  # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md); "" = the
+  # registry's protocol for `name` (dcrnn for synthetic)
+  c.input_len = 0  # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
+  c.output_len = 0  # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
+  c.loss = ""  # training loss: "" = the protocol's (masked_mae, or mse for sthsepnet);
+  # "masked_mae" (original units) | "mse" (scaled units)
   c.reader = ml_collections.ConfigDict()  # read_series options (step_minutes, start, channel, ...),
-                                          # over the registry's own; needed for files without dates
+  # over the registry's own; needed for files without dates
   s = c.synthetic = ml_collections.ConfigDict()
-  s.num_nodes = 48         # sensors on a generated road-like kNN graph
-  s.num_steps = 8064       # time steps (8064 x 5 min = 28 days)
-  s.step_minutes = 5       # sampling interval in minutes
-  s.seed = 0               # generator seed: same seed, same data
-  s.missing_rate = 0.01    # fraction of readings dropped to 0 (missing), in short outages
+  s.num_nodes = 48  # sensors on a generated road-like kNN graph
+  s.num_steps = 8064  # time steps (8064 x 5 min = 28 days)
+  s.step_minutes = 5  # sampling interval in minutes
+  s.seed = 0  # generator seed: same seed, same data
+  s.missing_rate = 0.01  # fraction of readings dropped to 0 (missing), in short outages
   return c
 
 
 def _read(config: ml_collections.ConfigDict) -> Dataset:
   """The dataset of config.data: from `path` when given, else the registry's local files of `name`."""
   from stjax.data import formats, registry  # imported late: readers pull in h5py
+
   options = {"name": config.name, **(dict(config.reader) if config.get("reader") else {})}
   graph_path, node_ids = config.graph_path, None
   if config.path:
@@ -267,8 +304,9 @@ def _read(config: ml_collections.ConfigDict) -> Dataset:
       node_ids = paths[info.graph_node_ids] if info.graph_node_ids else None
   dataset = formats.read_series(series_path, **options)
   if graph_path:
-    adj = formats.read_graph(graph_path, num_nodes=dataset.num_nodes,
-                             node_ids=node_ids if node_ids is not None else dataset.node_ids)
+    adj = formats.read_graph(
+      graph_path, num_nodes=dataset.num_nodes, node_ids=node_ids if node_ids is not None else dataset.node_ids
+    )
     dataset = dataset.replace(adjacency=np.asarray(adj, np.float32))
   return dataset
 
@@ -281,29 +319,44 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   protocol_name = config.protocol
   if config.name == "synthetic":
     from stjax.data import synthetic
+
     if config.graph_path or config.path:
-      raise UserError("config.data.path / graph_path: the synthetic dataset makes its own series and "
-                      "graph; leave them empty")
+      raise UserError(
+        "config.data.path / graph_path: the synthetic dataset makes its own series and "
+        "graph; leave them empty"
+      )
     dataset = synthetic.generate(**dict(config.synthetic))
     protocol_name = protocol_name or "dcrnn"
   else:
     if not protocol_name:
       from stjax.data import registry
+
       protocol_name = registry.get(config.name).protocol  # UserError listing the known names
     get_protocol(protocol_name)  # fail on a typo before reading any file
     dataset = _read(config)
-  protocol = get_protocol(protocol_name).resolve(dataset.steps_per_day, config.input_len, config.output_len,
-                                                  config.get("loss", ""))  # older configs lack it
+  protocol = get_protocol(protocol_name).resolve(
+    dataset.steps_per_day, config.input_len, config.output_len, config.get("loss", "")
+  )  # older configs lack it
   return bundle_from_dataset(dataset, protocol)
 
 
 def describe(bundle: DataBundle) -> str:
   """One line: dataset, protocol, window counts."""
   s = bundle.splits
-  return (f"{bundle.dataset.name} {tuple(bundle.dataset.values.shape)} under {bundle.protocol.name}: "
-          f"{bundle.spec.input_len} -> {bundle.spec.output_len}, windows train/val/test "
-          f"{len(s['train'])}/{len(s['val'])}/{len(s['test'])}")
+  return (
+    f"{bundle.dataset.name} {tuple(bundle.dataset.values.shape)} under {bundle.protocol.name}: "
+    f"{bundle.spec.input_len} -> {bundle.spec.output_len}, windows train/val/test "
+    f"{len(s['train'])}/{len(s['val'])}/{len(s['test'])}"
+  )
 
 
-__all__: list[Any] = ["Scaler", "DataSpec", "WindowSource", "DataBundle", "bundle_from_dataset",
-                      "build_data", "default_data_config", "describe"]
+__all__: list[Any] = [
+  "Scaler",
+  "DataSpec",
+  "WindowSource",
+  "DataBundle",
+  "bundle_from_dataset",
+  "build_data",
+  "default_data_config",
+  "describe",
+]

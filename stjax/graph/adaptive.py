@@ -21,8 +21,9 @@ from stjax.graph.edges import EdgeList
 from stjax.graph.hypergraph import Incidence, incidence_from_members
 
 
-def blockwise_top_k(score_rows: Callable[[jax.Array], jax.Array], num_rows: int, k: int,
-                    block: int) -> tuple[jax.Array, jax.Array]:
+def blockwise_top_k(
+  score_rows: Callable[[jax.Array], jax.Array], num_rows: int, k: int, block: int
+) -> tuple[jax.Array, jax.Array]:
   """Top-k per row of a [num_rows, num_cols] score matrix that is never materialised.
 
   score_rows(rows [b] int32) -> [b, num_cols] scores of those rows. Rows are processed `block` at a
@@ -74,6 +75,7 @@ class AdaptiveGraph(nn.Module):
   Either way the weights of the selected edges, A[dst, src], are recomputed on every call from
   the current embeddings, so E_1, E_2 and Lin_1, Lin_2 get gradients on every step.
   """
+
   num_nodes: int
   top_k: int = 20
   embed_dim: int = 40
@@ -114,13 +116,15 @@ class AdaptiveGraph(nn.Module):
       src_var = self.variable("graph", "src", lambda: self.select(m1, m2))
       step = self.variable("graph", "step", lambda: jnp.zeros((), jnp.int32))
       if update and not self.is_initializing():
-        src_var.value = jax.lax.cond(step.value % self.refresh == 0, lambda: self.select(m1, m2),
-                                     lambda: src_var.value)
+        src_var.value = jax.lax.cond(
+          step.value % self.refresh == 0, lambda: self.select(m1, m2), lambda: src_var.value
+        )
         step.value = step.value + 1
       src = src_var.value
     dst = jnp.repeat(jnp.arange(self.num_nodes, dtype=jnp.int32), min(self.top_k, self.num_nodes))
-    return EdgeList(src, dst, edge_weights(m1, m2, src, dst, self.alpha), num_nodes=self.num_nodes,
-                    dst_sorted=True)
+    return EdgeList(
+      src, dst, edge_weights(m1, m2, src, dst, self.alpha), num_nodes=self.num_nodes, dst_sorted=True
+    )
 
 
 def edge_weights(m1: jax.Array, m2: jax.Array, src: jax.Array, dst: jax.Array, alpha: float) -> jax.Array:
@@ -161,8 +165,7 @@ def dedup_hyperedges(members: jax.Array) -> jax.Array:
   sets = jnp.sort(members, axis=1)
   order = jnp.lexsort(tuple(sets[:, j] for j in reversed(range(sets.shape[1]))))
   ordered = sets[order]
-  same_as_prev = jnp.concatenate(
-      [jnp.zeros((1,), bool), jnp.all(ordered[1:] == ordered[:-1], axis=1)])
+  same_as_prev = jnp.concatenate([jnp.zeros((1,), bool), jnp.all(ordered[1:] == ordered[:-1], axis=1)])
   return jnp.zeros(members.shape[0], bool).at[order].set(~same_as_prev)
 
 
@@ -177,6 +180,7 @@ class KNNHypergraph(nn.Module):
   H[v, e] = k softmax_{v in e}(-|z_v - z_e| / tau), tau a learned temperature (init sqrt(d)),
   and 0 for duplicate hyperedges. So Lin, E and tau all receive gradients.
   """
+
   num_nodes: int
   hyperedge_size: int = 3
   embed_dim: int = 40
@@ -202,7 +206,8 @@ class KNNHypergraph(nn.Module):
     step = self.variable("graph", "step", lambda: jnp.zeros((), jnp.int32))
     if update and not self.is_initializing():
       members.value, valid.value = jax.lax.cond(
-          step.value % self.refresh == 0, build, lambda: (members.value, valid.value))
+        step.value % self.refresh == 0, build, lambda: (members.value, valid.value)
+      )
       step.value = step.value + 1
 
     m = members.value

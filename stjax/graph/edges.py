@@ -24,6 +24,7 @@ class EdgeList:
   src, dst: [E] int32 in [0, num_nodes); weight: [E] float. `dst_sorted` says that `dst` is
   non-decreasing, which lets segment sums take the faster sorted path.
   """
+
   src: jax.Array
   dst: jax.Array
   weight: jax.Array
@@ -50,8 +51,12 @@ def edge_list_from_dense(adjacency, name: str = "adjacency") -> EdgeList:
     raise UserError(f"{name}: contains negative weights; propagation expects weights >= 0")
   dst, src = np.nonzero(a)  # row-major, so dst is sorted
   return EdgeList(
-      jnp.asarray(src, jnp.int32), jnp.asarray(dst, jnp.int32),
-      jnp.asarray(a[dst, src], jnp.float32), num_nodes=a.shape[0], dst_sorted=True)
+    jnp.asarray(src, jnp.int32),
+    jnp.asarray(dst, jnp.int32),
+    jnp.asarray(a[dst, src], jnp.float32),
+    num_nodes=a.shape[0],
+    dst_sorted=True,
+  )
 
 
 def edge_list_from_neighbors(neighbors: jax.Array, weights: jax.Array) -> EdgeList:
@@ -61,23 +66,26 @@ def edge_list_from_neighbors(neighbors: jax.Array, weights: jax.Array) -> EdgeLi
   """
   n, k = neighbors.shape
   dst = jnp.repeat(jnp.arange(n, dtype=jnp.int32), k)
-  return EdgeList(neighbors.reshape(-1).astype(jnp.int32), dst, weights.reshape(-1),
-                  num_nodes=n, dst_sorted=True)
+  return EdgeList(
+    neighbors.reshape(-1).astype(jnp.int32), dst, weights.reshape(-1), num_nodes=n, dst_sorted=True
+  )
 
 
 def add_self_loops(graph: EdgeList, weight: float = 1.0) -> EdgeList:
   """A + weight * I, as extra edges appended at the end."""
   loops = jnp.arange(graph.num_nodes, dtype=jnp.int32)
   return EdgeList(
-      jnp.concatenate([graph.src, loops]), jnp.concatenate([graph.dst, loops]),
-      jnp.concatenate([graph.weight, jnp.full((graph.num_nodes,), weight, graph.weight.dtype)]),
-      graph.num_nodes, dst_sorted=False)
+    jnp.concatenate([graph.src, loops]),
+    jnp.concatenate([graph.dst, loops]),
+    jnp.concatenate([graph.weight, jnp.full((graph.num_nodes,), weight, graph.weight.dtype)]),
+    graph.num_nodes,
+    dst_sorted=False,
+  )
 
 
 def in_degree(graph: EdgeList) -> jax.Array:
   """Row sums of A: deg[v] = sum_{e: dst[e] = v} weight[e]. Returns [N]."""
-  return jax.ops.segment_sum(graph.weight, graph.dst, graph.num_nodes,
-                             indices_are_sorted=graph.dst_sorted)
+  return jax.ops.segment_sum(graph.weight, graph.dst, graph.num_nodes, indices_are_sorted=graph.dst_sorted)
 
 
 def row_normalize(graph: EdgeList) -> EdgeList:
@@ -101,8 +109,7 @@ def propagate(h: jax.Array, graph: EdgeList, node_axis: int = 0) -> jax.Array:
     raise ValueError(f"propagate: axis {node_axis} of {h.shape} is not {graph.num_nodes} nodes")
   x = jnp.moveaxis(h, node_axis, 0)
   messages = x[graph.src] * graph.weight.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
-  out = jax.ops.segment_sum(messages, graph.dst, graph.num_nodes,
-                            indices_are_sorted=graph.dst_sorted)
+  out = jax.ops.segment_sum(messages, graph.dst, graph.num_nodes, indices_are_sorted=graph.dst_sorted)
   return jnp.moveaxis(out, 0, node_axis)
 
 
@@ -113,6 +120,7 @@ class MixProp(nn.Module):
   differentiable (adaptive graphs). x: [..., N, ..., C] with nodes at `node_axis`; returns
   [..., N, ..., features].
   """
+
   features: int
   depth: int = 2
   beta: float = 0.05

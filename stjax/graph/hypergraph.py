@@ -23,6 +23,7 @@ class Incidence:
 
   node: [Z] int32 in [0, num_nodes); edge: [Z] int32 in [0, num_edges); weight: [Z] float >= 0.
   """
+
   node: jax.Array
   edge: jax.Array
   weight: jax.Array
@@ -39,8 +40,7 @@ def incidence_from_members(members: jax.Array, weights: jax.Array) -> Incidence:
   """
   m, k = members.shape
   edge = jnp.repeat(jnp.arange(m, dtype=jnp.int32), k)
-  return Incidence(members.reshape(-1).astype(jnp.int32), edge, weights.reshape(-1),
-                   num_nodes=m, num_edges=m)
+  return Incidence(members.reshape(-1).astype(jnp.int32), edge, weights.reshape(-1), num_nodes=m, num_edges=m)
 
 
 def node_degree(inc: Incidence) -> jax.Array:
@@ -83,8 +83,9 @@ def hypergraph_smooth(x: jax.Array, inc: Incidence) -> jax.Array:
   return edges_to_nodes(e, inc) * _bcast(dv, x.ndim)
 
 
-def segment_softmax(scores: jax.Array, segment_ids: jax.Array, num_segments: int,
-                    weight: jax.Array) -> jax.Array:
+def segment_softmax(
+  scores: jax.Array, segment_ids: jax.Array, num_segments: int, weight: jax.Array
+) -> jax.Array:
   """Weighted softmax within segments: a_z = w_z exp(s_z) / sum_{z' in seg(z)} w_z' exp(s_z').
 
   scores: [Z, ...]; segment_ids, weight: [Z]. Entries with weight 0 get exactly 0; a segment
@@ -104,6 +105,7 @@ class HypergraphConv(nn.Module):
 
   x: [..., N, ..., C] with nodes at `node_axis`; returns [..., N, ..., features].
   """
+
   features: int
   node_axis: int = 1
 
@@ -111,8 +113,7 @@ class HypergraphConv(nn.Module):
   def __call__(self, x: jax.Array, inc: Incidence, deterministic: bool = True) -> jax.Array:
     del deterministic  # no dropout in this variant; the signature matches HypergraphAttention
     h = nn.Dense(self.features, use_bias=False, name="theta")(x)
-    h = jnp.moveaxis(hypergraph_smooth(jnp.moveaxis(h, self.node_axis, 0), inc), 0,
-                     self.node_axis)
+    h = jnp.moveaxis(hypergraph_smooth(jnp.moveaxis(h, self.node_axis, 0), inc), 0, self.node_axis)
     return h + self.param("bias", nn.initializers.zeros, (self.features,), h.dtype)
 
 
@@ -127,6 +128,7 @@ class HypergraphAttention(nn.Module):
   The incidence weights enter the softmax, so they receive gradients. x: [..., N, ..., C] with
   nodes at `node_axis`; returns [..., N, ..., features].
   """
+
   features: int
   dropout_rate: float = 0.0
   negative_slope: float = 0.2

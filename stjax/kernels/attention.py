@@ -16,8 +16,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from stjax.kernels.masks import attention_bias_mask, stack_groups
 from stjax.kernels.dropout import dropout
+from stjax.kernels.masks import attention_bias_mask, stack_groups
 
 KEY_BLOCK = 512  # keys per block of the blockwise path.
 SCORE_BYTES_LIMIT = 1 << 26  # `attend` goes blockwise when the float32 scores would exceed 64 MiB.
@@ -37,8 +37,9 @@ def dense_attention(qh, kh, vh, causal, q_len, mask, kv_heads, groups, dropout_r
   return jnp.einsum("bnqk,bnkd->bnqd", probs.astype(vh.dtype), vh)  # [b, n, g * q, d]
 
 
-def blockwise_attention(qh: jax.Array, kh: jax.Array, vh: jax.Array, *, causal: bool, q_len: int,
-                        key_block: int) -> jax.Array:
+def blockwise_attention(
+  qh: jax.Array, kh: jax.Array, vh: jax.Array, *, causal: bool, q_len: int, key_block: int
+) -> jax.Array:
   """Heads-first attention in key blocks, memory linear in the sequence length.
 
   qh: [b, n, R, d] with R = groups * q_len (query row r is at position r % q_len); kh, vh:
@@ -95,7 +96,7 @@ def _blockwise_fwd(qh, kb, vb, causal, q_len, k_len):
   low = jnp.finfo(jnp.float32).min
 
   def step(carry, block):
-    m, l, acc = carry                                      # [b, n, R], [b, n, R], [b, n, R, d]
+    m, l, acc = carry  # [b, n, R], [b, n, R], [b, n, R, d]
     j, kj, vj = block
     allowed = _block_allowed(j, key_block, rows, causal, q_len, k_len)
     s = _block_logits(qh, kj)
@@ -105,14 +106,15 @@ def _blockwise_fwd(qh, kb, vb, causal, q_len, k_len):
       p = jnp.where(allowed, p, 0.0)
     rescale = jnp.exp(m - m_new)
     l = l * rescale + p.sum(-1)
-    acc = acc * rescale[..., None] + jnp.einsum("bnrk,bnkd->bnrd", p.astype(vj.dtype), vj,
-                                                preferred_element_type=jnp.float32)
+    acc = acc * rescale[..., None] + jnp.einsum(
+      "bnrk,bnkd->bnrd", p.astype(vj.dtype), vj, preferred_element_type=jnp.float32
+    )
     return (m_new, l, acc), None
 
   shape = qh.shape[:3]
   init = (jnp.full(shape, low), jnp.zeros(shape), jnp.zeros(qh.shape, jnp.float32))
   (m, l, acc), _ = jax.lax.scan(step, init, (jnp.arange(kb.shape[0]), kb, vb))
-  seen = l > 0                                             # False: the row may see no key
+  seen = l > 0  # False: the row may see no key
   out = jnp.where(seen[..., None], acc / jnp.where(seen, l, 1.0)[..., None], 0.0).astype(vb.dtype)
   lse = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), jnp.inf)  # exp(s - inf) = 0 in the backward
   return out, (qh, kb, vb, out, lse)

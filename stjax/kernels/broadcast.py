@@ -35,8 +35,13 @@ def _over_leading_fwd(p, lead, kernel):
 def _over_leading_bwd(lead, kernel, _, g):
   if kernel == "xla":
     return (jnp.sum(g, axis=tuple(range(len(lead)))),)
-  total = jnp.tensordot(jnp.ones(lead, g.dtype), g, axes=len(lead), preferred_element_type=jnp.float32,
-                        precision=jax.lax.Precision.HIGHEST)
+  total = jnp.tensordot(
+    jnp.ones(lead, g.dtype),
+    g,
+    axes=len(lead),
+    preferred_element_type=jnp.float32,
+    precision=jax.lax.Precision.HIGHEST,
+  )
   return (total.astype(g.dtype),)
 
 

@@ -45,8 +45,11 @@ def resolve_kernels(kernel_config, *, backend: str, num_devices: int) -> Kernels
   which a mesh of several devices cannot split (XLA replicates it), so it is only picked on one CPU
   device. Explicit choices pass through (checked)."""
   cpu = backend == "cpu"
-  auto = {"attention": "xla", "experts": "min_rows" if cpu and num_devices == 1 else "dense",
-          "leading_sum": "ones_matmul" if cpu else "xla"}
+  auto = {
+    "attention": "xla",
+    "experts": "min_rows" if cpu and num_devices == 1 else "dense",
+    "leading_sum": "ones_matmul" if cpu else "xla",
+  }
   given = dict(kernel_config or {})
   unknown = sorted(set(given) - set(_CHOICES))
   if unknown:

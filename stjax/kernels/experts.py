@@ -26,6 +26,7 @@ def uses_grouped(choice: str, tokens: int, top_k: int, num_experts: int, block_r
     return choice == "grouped"
   return grouped_blocks(tokens, top_k, num_experts, block_rows) * block_rows < tokens * num_experts
 
+
 def dense_experts(z, gates, w1, b1, w2, b2):
   """sum_e gates[..., e] * FFN_e(z) with every expert on every token, as two plain matmuls.
 
@@ -74,11 +75,15 @@ def grouped_experts(z, top_i, gates, w1, b1, w2, b2, block_rows: int):
   padded = -(-counts // c) * c
   start = jnp.cumsum(padded) - padded  # first row of each expert's run
   row = start[flat_e] + rank  # [T k] distinct rows in [0, nb * C)
-  row_pair = jnp.zeros((nb * c,), jnp.int32).at[row].set(jnp.arange(t * k, dtype=jnp.int32), unique_indices=True)
+  row_pair = (
+    jnp.zeros((nb * c,), jnp.int32).at[row].set(jnp.arange(t * k, dtype=jnp.int32), unique_indices=True)
+  )
   row_valid = jnp.zeros((nb * c,), bool).at[row].set(True, unique_indices=True)
   block_e = jnp.minimum(jnp.searchsorted(jnp.cumsum(padded), jnp.arange(nb) * c, side="right"), e - 1)
   xs = _take_rows(z, row_pair // k, row.reshape(t, k), jnp.ones((t, k), bool)).reshape(nb, c, -1)
-  hid = jax.nn.gelu(jnp.einsum("bcd,bdh->bch", xs, _take_blocks(w1, block_e)) + _take_blocks(b1, block_e)[:, None])
+  hid = jax.nn.gelu(
+    jnp.einsum("bcd,bdh->bch", xs, _take_blocks(w1, block_e)) + _take_blocks(b1, block_e)[:, None]
+  )
   ys = jnp.einsum("bch,bhf->bcf", hid, _take_blocks(w2, block_e)) + _take_blocks(b2, block_e)[:, None]
   pairs = _take_rows(ys.reshape(nb * c, -1), row, row_pair[:, None], row_valid[:, None])
   return jnp.einsum("tk,tkf->tf", gates, pairs.reshape(t, k, -1))

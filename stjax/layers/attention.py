@@ -27,17 +27,17 @@ from stjax.kernels.choice import ATTENTION_KERNELS
 
 
 def attend(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    *,
-    causal: bool,
-    dropout_rate: float = 0.0,
-    deterministic: bool = True,
-    dropout_rng: jax.Array | None = None,
-    mask: jax.Array | None = None,
-    key_block: int | None = None,
-    kernel: str = "xla",
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  *,
+  causal: bool,
+  dropout_rate: float = 0.0,
+  deterministic: bool = True,
+  dropout_rng: jax.Array | None = None,
+  mask: jax.Array | None = None,
+  key_block: int | None = None,
+  kernel: str = "xla",
 ) -> jax.Array:
   """Softmax(q k^T / sqrt(head_dim)) v per head.
 

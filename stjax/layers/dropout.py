@@ -1,6 +1,6 @@
 """Dropout as a Flax module over stjax's half-bit masks (`stjax.kernels.dropout`).
 
-    y = Dropout(rate)(x, deterministic=False)   # needs a "dropout" rng, like flax's nn.Dropout
+y = Dropout(rate)(x, deterministic=False)   # needs a "dropout" rng, like flax's nn.Dropout
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __all__ = ["Dropout", "dropout", "keep_mask", "keep_probability"]
 
 class Dropout(nn.Module):
   """Drop-in for `flax.linen.Dropout`: __call__(x, deterministic) with the "dropout" rng stream."""
+
   rate: float
 
   @nn.compact

@@ -64,19 +64,35 @@ class LoRADense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     d_in = x.shape[-1]
     in_axis, out_axis = self.kernel_axes
-    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
-                        (d_in, self.features), self.param_dtype)
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+      (d_in, self.features),
+      self.param_dtype,
+    )
     x = x.astype(self.dtype)
     y = jnp.einsum("...i,io->...o", x, kernel.astype(self.dtype))
     if self.use_bias:
-      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
-                        (self.features,), self.param_dtype)
+      bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
+        (self.features,),
+        self.param_dtype,
+      )
       y = y + bias.astype(self.dtype)
     if self.rank > 0:
-      a = self.param("lora_a", nn.with_logical_partitioning(lora_a_init, (in_axis, None)),
-                     (d_in, self.rank), self.param_dtype)
-      b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros, (None, out_axis)),
-                     (self.rank, self.features), self.param_dtype)
+      a = self.param(
+        "lora_a",
+        nn.with_logical_partitioning(lora_a_init, (in_axis, None)),
+        (d_in, self.rank),
+        self.param_dtype,
+      )
+      b = self.param(
+        "lora_b",
+        nn.with_logical_partitioning(nn.initializers.zeros, (None, out_axis)),
+        (self.rank, self.features),
+        self.param_dtype,
+      )
       low = jnp.einsum("...i,ir->...r", x, a.astype(self.dtype))
       y = y + (self.alpha / self.rank) * jnp.einsum("...r,ro->...o", low, b.astype(self.dtype))
     return y

@@ -24,9 +24,9 @@ class RevINStats(NamedTuple):
 
 class RevIN(nn.Module):
   """Attributes:
-    num_features: F, the feature (channel) count of the input.
-    affine: learn a per-feature weight (init 1) and bias (init 0).
-    eps: added to the variance, so constant (e.g. all-missing) series give std = sqrt(eps), not 0.
+  num_features: F, the feature (channel) count of the input.
+  affine: learn a per-feature weight (init 1) and bias (init 0).
+  eps: added to the variance, so constant (e.g. all-missing) series give std = sqrt(eps), not 0.
   """
 
   num_features: int

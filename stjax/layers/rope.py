@@ -98,6 +98,6 @@ def laplacian_eigenvectors(adjacency: np.ndarray, k: int) -> np.ndarray:
   dinv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
   lap = np.eye(n) - dinv[:, None] * w * dinv[None, :]
   _, vecs = np.linalg.eigh(lap)
-  vecs = vecs[:, 1:k + 1]
+  vecs = vecs[:, 1 : k + 1]
   sign = np.sign(vecs[np.abs(vecs).argmax(0), np.arange(k)])
   return vecs * np.where(sign == 0, 1.0, sign)

@@ -15,9 +15,9 @@ from stjax.kernels import Kernels
 
 # name -> module that registers it on import.
 _MODULES = {
-    "st_link": "stjax.models.st_link",
-    "st_llm": "stjax.models.st_llm",
-    "sth_sepnet": "stjax.models.sth_sepnet",
+  "st_link": "stjax.models.st_link",
+  "st_llm": "stjax.models.st_llm",
+  "sth_sepnet": "stjax.models.sth_sepnet",
 }
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 

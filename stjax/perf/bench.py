@@ -44,17 +44,17 @@ from stjax.errors import UserError
 # precision). Sources: NVIDIA H100/H200/A100 datasheets (SXM, dense), Google Cloud TPU docs.
 # Matched by substring of `device.device_kind`, first match wins (so "H100 PCIe" precedes "H100").
 PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
-    ("H100", {"bfloat16": 989e12, "float32": 494e12}),
-    ("H200", {"bfloat16": 989e12, "float32": 494e12}),
-    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
-    ("L4", {"bfloat16": 121e12, "float32": 60e12}),
-    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
-    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
-    ("TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
-    ("TPU v5p", {"bfloat16": 459e12, "float32": 459e12}),
-    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
-    ("TPU v6", {"bfloat16": 918e12, "float32": 918e12}),
+  ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
+  ("H100", {"bfloat16": 989e12, "float32": 494e12}),
+  ("H200", {"bfloat16": 989e12, "float32": 494e12}),
+  ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+  ("L4", {"bfloat16": 121e12, "float32": 60e12}),
+  ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+  ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
+  ("TPU v5e", {"bfloat16": 197e12, "float32": 197e12}),
+  ("TPU v5p", {"bfloat16": 459e12, "float32": 459e12}),
+  ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
+  ("TPU v6", {"bfloat16": 918e12, "float32": 918e12}),
 )
 
 
@@ -88,7 +88,6 @@ def compile_step(jitted: Any, *args) -> Compiled:
 def compile_train_step_for(exp: Any, *args) -> Any:
   """A fresh trace and XLA compile of the experiment's train step for `args` (arrays or
   ShapeDtypeStructs), under its mesh."""
-  from stjax.train.experiment import build_experiment
   from stjax.train.step import compile_train_step
 
   with exp.context():
@@ -138,8 +137,12 @@ def compiled_memory_bytes(compiled: Any) -> int | None:
   stats = compiled.memory_analysis()
   if stats is None:
     return None
-  total = (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-           - stats.alias_size_in_bytes)
+  total = (
+    stats.argument_size_in_bytes
+    + stats.output_size_in_bytes
+    + stats.temp_size_in_bytes
+    - stats.alias_size_in_bytes
+  )
   return int(total) if total > 0 else None
 
 
@@ -154,8 +157,9 @@ def device_peak_memory(devices: Iterable[jax.Device]) -> int | None:
   return max(peaks) if peaks else None
 
 
-def time_calls(call: Callable[[Any, Any], Any], carry: Any, inputs: list[Any], steps: int,
-               warmup: int) -> tuple[list[float], Any]:
+def time_calls(
+  call: Callable[[Any, Any], Any], carry: Any, inputs: list[Any], steps: int, warmup: int
+) -> tuple[list[float], Any]:
   """Times `carry = call(carry, inputs[i % len])[0]`-style steps.
 
   `call(carry, x)` must return `(new_carry, outputs)`; the carry is threaded (so donated buffers
@@ -179,8 +183,9 @@ def time_calls(call: Callable[[Any, Any], Any], carry: Any, inputs: list[Any], s
   return times, carry
 
 
-def interleaved_times(runners: dict[str, Callable[[int], Any]], num_inputs: int, steps: int,
-                      warmup: int) -> dict[str, list[float]]:
+def interleaved_times(
+  runners: dict[str, Callable[[int], Any]], num_inputs: int, steps: int, warmup: int
+) -> dict[str, list[float]]:
   """Times `steps` rounds in which every runner takes one call on the same input index, so a change
   of machine load hits all of them alike (ratios from one run are what to compare on a shared VM).
 
@@ -209,9 +214,9 @@ def summarize_times(times: list[float]) -> dict[str, float | None]:
     return {"step_time_s": None, "step_time_p10_s": None, "step_time_p90_s": None}
   arr = np.asarray(times, np.float64)
   return {
-      "step_time_s": float(np.median(arr)),
-      "step_time_p10_s": float(np.percentile(arr, 10)),
-      "step_time_p90_s": float(np.percentile(arr, 90)),
+    "step_time_s": float(np.median(arr)),
+    "step_time_p10_s": float(np.percentile(arr, 10)),
+    "step_time_p90_s": float(np.percentile(arr, 90)),
   }
 
 
@@ -227,8 +232,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -
       return f"{v:.4g}"
     return str(v)
 
-  lines = ["| " + " | ".join(h for _, h in columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
+  lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
   for row in rows:
     lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
   return "\n".join(lines)
@@ -280,11 +284,11 @@ def apply_overrides(config, *, batch: int, nodes: int, num_steps: int):
 class Prepared:
   """A compiled train step ready to time: the experiment, its state and device batches."""
 
-  config: Any                     # the config actually run (after `apply_overrides`)
-  exp: Any                        # stjax.train.loop.Experiment
+  config: Any  # the config actually run (after `apply_overrides`)
+  exp: Any  # stjax.train.loop.Experiment
   compiled: Compiled
-  state: Any                      # TrainState (donated by each call: always use the returned one)
-  batches: list[dict[str, Any]]   # device batches x, tod, dow, y (sharded like the trainer's)
+  state: Any  # TrainState (donated by each call: always use the returned one)
+  batches: list[dict[str, Any]]  # device batches x, tod, dow, y (sharded like the trainer's)
   host_batches: list[dict[str, np.ndarray]]  # the same batches on the host (for other frameworks)
 
   def step(self, state, batch):
@@ -293,7 +297,9 @@ class Prepared:
       return self.compiled.fn(state, batch)
 
 
-def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinct_batches: int = 4) -> Prepared:
+def prepare(
+  config, *, batch: int, nodes: int, num_steps: int = 864, num_distinct_batches: int = 4
+) -> Prepared:
   """Builds the experiment for `config` on synthetic data and compiles the trainer's step for it."""
   from stjax import sharding
   from stjax.train.experiment import build_experiment
@@ -306,8 +312,10 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
   if batch % exp.batch_shards:
     raise UserError(f"--batch: {batch} is not divisible by the {exp.batch_shards} data shards of the mesh")
   if len(train) < batch:
-    raise UserError(f"--batch: {batch} exceeds the {len(train)} training windows of {num_steps} synthetic "
-                    "steps; raise --num_steps")
+    raise UserError(
+      f"--batch: {batch} exceeds the {len(train)} training windows of {num_steps} synthetic "
+      "steps; raise --num_steps"
+    )
 
   jitted = compile_train_step(exp)  # exactly the step (and shardings) stjax.train runs
   rng = np.random.default_rng(0)
@@ -320,13 +328,25 @@ def prepare(config, *, batch: int, nodes: int, num_steps: int = 864, num_distinc
       host_batches.append({k: host[k] for k in keys})
       batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
     compiled = compile_step(jitted, state, batches[0])
-  compiled.flops_per_device = step_flops(compiled.fn, functools.partial(dense_attention_step, exp, state, batches[0]))
+  compiled.flops_per_device = step_flops(
+    compiled.fn, functools.partial(dense_attention_step, exp, state, batches[0])
+  )
   return Prepared(config, exp, compiled, state, batches, host_batches)
 
 
-def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_steps: int = 864,
-        data_batches: int = 20, peak_flops: float | None = None, profile_dir: str | None = None,
-        profile_depth: int = 2) -> dict[str, Any]:
+def run(
+  config,
+  *,
+  batch: int,
+  nodes: int,
+  steps: int,
+  warmup: int = 3,
+  num_steps: int = 864,
+  data_batches: int = 20,
+  peak_flops: float | None = None,
+  profile_dir: str | None = None,
+  profile_depth: int = 2,
+) -> dict[str, Any]:
   """Builds the experiment for `config` on synthetic data and benchmarks its train step.
 
   Returns the result dict documented in the module docstring (plus shapes and environment).
@@ -336,8 +356,9 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
     raise UserError(f"--steps: must be >= 0 (0 = compile and size only), got {steps}")
   if steps == 0 and profile_dir:
     raise UserError("--profile_dir: needs timed steps (--steps >= 1)")
-  prep = prepare(config, batch=batch, nodes=nodes, num_steps=num_steps,
-                 num_distinct_batches=4 if steps else 1)  # sizing needs one example batch
+  prep = prepare(
+    config, batch=batch, nodes=nodes, num_steps=num_steps, num_distinct_batches=4 if steps else 1
+  )  # sizing needs one example batch
   config, exp, compiled, bundle = prep.config, prep.exp, prep.compiled, prep.exp.bundle
   state, loss, times = prep.state, None, []
   if steps:
@@ -351,10 +372,18 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
   devices = list(exp.mesh.devices.flat)
   dtype = config.train.compute_dtype
   result: dict[str, Any] = {
-      "model": config.model.name, "nodes": nodes, "batch": batch, "input_len": bundle.spec.input_len,
-      "output_len": bundle.spec.output_len, "compute_dtype": dtype,
-      "backend": jax.default_backend(), "device_kind": devices[0].device_kind, "num_devices": len(devices),
-      "steps": steps, "warmup": warmup, "loss": loss,
+    "model": config.model.name,
+    "nodes": nodes,
+    "batch": batch,
+    "input_len": bundle.spec.input_len,
+    "output_len": bundle.spec.output_len,
+    "compute_dtype": dtype,
+    "backend": jax.default_backend(),
+    "device_kind": devices[0].device_kind,
+    "num_devices": len(devices),
+    "steps": steps,
+    "warmup": warmup,
+    "loss": loss,
   }
   result.update(summarize_times(times))
   step_time = result["step_time_s"]  # None when nothing ran (--steps=0)
@@ -376,14 +405,19 @@ def run(config, *, batch: int, nodes: int, steps: int, warmup: int = 3, num_step
   if device_peak is not None:
     result["peak_memory_bytes"], result["peak_memory_source"] = device_peak, "memory_stats"
   elif compiled.memory_bytes is not None:
-    result["peak_memory_bytes"], result["peak_memory_source"] = compiled.memory_bytes, "compiled_memory_analysis"
+    result["peak_memory_bytes"], result["peak_memory_source"] = (
+      compiled.memory_bytes,
+      "compiled_memory_analysis",
+    )
   else:
     result["peak_memory_bytes"], result["peak_memory_source"] = None, None
   result["data_samples_per_s"] = data_throughput(exp, batch, data_batches)
   if profile_dir:
     from stjax.perf import op_profile
-    result["profile"], state = op_profile.profile(prep.step, state, prep.batches, compiled.fn, steps,
-                                                  profile_dir, profile_depth)
+
+    result["profile"], state = op_profile.profile(
+      prep.step, state, prep.batches, compiled.fn, steps, profile_dir, profile_depth
+    )
   return result
 
 
@@ -403,10 +437,20 @@ def data_throughput(exp, batch: int, num_batches: int) -> float | None:
   return num_batches * batch / (time.perf_counter() - start)
 
 
-COLUMNS = [("model", "model"), ("nodes", "N"), ("batch", "B"), ("compute_dtype", "dtype"),
-           ("step_time_s", "step (s)"), ("compile_time_s", "compile (s)"), ("samples_per_s", "samples/s"),
-           ("tokens_per_s", "tokens/s"), ("flops_per_step", "FLOPs/step"), ("mfu", "MFU"),
-           ("peak_memory_bytes", "peak mem (B)"), ("data_samples_per_s", "data samples/s")]
+COLUMNS = [
+  ("model", "model"),
+  ("nodes", "N"),
+  ("batch", "B"),
+  ("compute_dtype", "dtype"),
+  ("step_time_s", "step (s)"),
+  ("compile_time_s", "compile (s)"),
+  ("samples_per_s", "samples/s"),
+  ("tokens_per_s", "tokens/s"),
+  ("flops_per_step", "FLOPs/step"),
+  ("mfu", "MFU"),
+  ("peak_memory_bytes", "peak mem (B)"),
+  ("data_samples_per_s", "data samples/s"),
+]
 
 
 def main(argv):
@@ -417,13 +461,24 @@ def main(argv):
   config = f.config
   if config is None:
     raise UserError("--config: required (a config file, e.g. configs/st_link_pemsbay.py)")
-  result = run(config, batch=f.batch, nodes=f.nodes, steps=f.steps, warmup=f.warmup, num_steps=f.num_steps,
-               data_batches=f.data_batches, peak_flops=f.peak_flops, profile_dir=f.profile_dir,
-               profile_depth=f.profile_depth)
+  result = run(
+    config,
+    batch=f.batch,
+    nodes=f.nodes,
+    steps=f.steps,
+    warmup=f.warmup,
+    num_steps=f.num_steps,
+    data_batches=f.data_batches,
+    peak_flops=f.peak_flops,
+    profile_dir=f.profile_dir,
+    profile_depth=f.profile_depth,
+  )
   if "profile" in result:
     cols = [("ms_per_step", "ms/step"), ("share", "share"), ("ops", "ops")]
     print(f"Op time per step by component (trace in {f.profile_dir}):")
-    print(markdown_table(result["profile"]["components"], [("pass", "pass"), ("component", "component")] + cols))
+    print(
+      markdown_table(result["profile"]["components"], [("pass", "pass"), ("component", "component")] + cols)
+    )
     print("By op kind:")
     print(markdown_table(result["profile"]["op_kinds"], [("kind", "kind")] + cols))
   print(markdown_table([result], COLUMNS))
@@ -441,10 +496,16 @@ def _define_flags():
   flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
   flags.DEFINE_integer("num_steps", 864, "Time steps of the synthetic series (windows to draw from).")
   flags.DEFINE_integer("data_batches", 20, "Batches drawn to time the data pipeline alone; 0 = skip.")
-  flags.DEFINE_string("profile_dir", None, "Also trace --steps steps into this folder and print op time "
-                      "per model component (stjax.perf.op_profile).")
+  flags.DEFINE_string(
+    "profile_dir",
+    None,
+    "Also trace --steps steps into this folder and print op time "
+    "per model component (stjax.perf.op_profile).",
+  )
   flags.DEFINE_integer("profile_depth", 2, "Module names kept per component in the profile table.")
-  flags.DEFINE_float("peak_flops", None, "Peak FLOP/s per device for MFU when the device is not in the table.")
+  flags.DEFINE_float(
+    "peak_flops", None, "Peak FLOP/s per device for MFU when the device is not in the table."
+  )
 
 
 def cli_main() -> None:

@@ -46,8 +46,10 @@ def parse_mesh(text: str) -> dict[str, int]:
   for part in filter(None, (p.strip() for p in text.split(","))):
     name, _, size = part.partition(":")
     if name not in MESH_AXES or not size.isdigit() or int(size) < 1 or name in sizes:
-      raise UserError(f"--mesh: {part!r} is not AXIS:SIZE with AXIS one of {', '.join(MESH_AXES)} "
-                      "(each once) and SIZE >= 1, e.g. --mesh=data:8,tensor:8")
+      raise UserError(
+        f"--mesh: {part!r} is not AXIS:SIZE with AXIS one of {', '.join(MESH_AXES)} "
+        "(each once) and SIZE >= 1, e.g. --mesh=data:8,tensor:8"
+      )
     sizes[name] = int(size)
   if not sizes:
     raise UserError("--mesh: empty; e.g. --mesh=data:8,tensor:8")
@@ -86,8 +88,9 @@ def _reexec_with_devices(count: int) -> None:
   if os.environ.get(_CHILD_ENV) == str(count):
     return
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (_DEVICES_FLAG.sub("", env.get("XLA_FLAGS", "")) +
-                      f" --xla_force_host_platform_device_count={count}").strip()
+  env["XLA_FLAGS"] = (
+    _DEVICES_FLAG.sub("", env.get("XLA_FLAGS", "")) + f" --xla_force_host_platform_device_count={count}"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   env[_CHILD_ENV] = str(count)
   os.execve(sys.executable, [sys.executable, "-m", "stjax.compile_only"] + sys.argv[1:], env)
@@ -107,50 +110,68 @@ def standin_data(config) -> str:
   fresh = windows.default_data_config()
   fresh.name, fresh.protocol = "synthetic", protocol
   fresh.input_len, fresh.output_len = d.input_len, d.output_len
-  fresh.synthetic.update(num_nodes=info.nodes, step_minutes=info.step_minutes, missing_rate=0.0,
-                         num_steps=2 * steps_per_day + 4 * rows + 200)
+  fresh.synthetic.update(
+    num_nodes=info.nodes,
+    step_minutes=info.step_minutes,
+    missing_rate=0.0,
+    num_steps=2 * steps_per_day + 4 * rows + 200,
+  )
   with config.unlocked():
     config.data = fresh
-  return (f"stand-in for {info.name}: {info.nodes} nodes, {info.step_minutes:g}-min steps, {protocol} "
-          "protocol, 1 channel (synthetic values; no file read)")
+  return (
+    f"stand-in for {info.name}: {info.nodes} nodes, {info.step_minutes:g}-min steps, {protocol} "
+    "protocol, 1 channel (synthetic values; no file read)"
+  )
 
 
 def analyse(config, note: str = "") -> dict:
   """Compiles the train step of `config` on the current devices; returns the report dict."""
   import jax
 
-  from stjax.perf import bench
   from stjax.data.windows import TRAIN_KEYS
+  from stjax.perf import bench
   from stjax.train.experiment import build_experiment
 
   exp = build_experiment(config)
   b = config.train.batch_size
   example = exp.bundle.splits["train"].batch([0])
   shardings = exp.batch_shardings
-  batch = {k: jax.ShapeDtypeStruct((b,) + example[k].shape[1:], example[k].dtype, sharding=shardings[k])
-           for k in TRAIN_KEYS}
+  batch = {
+    k: jax.ShapeDtypeStruct((b,) + example[k].shape[1:], example[k].dtype, sharding=shardings[k])
+    for k in TRAIN_KEYS
+  }
   compiled = bench.compile_train_step_for(exp, exp.abstract_state, batch)
   mem = compiled.memory_analysis()
-  flops = bench.step_flops(compiled, functools.partial(bench.dense_attention_step, exp, exp.abstract_state,
-                                                       batch)) or float("nan")
+  flops = bench.step_flops(
+    compiled, functools.partial(bench.dense_attention_step, exp, exp.abstract_state, batch)
+  ) or float("nan")
   params = exp.abstract_state.params
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   memory = {
-      "arguments": int(mem.argument_size_in_bytes), "outputs": int(mem.output_size_in_bytes),
-      "temp": int(mem.temp_size_in_bytes), "generated_code": int(mem.generated_code_size_in_bytes),
-      "aliased": int(mem.alias_size_in_bytes),
+    "arguments": int(mem.argument_size_in_bytes),
+    "outputs": int(mem.output_size_in_bytes),
+    "temp": int(mem.temp_size_in_bytes),
+    "generated_code": int(mem.generated_code_size_in_bytes),
+    "aliased": int(mem.alias_size_in_bytes),
   }
-  memory["total"] = (memory["arguments"] + memory["outputs"] - memory["aliased"] + memory["temp"] +
-                     memory["generated_code"])
+  memory["total"] = (
+    memory["arguments"] + memory["outputs"] - memory["aliased"] + memory["temp"] + memory["generated_code"]
+  )
   spec = exp.bundle.spec
   return {
-      "config_model": config.model.name, "data": note, "devices": jax.device_count(),
-      "mesh": {k: int(v) for k, v in exp.mesh.shape.items()}, "batch_size": b,
-      "batch_x": [b, spec.input_len, spec.num_nodes, spec.in_channels],
-      "params": n_params, "param_bytes_per_device": _shard_bytes(params),
-      "state_bytes_per_device": _shard_bytes(exp.abstract_state), "batch_bytes_per_device": _shard_bytes(batch),
-      "memory_per_device": memory,
-      "flops_per_device": flops, "flops_total": flops * jax.device_count(),
+    "config_model": config.model.name,
+    "data": note,
+    "devices": jax.device_count(),
+    "mesh": {k: int(v) for k, v in exp.mesh.shape.items()},
+    "batch_size": b,
+    "batch_x": [b, spec.input_len, spec.num_nodes, spec.in_channels],
+    "params": n_params,
+    "param_bytes_per_device": _shard_bytes(params),
+    "state_bytes_per_device": _shard_bytes(exp.abstract_state),
+    "batch_bytes_per_device": _shard_bytes(batch),
+    "memory_per_device": memory,
+    "flops_per_device": flops,
+    "flops_total": flops * jax.device_count(),
   }
 
 
@@ -166,10 +187,13 @@ def format_report(r: dict) -> str:
     return f"{n / 2**30:10.3f} GiB ({n / 2**20:,.1f} MiB)"
 
   m = r["memory_per_device"]
-  lines = [f"compile_only: {r['config_model']} on {r['devices']} simulated CPU devices, mesh {r['mesh']}",
-           f"  data: {r['data']}", f"  batch x {r['batch_x']}, {r['params']:,} params "
-           f"({r['param_bytes_per_device'] / 2**20:,.1f} MiB of them per device)",
-           "  per-device memory (XLA CPU memory_analysis):"]
+  lines = [
+    f"compile_only: {r['config_model']} on {r['devices']} simulated CPU devices, mesh {r['mesh']}",
+    f"  data: {r['data']}",
+    f"  batch x {r['batch_x']}, {r['params']:,} params "
+    f"({r['param_bytes_per_device'] / 2**20:,.1f} MiB of them per device)",
+    "  per-device memory (XLA CPU memory_analysis):",
+  ]
   for key in ("arguments", "outputs", "aliased", "temp", "generated_code", "total"):
     lines.append(f"    {key:<16}{gib(m[key])}")
   lines.append(f"  FLOPs per step: {r['flops_per_device']:.4g} per device, {r['flops_total']:.4g} in total")
@@ -177,12 +201,11 @@ def format_report(r: dict) -> str:
 
 
 def _main(argv) -> None:
-  from absl import flags
-
   import dataclasses
 
   import jax
   import ml_collections
+  from absl import flags
 
   from stjax.errors import UserError, cli_entry
   from stjax.kernels import resolve_kernels
@@ -227,8 +250,9 @@ def main() -> None:
   flags.DEFINE_integer("devices", None, "Simulated device count (same as --topology).")
   flags.DEFINE_integer("topology", None, "Target device count N of the mesh (config.mesh fills it).")
   flags.DEFINE_string("mesh", None, "Explicit mesh, e.g. data:8,tensor:8 (other axes 1).")
-  flags.DEFINE_enum("data", "standin", ["standin", "real"], "standin: registry shapes, no files; "
-                    "real: read config.data.")
+  flags.DEFINE_enum(
+    "data", "standin", ["standin", "real"], "standin: registry shapes, no files; real: read config.data."
+  )
   app.run(_main, flags_parser=train_cli.parse_flags)
 
 

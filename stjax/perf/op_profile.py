@@ -51,10 +51,10 @@ def component(op_name: str, depth: int) -> tuple[str, str]:
   direction, path = "step", []
   for i, part in enumerate(parts):
     if part.startswith("transpose(jvp("):
-      direction, path = "backward", parts[i + 1:]
+      direction, path = "backward", parts[i + 1 :]
       break
     if part.startswith("jvp("):
-      direction, path = "forward", parts[i + 1:]
+      direction, path = "forward", parts[i + 1 :]
       break
   modules = [p for p in path[:-1] if not _PRIMITIVE_WRAPPERS.match(p)]  # the last part is the primitive
   return direction, "/".join(modules[:depth]) or "(outside modules)"
@@ -62,8 +62,9 @@ def component(op_name: str, depth: int) -> tuple[str, str]:
 
 def trace_op_times(trace_dir: str) -> collections.Counter:
   """{event name: total microseconds} of the complete events in the newest Perfetto trace."""
-  files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True),
-                 key=os.path.getmtime)
+  files = sorted(
+    glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True), key=os.path.getmtime
+  )
   if not files:
     raise RuntimeError(f"no Perfetto trace (*.trace.json.gz) was written under {trace_dir}")
   with gzip.open(files[-1]) as f:
@@ -78,12 +79,22 @@ def trace_op_times(trace_dir: str) -> collections.Counter:
 
 def _rows(totals: collections.Counter, ops: dict, steps: int, top: int, keys: tuple[str, ...]) -> list[dict]:
   total = sum(totals.values()) or 1.0
-  return [{**dict(zip(keys, k)), "ms_per_step": v / 1e3 / steps, "share": v / total, "ops": len(ops[k])}
-          for k, v in totals.most_common(top)]
+  return [
+    {**dict(zip(keys, k)), "ms_per_step": v / 1e3 / steps, "share": v / total, "ops": len(ops[k])}
+    for k, v in totals.most_common(top)
+  ]
 
 
-def profile(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batches: list[Any], compiled: Any,
-            steps: int, trace_dir: str, depth: int = 2, top: int = 25) -> tuple[dict[str, list[dict]], Any]:
+def profile(
+  step: Callable[[Any, Any], tuple[Any, Any]],
+  state: Any,
+  batches: list[Any],
+  compiled: Any,
+  steps: int,
+  trace_dir: str,
+  depth: int = 2,
+  top: int = 25,
+) -> tuple[dict[str, list[dict]], Any]:
   """Traces `steps` calls of `step`; returns ({"components": rows, "op_kinds": rows}, state).
 
   compiled: the `jax.stages.Compiled` step (its HLO names the ops). Component rows: pass,
@@ -107,5 +118,7 @@ def profile(step: Callable[[Any, Any], tuple[Any, Any]], state: Any, batches: li
       for totals, key in ((by_component, component(names[name], depth)), (by_kind, kind)):
         totals[key] += micros
         ops[key].add(name)
-  return {"components": _rows(by_component, ops, steps, top, ("pass", "component")),
-          "op_kinds": _rows(by_kind, ops, steps, top, ("kind",))}, state
+  return {
+    "components": _rows(by_component, ops, steps, top, ("pass", "component")),
+    "op_kinds": _rows(by_kind, ops, steps, top, ("kind",)),
+  }, state

@@ -19,5 +19,12 @@ from stjax.train.config import base_config, default_train_config, parse_variant,
 from stjax.train.experiment import Experiment, build_experiment
 from stjax.train.loop import train_and_evaluate
 
-__all__ = ["Experiment", "base_config", "build_experiment", "default_train_config", "parse_variant",
-           "train_and_evaluate", "validate_config"]
+__all__ = [
+  "Experiment",
+  "base_config",
+  "build_experiment",
+  "default_train_config",
+  "parse_variant",
+  "train_and_evaluate",
+  "validate_config",
+]

@@ -82,8 +82,10 @@ def prepare_workdir(workdir: str | os.PathLike, config) -> pathlib.Path:
     if differ:
       if not config.get("overwrite", False):
         shown = ", ".join(differ[:5]) + (f" (+{len(differ) - 5} more)" if len(differ) > 5 else "")
-        raise UserError(f"--workdir {workdir} holds a run of a different config ({shown} differ); "
-                        "use a new --workdir or pass --config.overwrite=True to replace it")
+        raise UserError(
+          f"--workdir {workdir} holds a run of a different config ({shown} differ); "
+          "use a new --workdir or pass --config.overwrite=True to replace it"
+        )
       for name in ("checkpoints", "metrics.jsonl", "results.json", "results.md", "tensorboard", "plots"):
         p = workdir / name
         if p.is_dir():
@@ -113,14 +115,18 @@ class Checkpoints:
       raise UserError(f"--workdir {workdir}: no checkpoints folder")
 
     def options(max_to_keep):
-      return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                          read_only=read_only, cleanup_tmp_directories=not read_only,
-                                          enable_async_checkpointing=False)
+      return ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=False,
+      )
 
-    self._last = ocp.CheckpointManager(root / "last", options=options(max(1, keep)),
-                                       item_names=("state", "data", "meta"))
-    self._best = ocp.CheckpointManager(root / "best", options=options(1),
-                                       item_names=("state", "meta"))
+    self._last = ocp.CheckpointManager(
+      root / "last", options=options(max(1, keep)), item_names=("state", "data", "meta")
+    )
+    self._best = ocp.CheckpointManager(root / "best", options=options(1), item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()
@@ -133,8 +139,9 @@ class Checkpoints:
 
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
     """Saves `state` + iterator position + loop bookkeeping as checkpoint `step` (blocking)."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-                              meta=ocp.args.JsonSave(meta))
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)
+    )
     self._save(self._last, step, args)
 
   def save_best(self, step: int, state, meta: dict) -> None:
@@ -148,29 +155,41 @@ class Checkpoints:
       manager.save(step, args=args, force=True)
       manager.wait_until_finished()
     except OSError as e:
-      kept = f"the last good checkpoint (step {last_good}) is intact" if last_good is not None else \
-          "no earlier checkpoint exists"
-      raise UserError(f"checkpoint: saving step {step} under {manager.directory} failed "
-                      f"({e.strerror or e}); {kept}") from None
+      kept = (
+        f"the last good checkpoint (step {last_good}) is intact"
+        if last_good is not None
+        else "no earlier checkpoint exists"
+      )
+      raise UserError(
+        f"checkpoint: saving step {step} under {manager.directory} failed ({e.strerror or e}); {kept}"
+      ) from None
 
   def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict, dict]:
     """(state, data_state, meta) of checkpoint `step` (default latest), placed like `abstract_state`."""
     step = self._last.latest_step() if step is None else step
     if step is None:
       raise UserError(f"checkpoint: no checkpoint under {self.root / 'last'}")
-    out = self._last.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore()))
+    out = self._last.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
     return out["state"], out["data"], out["meta"]
 
   def restore_best(self, abstract_state) -> tuple[Any, dict]:
     """(state, meta) of the best checkpoint."""
     step = self._best.latest_step()
     if step is None:
-      raise UserError(f"checkpoint: no best checkpoint under {self.root / 'best'} (did the run "
-                      "reach its first validation?)")
-    out = self._best.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      raise UserError(
+        f"checkpoint: no best checkpoint under {self.root / 'best'} (did the run reach its first validation?)"
+      )
+    out = self._best.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
+    )
     return out["state"], out["meta"]
 
   def close(self) -> None:

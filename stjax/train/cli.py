@@ -17,8 +17,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config>-<timestamp>).")
 flags.mark_flags_as_required(["config"])
 
@@ -39,8 +40,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     _CONFIG.value.keys()  # config_flags defers file errors until first use
     return rest
   except (AttributeError, KeyError) as e:
-    message = (f"--config: unknown field {str(e).strip(chr(34))} in an override (the config is locked; "
-               "check the spelling against the config file)")
+    message = (
+      f"--config: unknown field {str(e).strip(chr(34))} in an override (the config is locked; "
+      "check the spelling against the config file)"
+    )
   except (flags.Error, OSError, TypeError, ValueError, UserError) as e:
     message = " ".join(str(e).split())  # config_flags errors span several lines
   print(f"stjax: error: {message}", file=sys.stderr)
@@ -62,8 +65,8 @@ def main(argv) -> None:
     distributed.initialize()
     import jax
 
-    from stjax.train.loop import train_and_evaluate
     from stjax.errors import UserError
+    from stjax.train.loop import train_and_evaluate
 
     if not _WORKDIR.value and jax.process_count() > 1:
       raise UserError("--workdir: required when training on several hosts (all must use the same)")

@@ -64,9 +64,13 @@ def validate_config(config) -> None:
   unknown = sorted(set(config.keys()) - known_top)
   if unknown:
     raise UserError(f"config: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known_top))}")
-  defaults = {"train": default_train_config(), "mesh": sharding.default_mesh_config(),
-              "optim": optim.default_optim_config(), "model": _model_defaults(config.model.get("name")),
-              "kernels": default_kernel_config() if "kernels" in config else None}
+  defaults = {
+    "train": default_train_config(),
+    "mesh": sharding.default_mesh_config(),
+    "optim": optim.default_optim_config(),
+    "model": _model_defaults(config.model.get("name")),
+    "kernels": default_kernel_config() if "kernels" in config else None,
+  }
   for name, default in defaults.items():
     if default is None:
       continue
@@ -76,8 +80,10 @@ def validate_config(config) -> None:
     if name in ("train", "optim", "mesh"):
       missing = sorted(set(default.keys()) - set(config[name].keys()))
       if missing:
-        raise UserError(f"config.{name}: missing field(s) {', '.join(missing)} (start the config "
-                        f"from stjax's default_{name}_config())")
+        raise UserError(
+          f"config.{name}: missing field(s) {', '.join(missing)} (start the config "
+          f"from stjax's default_{name}_config())"
+        )
   t = config.train
   if t.compute_dtype not in ("float32", "bfloat16"):
     raise UserError(f"config.train.compute_dtype: {t.compute_dtype!r} is not float32 or bfloat16")
@@ -97,8 +103,10 @@ def trainability_policy(config):
   if model_policy is None:
     return optim_policy
   if optim_policy not in ("full", model_policy):
-    raise UserError(f"config.optim.trainable: {optim_policy!r} conflicts with config.model.trainable "
-                    f"{model_policy!r}; set the policy in config.model.trainable only")
+    raise UserError(
+      f"config.optim.trainable: {optim_policy!r} conflicts with config.model.trainable "
+      f"{model_policy!r}; set the policy in config.model.trainable only"
+    )
   return model_policy
 
 

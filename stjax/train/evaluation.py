@@ -19,8 +19,9 @@ def compile_predict(exp: Experiment, compute_dtype: str = "float32"):
   """Jitted eval forward: (state, batch) -> predictions in original units, replicated."""
   fn = make_predict_fn(exp.model, exp.bundle.target_scaler, compute_dtype)
   in_batch = {k: exp.batch_shardings[k] for k in MODEL_INPUT_KEYS}
-  return jax.jit(fn, in_shardings=(exp.state_shardings, in_batch),
-                 out_shardings=sharding.replicated(exp.mesh))
+  return jax.jit(
+    fn, in_shardings=(exp.state_shardings, in_batch), out_shardings=sharding.replicated(exp.mesh)
+  )
 
 
 def compile_eval_step(exp: Experiment, keep_nodes: tuple[int, ...] = ()):
@@ -33,13 +34,18 @@ def compile_eval_step(exp: Experiment, keep_nodes: tuple[int, ...] = ()):
     pred = predict(state, batch)
     out = {"sums": metrics.metric_sums(pred, batch["y"], batch["valid"], null_rule=null_rule)}
     if nodes:
-      out["trace"] = {"pred": pred[:, 0, nodes, 0], "true": batch["y"][:, 0, nodes, 0],
-                      "index": batch["index"], "valid": batch["valid"]}
+      out["trace"] = {
+        "pred": pred[:, 0, nodes, 0],
+        "true": batch["y"][:, 0, nodes, 0],
+        "index": batch["index"],
+        "valid": batch["valid"],
+      }
     return out
 
   in_batch = {k: exp.batch_shardings[k] for k in EVAL_KEYS}
-  return jax.jit(step, in_shardings=(exp.state_shardings, in_batch),
-                 out_shardings=sharding.replicated(exp.mesh))
+  return jax.jit(
+    step, in_shardings=(exp.state_shardings, in_batch), out_shardings=sharding.replicated(exp.mesh)
+  )
 
 
 def eval_batch_size(exp: Experiment) -> int:
@@ -50,8 +56,9 @@ def eval_batch_size(exp: Experiment) -> int:
   return -(-size // multiple) * multiple
 
 
-def evaluate_split(exp: Experiment, state: TrainState, split: str, eval_step=None,
-                   keep_nodes: tuple[int, ...] = ()) -> tuple[dict, dict | None]:
+def evaluate_split(
+  exp: Experiment, state: TrainState, split: str, eval_step=None, keep_nodes: tuple[int, ...] = ()
+) -> tuple[dict, dict | None]:
   """Metrics of `state` on one split (streaming; padded rows masked out).
 
   Returns (metrics as in results.json, trace) where trace holds first-horizon predictions and

@@ -30,13 +30,13 @@ class Experiment:
   """Everything built from a config before the first step: data, model, mesh, shardings."""
 
   config: ml_collections.ConfigDict
-  bundle: Any                 # stjax.data.DataBundle
+  bundle: Any  # stjax.data.DataBundle
   model: nn.Module
   mesh: jax.sharding.Mesh
   rules: tuple
   tx: optax.GradientTransformation
   schedule: Callable | None
-  trainable: Any              # pytree of bools like params
+  trainable: Any  # pytree of bools like params
   state_shardings: TrainState
   abstract_state: TrainState  # ShapeDtypeStructs with shardings: the restore target
   init_state: Callable[[], TrainState]
@@ -89,8 +89,12 @@ def build_experiment(config) -> Experiment:
   # --- data ---
   bundle = build_data(config.data)
   # --- model init (abstract) ---
-  model = build_model(config.model, bundle.spec, kernels=Kernels(**config.kernels),
-                      pretrained_config=pretrained.backbone_config_of(config.model))
+  model = build_model(
+    config.model,
+    bundle.spec,
+    kernels=Kernels(**config.kernels),
+    pretrained_config=pretrained.backbone_config_of(config.model),
+  )
   example = {k: v for k, v in bundle.splits["train"].batch([0]).items() if k in MODEL_INPUT_KEYS}
   rng = jax.random.PRNGKey(config.seed)
   init_rng, params_rng, dropout_rng = jax.random.split(rng, 3)
@@ -110,19 +114,24 @@ def build_experiment(config) -> Experiment:
     sharding.assert_sharded(params_abs, param_shardings, config.mesh.min_shard_size)
   trainable = optim.trainable_mask(params_abs, trainability_policy(config))
   steps_per_epoch, total_steps, _ = schedule_of(config, len(bundle.splits["train"]))
-  tx, schedule = optim.make_optimizer(config.optim, params_abs, trainable,
-                                      steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  tx, schedule = optim.make_optimizer(
+    config.optim, params_abs, trainable, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+  )
   opt_abs = jax.eval_shape(tx.init, params_abs)
   rep = sharding.replicated(mesh)
   state_shardings = TrainState(
-      step=rep, params=param_shardings,
-      opt_state=sharding.opt_state_shardings(opt_abs, params_abs, param_shardings, mesh),
-      model_state=model_state_shardings, rng=rep)
+    step=rep,
+    params=param_shardings,
+    opt_state=sharding.opt_state_shardings(opt_abs, params_abs, param_shardings, mesh),
+    model_state=model_state_shardings,
+    rng=rep,
+  )
 
   def init_fn():
     params, model_state = split_variables(nn.meta.unbox(init_variables(params_rng)))
-    return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params),
-                      model_state=model_state, rng=dropout_rng)
+    return TrainState(
+      step=jnp.int32(0), params=params, opt_state=tx.init(params), model_state=model_state, rng=dropout_rng
+    )
 
   jit_init = jax.jit(init_fn, out_shardings=state_shardings)
 
@@ -131,11 +140,13 @@ def build_experiment(config) -> Experiment:
       state = jit_init()
       return _load_pretrained(config, state, tx, state_shardings)
 
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                jax.eval_shape(init_fn), state_shardings)
+  abstract_state = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(init_fn), state_shardings
+  )
   del init_rng
-  return Experiment(config, bundle, model, mesh, rules, tx, schedule, trainable, state_shardings,
-                    abstract_state, init_state)
+  return Experiment(
+    config, bundle, model, mesh, rules, tx, schedule, trainable, state_shardings, abstract_state, init_state
+  )
 
 
 def _load_pretrained(config, state: TrainState, tx, shardings: TrainState) -> TrainState:
@@ -154,8 +165,9 @@ def schedule_of(config, num_train_windows: int) -> tuple[int, int, int]:
   t = config.train
   steps_per_epoch = num_train_windows // t.batch_size
   if steps_per_epoch == 0:
-    raise UserError(f"config.train.batch_size: {t.batch_size} is larger than the {num_train_windows} "
-                    "training windows")
+    raise UserError(
+      f"config.train.batch_size: {t.batch_size} is larger than the {num_train_windows} training windows"
+    )
   total = t.num_epochs * steps_per_epoch
   if t.max_steps:
     total = min(total, t.max_steps)

@@ -73,8 +73,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_step = compile_train_step(exp)
   eval_step = compile_eval_step(exp)
   checkpoints = ckpt_lib.Checkpoints(workdir, keep=t.keep_checkpoints)
-  iterator = train_batches(bundle.splits["train"], t.batch_size, seed=config.seed,
-                           num_epochs=-(-total_steps // steps_per_epoch))
+  iterator = train_batches(
+    bundle.splits["train"], t.batch_size, seed=config.seed, num_epochs=-(-total_steps // steps_per_epoch)
+  )
   # --- restore ---
   loop = LoopState()
   if checkpoints.latest_step() is not None:
@@ -93,8 +94,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=first_step + 1)
     n_total, n_train = optim.count_params(state.params, exp.trainable)
     print(f"Data: {_describe(bundle)}", flush=True)
-    print(f"Model {config.model.name}: {n_total:,} params, {n_train:,} trainable; mesh "
-          f"{dict(exp.mesh.shape)}; {total_steps} steps ({steps_per_epoch}/epoch)", flush=True)
+    print(
+      f"Model {config.model.name}: {n_total:,} params, {n_train:,} trainable; mesh "
+      f"{dict(exp.mesh.shape)}; {total_steps} steps ({steps_per_epoch}/epoch)",
+      flush=True,
+    )
 
   # --- loop ---
   start_time, pending, window = time.time(), None, []
@@ -107,10 +111,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     s, m = pending_item
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     if not math.isfinite(m["loss"]):
-      kept = (f"the last good checkpoint (step {checkpoints.latest_step()}) is intact"
-              if checkpoints.latest_step() is not None else "no checkpoint was saved yet")
-      raise UserError(f"training diverged: loss is {m['loss']} at step {s}; {kept}; lower "
-                      "config.optim.learning_rate or enable gradient clipping")
+      kept = (
+        f"the last good checkpoint (step {checkpoints.latest_step()}) is intact"
+        if checkpoints.latest_step() is not None
+        else "no checkpoint was saved yet"
+      )
+      raise UserError(
+        f"training diverged: loss is {m['loss']} at step {s}; {kept}; lower "
+        "config.optim.learning_rate or enable gradient clipping"
+      )
     window.append(m)
     return s, m
 
@@ -146,8 +155,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         loop.evals_since_best += 1
         if t.patience and loop.evals_since_best >= t.patience:
           loop.stopped_early = True
-          bar.write(f"Early stop at step {step}: no better val MAE for {t.patience} validations "
-                    f"(best {loop.best_val_mae:.4f} at step {loop.best_step})")
+          bar.write(
+            f"Early stop at step {step}: no better val MAE for {t.patience} validations "
+            f"(best {loop.best_val_mae:.4f} at step {loop.best_step})"
+          )
     if main:
       _append_jsonl(metrics_path, record)
       for k, v in record.items():
@@ -173,8 +184,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-  return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-              smoothing=0.1)
+  return tqdm(
+    total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, smoothing=0.1
+  )
 
 
 def _describe(bundle) -> str:

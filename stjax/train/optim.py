@@ -73,8 +73,10 @@ def _llm_layers(params: Any) -> int:
   return sum(1 for k in llm.keys() if re.fullmatch(r"(h|layers)_\d+", str(k)))  # GPT-2 | Llama
 
 
-_FROZEN_PRETRAINED = re.compile(r"(^|/)(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj)"
-                                r"|self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/(kernel|bias)$")  # GPT-2 | Llama
+_FROZEN_PRETRAINED = re.compile(
+  r"(^|/)(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj)"
+  r"|self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/(kernel|bias)$"
+)  # GPT-2 | Llama
 
 
 def _policy_fn(policy: str, params: Any):
@@ -90,8 +92,10 @@ def _policy_fn(policy: str, params: Any):
   if m:
     unfrozen, layers = int(m.group(1)), _llm_layers(params)
     if unfrozen > layers:
-      raise UserError(f"config.optim.trainable: pfa({unfrozen}) needs at least {unfrozen} LLM blocks, "
-                      f"the model has {layers}")
+      raise UserError(
+        f"config.optim.trainable: pfa({unfrozen}) needs at least {unfrozen} LLM blocks, "
+        f"the model has {layers}"
+      )
     first_unfrozen = layers - unfrozen
 
     def pfa(p: str) -> bool:
@@ -100,12 +104,14 @@ def _policy_fn(policy: str, params: Any):
       block = re.match(r"(?:h|layers)_(\d+)/", p)
       if block and _FROZEN_PRETRAINED.search(p):
         # Pretrained attention trains only in the last U blocks; the pretrained MLP never does.
-        return p[block.end():].startswith(("attn/", "self_attn/")) and int(block.group(1)) >= first_unfrozen
+        return p[block.end() :].startswith(("attn/", "self_attn/")) and int(block.group(1)) >= first_unfrozen
       return True  # LayerNorms, wpe, ln_f, new modules (extra_ffn, LoRA adapters, SE params)
 
     return pfa
-  raise UserError(f"config.optim.trainable: unknown policy {policy!r}; use full, frozen, pfa(U), lora "
-                  "or a list of (path regex, bool) rules")
+  raise UserError(
+    f"config.optim.trainable: unknown policy {policy!r}; use full, frozen, pfa(U), lora "
+    "or a list of (path regex, bool) rules"
+  )
 
 
 def trainable_mask(params: Any, policy: Any) -> Any:
@@ -125,15 +131,17 @@ def trainable_mask(params: Any, policy: Any) -> Any:
     if policy.strip() == "lora":
       leaves = jax.tree_util.tree_leaves_with_path(params[LLM_KEY] if has_llm else params)
       if not any(in_llm(_path_str(p)) for p, _ in leaves):
-        raise UserError("config.optim.trainable: policy 'lora' but the LLM has no lora_a/lora_b "
-                        "(set the model's lora_rank > 0)")
+        raise UserError(
+          "config.optim.trainable: policy 'lora' but the LLM has no lora_a/lora_b "
+          "(set the model's lora_rank > 0)"
+        )
 
     def leaf(path, _):
       p = _path_str(path)
       if has_llm:
         if not p.startswith(LLM_KEY + "/"):
           return True
-        p = p[len(LLM_KEY) + 1:]
+        p = p[len(LLM_KEY) + 1 :]
       return in_llm(p)
 
     return jax.tree_util.tree_map_with_path(leaf, params)
@@ -190,16 +198,18 @@ class LookaheadState(NamedTuple):
   count: jax.Array
 
 
-def lookahead(inner: optax.GradientTransformation, sync_period: int,
-              slow_step_size: float) -> optax.GradientTransformation:
+def lookahead(
+  inner: optax.GradientTransformation, sync_period: int, slow_step_size: float
+) -> optax.GradientTransformation:
   """Lookahead with the slow weights in the optimizer state (params stay a plain tree).
 
   Every `sync_period` steps: slow += alpha * (fast - slow); fast = slow (as Ranger does).
   """
 
   def init(params):
-    return LookaheadState(inner.init(params), jax.tree_util.tree_map(jnp.asarray, params),
-                          jnp.zeros((), jnp.int32))
+    return LookaheadState(
+      inner.init(params), jax.tree_util.tree_map(jnp.asarray, params), jnp.zeros((), jnp.int32)
+    )
 
   def update(updates, state, params=None):
     if params is None:
@@ -209,9 +219,11 @@ def lookahead(inner: optax.GradientTransformation, sync_period: int,
     sync = count % sync_period == 0
     fast = optax.apply_updates(params, inner_updates)
     slow = jax.tree_util.tree_map(
-        lambda s, f: jnp.where(sync, s + slow_step_size * (f - s), s), state.slow, fast)
+      lambda s, f: jnp.where(sync, s + slow_step_size * (f - s), s), state.slow, fast
+    )
     new_updates = jax.tree_util.tree_map(
-        lambda u, s, p: jnp.where(sync, s - p, u), inner_updates, slow, params)
+      lambda u, s, p: jnp.where(sync, s - p, u), inner_updates, slow, params
+    )
     return new_updates, LookaheadState(inner_state, slow, count)
 
   return optax.GradientTransformation(init, update)
@@ -256,10 +268,13 @@ def scale_by_ranger_radam(b1: float, b2: float, eps: float, threshold: float) ->
     t = count.astype(jnp.float32)
     rho = _radam_rho(count, b2)
     bc1, bc2 = -jnp.expm1(t * math.log(b1)), -jnp.expm1(t * math.log(b2))  # 1 - b^t without cancellation
-    rect = jnp.sqrt(jnp.maximum(bc2 * (rho - 4) / (rho_inf - 4) * (rho - 2) / rho * rho_inf / (rho_inf - 2), 0.0))
+    rect = jnp.sqrt(
+      jnp.maximum(bc2 * (rho - 4) / (rho_inf - 4) * (rho - 2) / rho * rho_inf / (rho_inf - 2), 0.0)
+    )
     adapt = rho > threshold
     out = jax.tree_util.tree_map(
-        lambda m, v: jnp.where(adapt, (rect / bc1) * m / (jnp.sqrt(v) + eps), m / bc1).astype(m.dtype), mu, nu)
+      lambda m, v: jnp.where(adapt, (rect / bc1) * m / (jnp.sqrt(v) + eps), m / bc1).astype(m.dtype), mu, nu
+    )
     return out, optax.ScaleByAdamState(count, mu, nu)
 
   return optax.GradientTransformation(init, update)
@@ -273,8 +288,9 @@ def make_schedule(cfg, steps_per_epoch: int | None = None, total_steps: int | No
   if cfg.schedule == "warmup_cosine":
     if not total_steps:
       raise ValueError("make_schedule: warmup_cosine needs total_steps")
-    return optax.warmup_cosine_decay_schedule(0.0, lr, int(cfg.warmup_steps), max(int(total_steps), 1),
-                                              end_value=lr * float(cfg.min_lr_ratio))
+    return optax.warmup_cosine_decay_schedule(
+      0.0, lr, int(cfg.warmup_steps), max(int(total_steps), 1), end_value=lr * float(cfg.min_lr_ratio)
+    )
   if cfg.schedule == "multistep":
     if not steps_per_epoch:
       raise ValueError("make_schedule: multistep needs steps_per_epoch")
@@ -283,8 +299,9 @@ def make_schedule(cfg, steps_per_epoch: int | None = None, total_steps: int | No
       step = int(m) * int(steps_per_epoch)
       boundaries[step] = boundaries.get(step, 1.0) * float(cfg.decay_factor)
     return optax.piecewise_constant_schedule(lr, boundaries)
-  raise UserError(f"config.optim.schedule: unknown schedule {cfg.schedule!r}; "
-                  "use constant, warmup_cosine or multistep")
+  raise UserError(
+    f"config.optim.schedule: unknown schedule {cfg.schedule!r}; use constant, warmup_cosine or multistep"
+  )
 
 
 def _base_optimizer(cfg, schedule) -> optax.GradientTransformation:
@@ -296,16 +313,18 @@ def _base_optimizer(cfg, schedule) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(wd), adam) if wd else adam
   if cfg.name == "ranger":
     fast = optax.chain(
-        centralize_gradients(),
-        scale_by_ranger_radam(float(cfg.b1), float(cfg.b2), float(cfg.eps), float(cfg.radam_threshold)),
-        optax.add_decayed_weights(wd),
-        optax.scale_by_learning_rate(schedule))
+      centralize_gradients(),
+      scale_by_ranger_radam(float(cfg.b1), float(cfg.b2), float(cfg.eps), float(cfg.radam_threshold)),
+      optax.add_decayed_weights(wd),
+      optax.scale_by_learning_rate(schedule),
+    )
     return lookahead(fast, int(cfg.lookahead_sync_period), float(cfg.lookahead_slow_step))
   raise UserError(f"config.optim.name: unknown optimizer {cfg.name!r}; use adamw, adam or ranger")
 
 
-def make_optimizer(cfg, params: Any, mask: Any, *, steps_per_epoch: int | None = None,
-                   total_steps: int | None = None) -> tuple[optax.GradientTransformation, Any]:
+def make_optimizer(
+  cfg, params: Any, mask: Any, *, steps_per_epoch: int | None = None, total_steps: int | None = None
+) -> tuple[optax.GradientTransformation, Any]:
   """(optimizer, schedule) for `config.optim`: clipping + optimizer on trainable leaves only.
 
   Frozen leaves (mask False) get `set_to_zero` and no state. Clipping uses the global norm of the
@@ -330,11 +349,14 @@ def make_optimizer(cfg, params: Any, mask: Any, *, steps_per_epoch: int | None =
 def _main(argv: Sequence[str] | None = None) -> int:
   import argparse
 
-  from stjax.models.backbones.gpt2 import GPT2, GPT2Config
   import flax.linen as nn
 
-  parser = argparse.ArgumentParser(prog="python -m stjax.train.optim",
-                                   description="parameter counts of GPT-2 (124M) under a trainability policy")
+  from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+
+  parser = argparse.ArgumentParser(
+    prog="python -m stjax.train.optim",
+    description="parameter counts of GPT-2 (124M) under a trainability policy",
+  )
   parser.add_argument("--policy", default="pfa(2)", help="full | frozen | pfa(U) | lora")
   parser.add_argument("--llm-layers", type=int, default=6, help="GPT-2 blocks kept (truncation)")
   parser.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on all projections (0 = none)")

@@ -8,15 +8,14 @@ import pathlib
 import numpy as np
 
 from stjax import baselines, distributed
-from stjax.metrics import format_table, null_mask
+from stjax.metrics import null_mask
 from stjax.train import checkpoint as ckpt_lib
 from stjax.train import optim
 from stjax.train.evaluation import evaluate_split
 from stjax.train.experiment import Experiment
 
 
-def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
-             wall_time_s: float) -> dict:
+def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int, wall_time_s: float) -> dict:
   """Evaluates the best checkpoint on val and test, compares with the naive baselines, writes
   results.json, results.md and the plots; returns the results dict."""
   state, meta = checkpoints.restore_best(exp.abstract_state)
@@ -25,11 +24,16 @@ def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
   test, trace = evaluate_split(exp, state, "test", keep_nodes=nodes)
   n_total, n_train = optim.count_params(state.params, exp.trainable)
   results = {
-      "test": test, "val": val,
-      "baselines": {name: r["test"] for name, r in
-                    baselines.evaluate_baselines(exp.bundle, splits=("test",)).items()},
-      "best_step": int(meta["step"]), "steps": int(steps), "wall_time_s": float(wall_time_s),
-      "params_total": int(n_total), "params_trainable": int(n_train),
+    "test": test,
+    "val": val,
+    "baselines": {
+      name: r["test"] for name, r in baselines.evaluate_baselines(exp.bundle, splits=("test",)).items()
+    },
+    "best_step": int(meta["step"]),
+    "steps": int(steps),
+    "wall_time_s": float(wall_time_s),
+    "params_total": int(n_total),
+    "params_trainable": int(n_train),
   }
   table = results_table(results, exp.bundle.protocol)
   if distributed.is_main_process():
@@ -50,7 +54,8 @@ def results_table(results: dict, protocol) -> str:
   rows = [("model", results["test"])] + list(results["baselines"].items())
   horizons = [h for h in protocol.report_horizons if 1 <= h <= len(results["test"]["per_horizon"])]
   cols = [("avg", lambda r, k: r[k])] + [
-      (f"h{h}", lambda r, k, h=h: r["per_horizon"][h - 1][k]) for h in horizons]
+    (f"h{h}", lambda r, k, h=h: r["per_horizon"][h - 1][k]) for h in horizons
+  ]
   lines = []
   for metric in ("mae", "rmse", "mape"):
     head = f"{metric.upper():<20}" + "".join(f"{c:>9}" for c, _ in cols)
@@ -62,19 +67,33 @@ def results_table(results: dict, protocol) -> str:
 
 def results_markdown(results: dict, exp: Experiment, table: str) -> str:
   t = results["test"]
-  lines = [f"# Results: {exp.config.model.name} on {exp.bundle.dataset.name} ({exp.bundle.protocol.name} protocol)",
-           "", "Test set, best validation checkpoint (step "
-           f"{results['best_step']} of {results['steps']}; {results['wall_time_s']:.0f} s; "
-           f"{results['params_trainable']:,} of {results['params_total']:,} params trainable).", "",
-           "| model | MAE | RMSE | MAPE | WAPE |", "|---|---|---|---|---|"]
+  lines = [
+    f"# Results: {exp.config.model.name} on {exp.bundle.dataset.name} ({exp.bundle.protocol.name} protocol)",
+    "",
+    "Test set, best validation checkpoint (step "
+    f"{results['best_step']} of {results['steps']}; {results['wall_time_s']:.0f} s; "
+    f"{results['params_trainable']:,} of {results['params_total']:,} params trainable).",
+    "",
+    "| model | MAE | RMSE | MAPE | WAPE |",
+    "|---|---|---|---|---|",
+  ]
   for name, r in [("model", t)] + list(results["baselines"].items()):
     lines.append(f"| {name} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mape']:.4f} | {r['wape']:.4f} |")
   if t.get("per_channel"):
     lines += ["", "| channel | MAE | RMSE | MAPE | WAPE |", "|---|---|---|---|---|"]
     for ch, r in t["per_channel"].items():
       lines.append(f"| {ch} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mape']:.4f} | {r['wape']:.4f} |")
-  lines += ["", "Per horizon:", "", "```", table, "```", "",
-            f"Validation MAE of the best checkpoint: {results['val']['mae']:.4f}", ""]
+  lines += [
+    "",
+    "Per horizon:",
+    "",
+    "```",
+    table,
+    "```",
+    "",
+    f"Validation MAE of the best checkpoint: {results['val']['mae']:.4f}",
+    "",
+  ]
   return "\n".join(lines)
 
 
@@ -100,8 +119,11 @@ def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...], nu
     fig.tight_layout()
     fig.savefig(workdir / "predictions.png", dpi=100)
     plt.close(fig)
-  records = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
-      if (workdir / "metrics.jsonl").exists() else []
+  records = (
+    [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    if (workdir / "metrics.jsonl").exists()
+    else []
+  )
   if records:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([r["step"] for r in records], [r["train_loss"] for r in records], label="train loss")

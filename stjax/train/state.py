@@ -15,12 +15,12 @@ import jax
 @flax.struct.dataclass
 class TrainState:
   """Attributes:
-    step: [] int32, optimizer steps taken.
-    params: the model's `params` collection (trainable and frozen alike).
-    opt_state: optax state of the masked optimizer.
-    model_state: the model's other variable collections, e.g. {"memory": ...} for MRFFN keys or
-      {"graph": ...} for the STH-SepNet hypergraph; updated by training steps, read by eval.
-    rng: [2] uint32 raw PRNG key; each step splits off its dropout key from it.
+  step: [] int32, optimizer steps taken.
+  params: the model's `params` collection (trainable and frozen alike).
+  opt_state: optax state of the masked optimizer.
+  model_state: the model's other variable collections, e.g. {"memory": ...} for MRFFN keys or
+    {"graph": ...} for the STH-SepNet hypergraph; updated by training steps, read by eval.
+  rng: [2] uint32 raw PRNG key; each step splits off its dropout key from it.
   """
 
   step: jax.Array

@@ -38,8 +38,14 @@ def _cast_inputs(inputs: dict, dtype) -> dict:
   return {**inputs, "x": inputs["x"].astype(dtype)}
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn, trainable,
-                    compute_dtype: str = "float32", schedule: Callable | None = None):
+def make_train_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  loss_fn,
+  trainable,
+  compute_dtype: str = "float32",
+  schedule: Callable | None = None,
+):
   """The (un-jitted) step: (state, batch) -> (new state, measurements).
 
   Args:
@@ -62,8 +68,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn,
       if dtype is not None:
         p, x = _cast_floats(params, dtype), _cast_inputs(inputs, dtype)
       (pred, aux), new_model_state = model.apply(
-          {"params": p, **state.model_state}, x, train=True,
-          rngs={"dropout": jax.random.fold_in(state.rng, state.step)}, mutable=collections)
+        {"params": p, **state.model_state},
+        x,
+        train=True,
+        rngs={"dropout": jax.random.fold_in(state.rng, state.step)},
+        mutable=collections,
+      )
       data_loss = loss_fn(pred.astype(jnp.float32), batch["y"])
       aux = {k: jnp.asarray(v, jnp.float32) for k, v in aux.items()}
       aux_loss = aux.get("aux_loss", jnp.float32(0))
@@ -74,12 +84,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if dtype is not None:  # Mutated collections come back in the compute dtype.
-      new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), dict(new_model_state),
-                                     state.model_state)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state=dict(new_model_state))
-    measurements = {"loss": loss, "data_loss": data_loss, "grad_norm": optax.tree.norm(grads),
-                    **{f"aux/{k}": v for k, v in aux.items() if k != "aux_loss"}}
+      new_model_state = jax.tree.map(
+        lambda new, old: new.astype(old.dtype), dict(new_model_state), state.model_state
+      )
+    new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, model_state=dict(new_model_state)
+    )
+    measurements = {
+      "loss": loss,
+      "data_loss": data_loss,
+      "grad_norm": optax.tree.norm(grads),
+      **{f"aux/{k}": v for k, v in aux.items() if k != "aux_loss"},
+    }
     measurements["aux_loss"] = aux.get("aux_loss", jnp.float32(0))
     if schedule is not None:
       measurements["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
@@ -106,13 +122,23 @@ def jit_train_step(step, state_shardings: TrainState, mesh):
   """jit with explicit shardings: state as given, batch rows split over (data, fsdp) and nodes
   over `nodes`, measurements replicated; the incoming state's buffers are donated."""
   batch_sh = sharding.batch_shardings(mesh, TRAIN_KEYS)
-  return jax.jit(step, in_shardings=(state_shardings, batch_sh),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, batch_sh),
+    out_shardings=(state_shardings, sharding.replicated(mesh)),
+    donate_argnums=0,
+  )
 
 
 def compile_train_step(exp: Any):
   """The experiment's jitted train step (see `jit_train_step`)."""
   cfg = exp.config
-  step = make_train_step(exp.model, exp.tx, make_loss_fn(exp.bundle.protocol, exp.bundle.target_scaler),
-                         exp.trainable, cfg.train.compute_dtype, exp.schedule)
+  step = make_train_step(
+    exp.model,
+    exp.tx,
+    make_loss_fn(exp.bundle.protocol, exp.bundle.target_scaler),
+    exp.trainable,
+    cfg.train.compute_dtype,
+    exp.schedule,
+  )
   return jit_train_step(step, exp.state_shardings, exp.mesh)

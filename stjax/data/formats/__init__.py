@@ -26,10 +26,25 @@ from stjax.data.formats.safe_pickle import read_adj_pkl, safe_load
 from stjax.data.formats.stllm import is_stllm_folder, read_stllm_folder
 from stjax.errors import UserError
 
-__all__ = ["read_series", "read_graph", "kind_of", "read_dcrnn_h5", "read_adj_pkl", "safe_load", "read_data_npz",
-           "read_adj_npz", "read_stllm_folder", "read_node_csv", "read_matrix_csv", "read_edge_csv", "read_node_ids"]
+__all__ = [
+  "read_series",
+  "read_graph",
+  "kind_of",
+  "read_dcrnn_h5",
+  "read_adj_pkl",
+  "safe_load",
+  "read_data_npz",
+  "read_adj_npz",
+  "read_stllm_folder",
+  "read_node_csv",
+  "read_matrix_csv",
+  "read_edge_csv",
+  "read_node_ids",
+]
 
-SERIES_HELP = ".h5 (DCRNN), .npz with 'data' (ST-SSL), an ST-LLM {train,val,test}.npz folder, .csv (node columns)"
+SERIES_HELP = (
+  ".h5 (DCRNN), .npz with 'data' (ST-SSL), an ST-LLM {train,val,test}.npz folder, .csv (node columns)"
+)
 GRAPH_HELP = ".pkl (DCRNN adj_mx), .npz with 'adj_mx', .csv (N x N matrix or from,to,distance edge list)"
 
 
@@ -57,10 +72,14 @@ def kind_of(path: str | pathlib.Path) -> str:
       return "graph"
     if "data" in keys or {"x", "y"} <= set(keys):
       return "series"
-    raise UserError(f"{path}: unknown .npz layout (arrays: {', '.join(keys) or 'none'}); expected 'data', 'x'/'y' or 'adj_mx'")
+    raise UserError(
+      f"{path}: unknown .npz layout (arrays: {', '.join(keys) or 'none'}); expected 'data', 'x'/'y' or 'adj_mx'"
+    )
   if suffix == ".csv":
     return "series" if sniff_csv(path) == "series" else "graph"
-  raise UserError(f"{path}: unknown file format '{suffix or path.name}' (series: {SERIES_HELP}; graph: {GRAPH_HELP})")
+  raise UserError(
+    f"{path}: unknown file format '{suffix or path.name}' (series: {SERIES_HELP}; graph: {GRAPH_HELP})"
+  )
 
 
 def read_series(path: str | pathlib.Path, **options) -> Dataset:
@@ -80,19 +99,26 @@ def read_series(path: str | pathlib.Path, **options) -> Dataset:
   raise UserError(f"{path}: unknown series format '{suffix or path.name}' (expected {SERIES_HELP})")
 
 
-def _ordered(path: pathlib.Path, ids: tuple[str, ...], adj: np.ndarray, wanted: tuple[str, ...]) -> np.ndarray:
+def _ordered(
+  path: pathlib.Path, ids: tuple[str, ...], adj: np.ndarray, wanted: tuple[str, ...]
+) -> np.ndarray:
   """Reorders a graph with node `ids` to the order `wanted`."""
   if ids == wanted:
     return adj
   if sorted(ids) != sorted(wanted):
     extra = sorted(set(wanted) - set(ids))[:3]
-    raise UserError(f"{path}: its {len(ids)} node ids differ from the {len(wanted)} given (e.g. {extra or 'duplicates'})")
+    raise UserError(
+      f"{path}: its {len(ids)} node ids differ from the {len(wanted)} given (e.g. {extra or 'duplicates'})"
+    )
   perm = np.array([ids.index(s) for s in wanted])
   return adj[np.ix_(perm, perm)]
 
 
-def read_graph(path: str | pathlib.Path, num_nodes: int | None = None,
-               node_ids: str | pathlib.Path | Sequence | None = None) -> np.ndarray:
+def read_graph(
+  path: str | pathlib.Path,
+  num_nodes: int | None = None,
+  node_ids: str | pathlib.Path | Sequence | None = None,
+) -> np.ndarray:
   """Reads a graph file into a weighted adjacency [N, N] float32.
 
   Args:
@@ -120,5 +146,7 @@ def read_graph(path: str | pathlib.Path, num_nodes: int | None = None,
   else:
     raise UserError(f"{path}: unknown graph format '{suffix or path.name}' (expected {GRAPH_HELP})")
   if num_nodes is not None and adj.shape[0] != num_nodes:
-    raise UserError(f"{path}: adjacency is {adj.shape[0]} x {adj.shape[1]} but the series has {num_nodes} nodes")
+    raise UserError(
+      f"{path}: adjacency is {adj.shape[0]} x {adj.shape[1]} but the series has {num_nodes} nodes"
+    )
   return adj

@@ -19,9 +19,9 @@ import numpy as np
 
 from stjax.data import paths
 from stjax.data.dataset import Dataset, calendar_features
+from stjax.data.formats.gaussian import gaussian_kernel_adjacency
 from stjax.data.formats.timeaxis import checked_step_minutes, regular_timestamps
 from stjax.errors import UserError
-from stjax.data.formats.gaussian import gaussian_kernel_adjacency
 
 
 def _open(path: pathlib.Path):
@@ -81,8 +81,13 @@ def _numbers(path: pathlib.Path, skiprows: int, usecols=None) -> np.ndarray:
   return text.astype(np.float64)
 
 
-def read_node_csv(path: str | pathlib.Path, step_minutes: float | None = None, start=None,
-                  name: str | None = None, channel: str = "value") -> Dataset:
+def read_node_csv(
+  path: str | pathlib.Path,
+  step_minutes: float | None = None,
+  start=None,
+  name: str | None = None,
+  channel: str = "value",
+) -> Dataset:
   """Node-column CSV -> Dataset [T, N, 1] with node ids from the header."""
   path = pathlib.Path(path)
   with _open(path) as f:
@@ -107,9 +112,16 @@ def read_node_csv(path: str | pathlib.Path, step_minutes: float | None = None, s
   else:
     timestamps = regular_timestamps(values.shape[0], step_minutes, start, path)
   tod, dow = calendar_features(timestamps)
-  return Dataset(name=name or path.stem, values=values[:, :, None].astype(np.float32), channels=(channel,),
-                 step_minutes=float(step_minutes), time_of_day=tod, day_of_week=dow,
-                 timestamps=timestamps, node_ids=ids)
+  return Dataset(
+    name=name or path.stem,
+    values=values[:, :, None].astype(np.float32),
+    channels=(channel,),
+    step_minutes=float(step_minutes),
+    time_of_day=tod,
+    day_of_week=dow,
+    timestamps=timestamps,
+    node_ids=ids,
+  )
 
 
 def read_matrix_csv(path: str | pathlib.Path) -> np.ndarray:
@@ -117,7 +129,9 @@ def read_matrix_csv(path: str | pathlib.Path) -> np.ndarray:
   path = pathlib.Path(path)
   kind, has_header = _layout(path)
   if kind != "matrix":
-    raise UserError(f"{path}: not an N x N matrix CSV (it looks like {'an edge list' if kind == 'edges' else 'a series'})")
+    raise UserError(
+      f"{path}: not an N x N matrix CSV (it looks like {'an edge list' if kind == 'edges' else 'a series'})"
+    )
   matrix = _numbers(path, 1 if has_header else 0)
   return matrix.astype(np.float32)
 
@@ -134,8 +148,11 @@ def read_node_ids(source: str | pathlib.Path | Sequence) -> tuple[str, ...]:
   return tuple(str(i) for i in source)
 
 
-def read_edge_csv(path: str | pathlib.Path, num_nodes: int | None = None,
-                  node_ids: str | pathlib.Path | Sequence | None = None) -> np.ndarray:
+def read_edge_csv(
+  path: str | pathlib.Path,
+  num_nodes: int | None = None,
+  node_ids: str | pathlib.Path | Sequence | None = None,
+) -> np.ndarray:
   """Edge-list CSV `from,to,distance|cost` -> Gaussian-kernel adjacency [N, N] float32.
 
   Node ids map to rows: through `node_ids` when given (edges touching other ids are skipped, as
@@ -172,12 +189,16 @@ def read_edge_csv(path: str | pathlib.Path, num_nodes: int | None = None,
   try:
     s, d = np.array(src, np.int64), np.array(dst, np.int64)
   except ValueError:
-    raise UserError(f"{path}: node ids are not integers 0..N-1; pass node_ids= (or put {sibling.name} beside it)") from None
+    raise UserError(
+      f"{path}: node ids are not integers 0..N-1; pass node_ids= (or put {sibling.name} beside it)"
+    ) from None
   if num_nodes is None:
     num_nodes = int(max(s.max(), d.max())) + 1
     distinct = len(np.union1d(s, d))
     if num_nodes > 2 * distinct:  # ids like 400001 are sensor ids, not row numbers
-      raise UserError(f"{path}: node ids do not look like 0..N-1 ({distinct} distinct ids, largest "
-                      f"{num_nodes - 1}); pass node_ids= (or num_nodes=)")
+      raise UserError(
+        f"{path}: node ids do not look like 0..N-1 ({distinct} distinct ids, largest "
+        f"{num_nodes - 1}); pass node_ids= (or num_nodes=)"
+      )
   n = num_nodes
   return gaussian_kernel_adjacency(s, d, distance, n, name=str(path))

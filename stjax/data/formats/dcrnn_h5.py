@@ -37,7 +37,6 @@ from stjax.data.dataset import Dataset, calendar_features
 from stjax.data.formats.timeaxis import checked_step_minutes
 from stjax.errors import UserError
 
-
 _INDEX_KIND = re.compile(r"datetime64(?:\[(s|ms|us|ns)\])?")
 
 
@@ -53,8 +52,10 @@ def _array(group: h5py.Group, node: str, path) -> np.ndarray:
   """One node of the frame; UserError for the pickled object arrays PyTables writes (never unpickled)."""
   dataset = group[node]
   if _text(dataset.attrs.get("CLASS", b"")) == "VLARRAY" or dataset.dtype.kind == "O":
-    raise UserError(f"{path}: {node} holds pickled Python objects (pandas writes these for text columns or "
-                    "mixed-type labels); store numbers with int or str labels")
+    raise UserError(
+      f"{path}: {node} holds pickled Python objects (pandas writes these for text columns or "
+      "mixed-type labels); store numbers with int or str labels"
+    )
   return dataset[()]
 
 
@@ -63,8 +64,10 @@ def _frame_group(f: h5py.File, path, key: str | None) -> h5py.Group:
   frames = [k for k, kind in kinds.items() if kind == "frame"]
   tables = [k for k, kind in kinds.items() if kind == "frame_table"]
   if key in tables or key is None and tables and not frames:
-    raise UserError(f"{path}: frame '{key or tables[0]}' was written with format='table'; re-save it in pandas' "
-                    "default format='fixed' (df.to_hdf(path, key='df'))")
+    raise UserError(
+      f"{path}: frame '{key or tables[0]}' was written with format='table'; re-save it in pandas' "
+      "default format='fixed' (df.to_hdf(path, key='df'))"
+    )
   if key is None:
     key = "df" if "df" in frames else (frames[0] if len(frames) == 1 else None)
     if key is None:
@@ -74,7 +77,9 @@ def _frame_group(f: h5py.File, path, key: str | None) -> h5py.Group:
   group = f[key]
   missing = [n for n in ("axis0", "axis1", "block0_items", "block0_values") if n not in group]
   if missing:
-    raise UserError(f"{path}: frame '{key}' is missing {', '.join(missing)} (not a pandas fixed-format frame)")
+    raise UserError(
+      f"{path}: frame '{key}' is missing {', '.join(missing)} (not a pandas fixed-format frame)"
+    )
   return group
 
 
@@ -95,14 +100,24 @@ def _utc_offset(axis: h5py.Dataset, path) -> np.timedelta64:
     return np.timedelta64(0, "s")
   try:
     zone = _TimezoneUnpickler(io.BytesIO(raw)).load()
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-          OverflowError):
+  except (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+  ):
     zone = None
   if isinstance(zone, datetime.timezone):
     return np.timedelta64(int(zone.utcoffset(None).total_seconds()), "s")
   name = "a pickled tzinfo" if b"\n" in raw else raw.decode("utf-8", "replace")
-  raise UserError(f"{path}: the frame index is in time zone {name!r}; store local times without a zone "
-                  "(df.index = df.index.tz_localize(None), with no repeated hour at a DST change)")
+  raise UserError(
+    f"{path}: the frame index is in time zone {name!r}; store local times without a zone "
+    "(df.index = df.index.tz_localize(None), with no repeated hour at a DST change)"
+  )
 
 
 def _index_unit(axis: h5py.Dataset, index: np.ndarray, path) -> str:
@@ -114,8 +129,9 @@ def _index_unit(axis: h5py.Dataset, index: np.ndarray, path) -> str:
   return match.group(1) or "ns"
 
 
-def read_dcrnn_h5(path: str | pathlib.Path, key: str | None = None, name: str | None = None,
-                  channel: str = "speed") -> Dataset:
+def read_dcrnn_h5(
+  path: str | pathlib.Path, key: str | None = None, name: str | None = None, channel: str = "speed"
+) -> Dataset:
   """Reads a DCRNN HDFStore file into a Dataset with values [T, N, 1] (0 = missing reading).
 
   Args:
@@ -146,8 +162,10 @@ def read_dcrnn_h5(path: str | pathlib.Path, key: str | None = None, name: str | 
         if block.dtype.kind not in "biuf":
           raise UserError(f"{path}: block{b}_values holds {block.dtype} values, not numbers")
         if block.shape != (index.shape[0], len(items)):
-          raise UserError(f"{path}: block{b}_values has shape {block.shape}, expected "
-                          f"({index.shape[0]}, {len(items)}) from the index and block{b}_items")
+          raise UserError(
+            f"{path}: block{b}_values has shape {block.shape}, expected "
+            f"({index.shape[0]}, {len(items)}) from the index and block{b}_items"
+          )
         cols = [position[i] for i in items if i in position]
         if len(cols) != len(items):
           raise UserError(f"{path}: block{b}_items names columns that are not in axis0")
@@ -160,6 +178,13 @@ def read_dcrnn_h5(path: str | pathlib.Path, key: str | None = None, name: str | 
   timestamps = index.astype(np.int64).astype(f"datetime64[{unit}]").astype("datetime64[s]") + offset
   step_minutes = checked_step_minutes(timestamps, path)
   tod, dow = calendar_features(timestamps)
-  return Dataset(name=name or path.stem, values=values[:, :, None], channels=(channel,),
-                 step_minutes=step_minutes, time_of_day=tod, day_of_week=dow,
-                 timestamps=timestamps, node_ids=columns)
+  return Dataset(
+    name=name or path.stem,
+    values=values[:, :, None],
+    channels=(channel,),
+    step_minutes=step_minutes,
+    time_of_day=tod,
+    day_of_week=dow,
+    timestamps=timestamps,
+    node_ids=columns,
+  )

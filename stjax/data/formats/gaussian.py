@@ -15,8 +15,14 @@ from stjax.errors import UserError
 DCRNN_THRESHOLD = 0.1
 
 
-def gaussian_kernel_adjacency(src: np.ndarray, dst: np.ndarray, distance: np.ndarray, num_nodes: int,
-                              threshold: float = DCRNN_THRESHOLD, name: str = "edge list") -> np.ndarray:
+def gaussian_kernel_adjacency(
+  src: np.ndarray,
+  dst: np.ndarray,
+  distance: np.ndarray,
+  num_nodes: int,
+  threshold: float = DCRNN_THRESHOLD,
+  name: str = "edge list",
+) -> np.ndarray:
   """Weighted adjacency [num_nodes, num_nodes] float32 from edges.
 
   Args:

@@ -31,15 +31,22 @@ def load_npz(path: str | pathlib.Path, keys: tuple[str, ...]) -> dict[str, np.nd
     with np.load(path, allow_pickle=False) as z:
       missing = [k for k in keys if k not in z.files]
       if missing:
-        raise UserError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(z.files) or 'none'})")
+        raise UserError(
+          f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(z.files) or 'none'})"
+        )
       return {k: z[k] for k in keys}
   except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
     raise UserError(f"{path}: not a readable .npz file ({e})") from None
 
 
-def read_data_npz(path: str | pathlib.Path, step_minutes: float | None = None, start=None,
-                  channels: tuple[str, ...] = STSSL_CHANNELS, tod_channel: int | None | object = _NOT_GIVEN,
-                  name: str | None = None) -> Dataset:
+def read_data_npz(
+  path: str | pathlib.Path,
+  step_minutes: float | None = None,
+  start=None,
+  channels: tuple[str, ...] = STSSL_CHANNELS,
+  tod_channel: int | None | object = _NOT_GIVEN,
+  name: str | None = None,
+) -> Dataset:
   """`NAME.npz['data']` [T, N, C] -> Dataset.
 
   Args:
@@ -56,7 +63,9 @@ def read_data_npz(path: str | pathlib.Path, step_minutes: float | None = None, s
     raise UserError(f"{path}: 'data' must be [time, nodes, channels], got shape {data.shape}")
   channels = tuple(channels)
   if data.shape[2] != len(channels):
-    raise UserError(f"{path}: 'data' has {data.shape[2]} channels but {len(channels)} names were given ({channels})")
+    raise UserError(
+      f"{path}: 'data' has {data.shape[2]} channels but {len(channels)} names were given ({channels})"
+    )
   if tod_channel is _NOT_GIVEN:
     tod_channel = channels.index("time_of_day") if "time_of_day" in channels else None
   timestamps = regular_timestamps(data.shape[0], step_minutes, start, path)
@@ -68,12 +77,20 @@ def read_data_npz(path: str | pathlib.Path, step_minutes: float | None = None, s
     error = np.minimum(error, 1.0 - error)
     if error.max() > 1e-3:
       t = int(np.argmax(error.max(axis=1)))
-      raise UserError(f"{path}: time-of-day channel {tod_channel} reads {stored[t].max():.5f} at step {t}, "
-                      f"but step_minutes={step_minutes} from start={start} gives {tod[t]:.5f}")
+      raise UserError(
+        f"{path}: time-of-day channel {tod_channel} reads {stored[t].max():.5f} at step {t}, "
+        f"but step_minutes={step_minutes} from start={start} gives {tod[t]:.5f}"
+      )
   keep = [c for c in range(data.shape[2]) if c != tod_channel]
-  return Dataset(name=name or path.stem, values=data[:, :, keep].astype(np.float32),
-                 channels=tuple(channels[c] for c in keep), step_minutes=float(step_minutes),
-                 time_of_day=tod, day_of_week=dow, timestamps=timestamps)
+  return Dataset(
+    name=name or path.stem,
+    values=data[:, :, keep].astype(np.float32),
+    channels=tuple(channels[c] for c in keep),
+    step_minutes=float(step_minutes),
+    time_of_day=tod,
+    day_of_week=dow,
+    timestamps=timestamps,
+  )
 
 
 def read_adj_npz(path: str | pathlib.Path) -> np.ndarray:

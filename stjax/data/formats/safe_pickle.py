@@ -24,23 +24,22 @@ _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
 _SCALAR = np.float32(0).__reduce__()[0]
 _FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol-5 arrays: _frombuffer(bytes, dtype, shape, order)
 _ALLOWED = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy.core.multiarray", "scalar"): _SCALAR,
-    ("numpy._core.multiarray", "scalar"): _SCALAR,
-    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
-    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
-    # Python 3 protocol-2 pickles encode bytes as _codecs.encode(str, "latin1").
-    ("_codecs", "encode"): __import__("_codecs").encode,
+  ("numpy", "ndarray"): np.ndarray,
+  ("numpy", "dtype"): np.dtype,
+  ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+  ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+  ("numpy.core.multiarray", "scalar"): _SCALAR,
+  ("numpy._core.multiarray", "scalar"): _SCALAR,
+  ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+  ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+  # Python 3 protocol-2 pickles encode bytes as _codecs.encode(str, "latin1").
+  ("_codecs", "encode"): __import__("_codecs").encode,
 }
 for _name in ("list", "dict", "tuple", "str", "bytes", "int", "float"):
   _ALLOWED[("builtins", _name)] = _ALLOWED[("__builtin__", _name)] = getattr(__import__("builtins"), _name)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-
   def __init__(self, file, path: str):
     super().__init__(file, encoding="latin1")
     self._path = path
@@ -49,8 +48,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     try:
       return _ALLOWED[(module, name)]
     except KeyError:
-      raise UserError(f"{self._path}: refused to unpickle '{module}.{name}' (only NumPy arrays, lists, "
-                      "dicts and strings are allowed in a graph pickle)") from None
+      raise UserError(
+        f"{self._path}: refused to unpickle '{module}.{name}' (only NumPy arrays, lists, "
+        "dicts and strings are allowed in a graph pickle)"
+      ) from None
 
   def persistent_load(self, pid):
     raise UserError(f"{self._path}: refused to unpickle a persistent reference")
@@ -63,8 +64,16 @@ def safe_load(path: str | pathlib.Path):
     return _NumpyOnlyUnpickler(io.BytesIO(data), str(path)).load()
   except UserError:
     raise
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-          AttributeError, UnicodeDecodeError) as e:
+  except (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    UnicodeDecodeError,
+  ) as e:
     raise UserError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 

@@ -47,11 +47,17 @@ def _read_split(path: pathlib.Path) -> _Part:
   windows = np.concatenate([x[..., 0], y[..., 0]], axis=1)  # [S, T_in + T_out, N]
   values = np.concatenate([windows[:, 0], windows[-1, 1:]], axis=0)
   for k in range(1, windows.shape[1]):  # window s, step k must be series[s + k]
-    same = np.all((windows[:, k] == values[k:k + samples]) | (np.isnan(windows[:, k]) & np.isnan(values[k:k + samples])), axis=-1)
+    same = np.all(
+      (windows[:, k] == values[k : k + samples])
+      | (np.isnan(windows[:, k]) & np.isnan(values[k : k + samples])),
+      axis=-1,
+    )
     if not same.all():
       s = int(np.argmin(same))
-      raise UserError(f"{path}: windows are not consecutive stride-1 windows of one series (window {s}, "
-                      f"step {k} differs from window {s + k}, step 0)")
+      raise UserError(
+        f"{path}: windows are not consecutive stride-1 windows of one series (window {s}, "
+        f"step {k} differs from window {s + k}, step 0)"
+      )
   calendar = []
   for c, what in ((1, "time of day"), (2, "day of week")):
     ch = np.concatenate([x[:, 0, :, c], x[-1, 1:, :, c]], axis=0)  # [S + T_in - 1, N]
@@ -63,8 +69,10 @@ def _read_split(path: pathlib.Path) -> _Part:
 
 def _join(first: np.ndarray, second: np.ndarray, overlap: int, what: str, file, prev) -> np.ndarray:
   if overlap > 0 and not np.array_equal(first[-overlap:], second[:overlap], equal_nan=True):
-    raise UserError(f"{file}: its first windows do not continue the last windows of {prev.name} ({what} "
-                    "differ); the splits are not consecutive windows of one series")
+    raise UserError(
+      f"{file}: its first windows do not continue the last windows of {prev.name} ({what} "
+      "differ); the splits are not consecutive windows of one series"
+    )
   return np.concatenate([first, second[overlap:]], axis=0)
 
 
@@ -81,8 +89,10 @@ def read_stllm_folder(path: str | pathlib.Path, name: str | None = None, channel
     if part.values.shape[1] != values.shape[1]:
       raise UserError(f"{file}: {part.values.shape[1]} nodes, but {files[0].name} has {values.shape[1]}")
     if (part.input_len, part.output_len) != (first.input_len, first.output_len):
-      raise UserError(f"{file}: windows are {part.input_len} -> {part.output_len} steps, but "
-                      f"{first.input_len} -> {first.output_len} in {files[0].name}")
+      raise UserError(
+        f"{file}: windows are {part.input_len} -> {part.output_len} steps, but "
+        f"{first.input_len} -> {first.output_len} in {files[0].name}"
+      )
     values = _join(values, part.values, first.input_len + first.output_len - 1, "values", file, prev)
     tod = _join(tod, part.tod, first.input_len - 1, "time of day", file, prev)
     dow = _join(dow, part.dow, first.input_len - 1, "day of week", file, prev)
@@ -96,6 +106,11 @@ def read_stllm_folder(path: str | pathlib.Path, name: str | None = None, channel
   dow = np.concatenate([dow, (dow[-1] + pos // steps_per_day) % 7])
   if np.any((dow < 0) | (dow > 6) | (dow != np.round(dow))):
     raise UserError(f"{files[0]}: x channel 2 (day of week) must hold integers 0..6")
-  return Dataset(name=name or path.name, values=values[:, :, None].astype(np.float32), channels=(channel,),
-                 step_minutes=24 * 60 / steps_per_day, time_of_day=tod.astype(np.float32),
-                 day_of_week=dow.astype(np.int32))
+  return Dataset(
+    name=name or path.name,
+    values=values[:, :, None].astype(np.float32),
+    channels=(channel,),
+    step_minutes=24 * 60 / steps_per_day,
+    time_of_day=tod.astype(np.float32),
+    day_of_week=dow.astype(np.int32),
+  )

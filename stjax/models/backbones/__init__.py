@@ -35,9 +35,9 @@ from stjax.models.backbones.llama import Llama, LlamaConfig
 # name -> (module class, config class, path of the token table in its params); converters:
 # stjax.convert.backbones.
 _BACKBONES: dict[str, tuple[type[nn.Module], type, tuple[str, ...]]] = {
-    "gpt2": (GPT2, GPT2Config, ("wte",)),
-    "llama": (Llama, LlamaConfig, ("embed_tokens",)),
-    "bert": (Bert, BertConfig, ("embeddings", "word_embeddings")),
+  "gpt2": (GPT2, GPT2Config, ("wte",)),
+  "llama": (Llama, LlamaConfig, ("embed_tokens",)),
+  "bert": (Bert, BertConfig, ("embeddings", "word_embeddings")),
 }
 
 
@@ -63,10 +63,13 @@ def num_layers(config: Any) -> int:
   return config.n_layer if isinstance(config, GPT2Config) else config.num_hidden_layers
 
 
-def build_backbone(name: str, config: Any = None,
-                   attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
-                   extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
-                   module_name: str | None = None) -> nn.Module:
+def build_backbone(
+  name: str,
+  config: Any = None,
+  attention_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
+  extra_ffn_factory: Callable[[int], Callable[[], nn.Module] | None] | None = None,
+  module_name: str | None = None,
+) -> nn.Module:
   """The backbone module `name` ('gpt2' | 'llama').
 
   Args:
@@ -90,8 +93,9 @@ def build_backbone(name: str, config: Any = None,
       raise UserError(f"backbone {name}: bad config fields ({e})") from None
   elif not isinstance(config, config_cls):
     raise UserError(f"backbone {name}: expected a {config_cls.__name__}, got {type(config).__name__}")
-  return module_cls(config, attention_factory=attention_factory, extra_ffn_factory=extra_ffn_factory,
-                    name=module_name)
+  return module_cls(
+    config, attention_factory=attention_factory, extra_ffn_factory=extra_ffn_factory, name=module_name
+  )
 
 
 def token_embedding_table(params: Any) -> Any:
@@ -106,8 +110,10 @@ def token_embedding_table(params: Any) -> Any:
       node = node.get(key) if hasattr(node, "get") else None
     if node is not None:
       return nn.unbox(node["embedding"])
-  raise UserError(f"params: no token embedding table (looked for "
-                  f"{', '.join('/'.join(p) for _, _, p in _BACKBONES.values())}; keys: {sorted(params)[:8]})")
+  raise UserError(
+    f"params: no token embedding table (looked for "
+    f"{', '.join('/'.join(p) for _, _, p in _BACKBONES.values())}; keys: {sorted(params)[:8]})"
+  )
 
 
 def token_table_module(backbone: nn.Module) -> nn.Embed:

@@ -36,10 +36,10 @@ import jax.numpy as jnp
 
 from stjax.errors import UserError
 from stjax.kernels import Kernels
-from stjax.layers import attention
 from stjax.kernels.broadcast import over_leading
-from stjax.models.backbones.decoder import COMPUTE_DTYPES, ConfigMixin, LoRAProjections
+from stjax.layers import attention
 from stjax.layers.dropout import Dropout
+from stjax.models.backbones.decoder import COMPUTE_DTYPES, ConfigMixin, LoRAProjections
 
 # Every projection of a BERT layer (regex over module paths; `output/dense` is both the attention
 # output and the FFN output projection).
@@ -51,31 +51,40 @@ class BertConfig(ConfigMixin):
   """BERT hyper-parameters (HF names) plus stjax switches. Defaults: `bert-base-uncased`."""
 
   vocab_size: int = 30522
-  hidden_size: int = 768                  # model width d
-  num_hidden_layers: int = 12             # layers layer_0 .. layer_{L-1} (truncate by lowering)
+  hidden_size: int = 768  # model width d
+  num_hidden_layers: int = 12  # layers layer_0 .. layer_{L-1} (truncate by lowering)
   num_attention_heads: int = 12
-  intermediate_size: int = 3072           # FFN width
-  max_position_embeddings: int = 512      # rows of the learned position table
-  type_vocab_size: int = 2                # rows of the token-type table
+  intermediate_size: int = 3072  # FFN width
+  max_position_embeddings: int = 512  # rows of the learned position table
+  type_vocab_size: int = 2  # rows of the token-type table
   layer_norm_eps: float = 1e-12
-  hidden_dropout_prob: float = 0.1        # dropout after the embeddings and each projection out
+  hidden_dropout_prob: float = 0.1  # dropout after the embeddings and each projection out
   attention_probs_dropout_prob: float = 0.1  # dropout on attention probabilities
-  causal: bool = False                    # False = bidirectional (HF BertModel); True = causal
-  dtype: str = "float32"                  # compute dtype: "float32" or "bfloat16"; params float32
-  lora_rank: int = 0                      # LoRA rank on projections matching lora_targets; 0 = off
-  lora_alpha: float | None = None         # LoRA alpha (scale alpha/rank); None = rank (scale 1)
-  lora_targets: str = BERT_LORA_TARGETS   # regex over module paths, e.g. "self/query"
-  kernels: Kernels = Kernels()            # resolved kernel choices (stjax.kernels): attention, leading sums
+  causal: bool = False  # False = bidirectional (HF BertModel); True = causal
+  dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params float32
+  lora_rank: int = 0  # LoRA rank on projections matching lora_targets; 0 = off
+  lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
+  lora_targets: str = BERT_LORA_TARGETS  # regex over module paths, e.g. "self/query"
+  kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention, leading sums
 
   def __post_init__(self):
     self._coerce_kernels()
-    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                 "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+    for name in (
+      "vocab_size",
+      "hidden_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "intermediate_size",
+      "max_position_embeddings",
+      "type_vocab_size",
+    ):
       if getattr(self, name) < 1:
         raise UserError(f"BertConfig.{name}: must be >= 1, got {getattr(self, name)}")
     if self.hidden_size % self.num_attention_heads:
-      raise UserError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
-                      f"num_attention_heads={self.num_attention_heads}")
+      raise UserError(
+        f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
+        f"num_attention_heads={self.num_attention_heads}"
+      )
     if self.dtype not in COMPUTE_DTYPES:
       raise UserError(f"BertConfig.dtype: {self.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
     if self.lora_rank < 0:
@@ -91,18 +100,28 @@ class BertConfig(ConfigMixin):
     model_type = hf.get("model_type")
     archs = hf.get("architectures") or []
     if model_type != "bert" or any(not str(a).startswith("Bert") for a in archs):
-      raise UserError(f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
-                      "only BERT (model_type 'bert') is supported here")
+      raise UserError(
+        f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
+        "only BERT (model_type 'bert') is supported here"
+      )
     if hf.get("hidden_act", "gelu") != "gelu":
       raise UserError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (BERT uses 'gelu')")
     if hf.get("position_embedding_type", "absolute") != "absolute":
-      raise UserError(f"{source}: position_embedding_type {hf['position_embedding_type']!r} is not "
-                      "supported (only 'absolute')")
+      raise UserError(
+        f"{source}: position_embedding_type {hf['position_embedding_type']!r} is not "
+        "supported (only 'absolute')"
+      )
     for flag in ("is_decoder", "add_cross_attention"):
       if hf.get(flag):
         raise UserError(f"{source}: {flag}=true is not supported (BERT encoders only)")
-    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "max_position_embeddings")
+    required = (
+      "vocab_size",
+      "hidden_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "intermediate_size",
+      "max_position_embeddings",
+    )
     for name in required:
       if hf.get(name) is None:
         raise UserError(f"{source}: missing field {name!r}")
@@ -114,39 +133,47 @@ class BertConfig(ConfigMixin):
   def to_hf(self) -> dict[str, Any]:
     """The Hugging Face `config.json` dict of this architecture (stjax switches left out)."""
     return {
-        "architectures": ["BertModel"],
-        "model_type": "bert",
-        "vocab_size": self.vocab_size,
-        "hidden_size": self.hidden_size,
-        "num_hidden_layers": self.num_hidden_layers,
-        "num_attention_heads": self.num_attention_heads,
-        "intermediate_size": self.intermediate_size,
-        "max_position_embeddings": self.max_position_embeddings,
-        "type_vocab_size": self.type_vocab_size,
-        "layer_norm_eps": self.layer_norm_eps,
-        "hidden_dropout_prob": self.hidden_dropout_prob,
-        "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
-        "hidden_act": "gelu",
-        "position_embedding_type": "absolute",
-        "is_decoder": False,
-        "add_cross_attention": False,
-        "initializer_range": 0.02,
-        "pad_token_id": 0,
+      "architectures": ["BertModel"],
+      "model_type": "bert",
+      "vocab_size": self.vocab_size,
+      "hidden_size": self.hidden_size,
+      "num_hidden_layers": self.num_hidden_layers,
+      "num_attention_heads": self.num_attention_heads,
+      "intermediate_size": self.intermediate_size,
+      "max_position_embeddings": self.max_position_embeddings,
+      "type_vocab_size": self.type_vocab_size,
+      "layer_norm_eps": self.layer_norm_eps,
+      "hidden_dropout_prob": self.hidden_dropout_prob,
+      "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+      "hidden_act": "gelu",
+      "position_embedding_type": "absolute",
+      "is_decoder": False,
+      "add_cross_attention": False,
+      "initializer_range": 0.02,
+      "pad_token_id": 0,
     }
 
 
 def layer_norm(config: BertConfig) -> nn.LayerNorm:
   """LayerNorm with eps from the config, two-pass statistics in float32 (as torch), params [embed]."""
   return nn.LayerNorm(
-      epsilon=config.layer_norm_eps, dtype=config.compute_dtype, param_dtype=jnp.float32,
-      use_fast_variance=False,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+    epsilon=config.layer_norm_eps,
+    dtype=config.compute_dtype,
+    param_dtype=jnp.float32,
+    use_fast_variance=False,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+  )
 
 
 def _embed(config: BertConfig, rows: int, axes: tuple[str | None, str]) -> nn.Embed:
-  return nn.Embed(rows, config.hidden_size, dtype=config.compute_dtype, param_dtype=jnp.float32,
-                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), axes))
+  return nn.Embed(
+    rows,
+    config.hidden_size,
+    dtype=config.compute_dtype,
+    param_dtype=jnp.float32,
+    embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), axes),
+  )
 
 
 class BertEmbeddings(nn.Module):
@@ -162,8 +189,14 @@ class BertEmbeddings(nn.Module):
     self.LayerNorm = layer_norm(cfg)
     self.dropout = Dropout(cfg.hidden_dropout_prob)
 
-  def __call__(self, inputs_embeds: jax.Array | None, input_ids: jax.Array | None,
-               token_type_ids: jax.Array | None, *, deterministic: bool) -> jax.Array:
+  def __call__(
+    self,
+    inputs_embeds: jax.Array | None,
+    input_ids: jax.Array | None,
+    token_type_ids: jax.Array | None,
+    *,
+    deterministic: bool,
+  ) -> jax.Array:
     """-> [batch, seq, embed]. Token type 0 everywhere when token_type_ids is None (as HF)."""
     cfg = self.config
     dtype = cfg.compute_dtype
@@ -172,15 +205,19 @@ class BertEmbeddings(nn.Module):
     x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds.astype(dtype)
     b, seq = x.shape[:2]
     if seq > cfg.max_position_embeddings:
-      raise UserError(f"Bert: sequence length {seq} exceeds max_position_embeddings="
-                      f"{cfg.max_position_embeddings} (the learned position table); shorten the input")
+      raise UserError(
+        f"Bert: sequence length {seq} exceeds max_position_embeddings="
+        f"{cfg.max_position_embeddings} (the learned position table); shorten the input"
+      )
     if token_type_ids is None:
-      x = x + over_leading(self.token_type_embeddings.embedding[0].astype(dtype), (b, seq),
-                           self.config.kernels.leading_sum)
+      x = x + over_leading(
+        self.token_type_embeddings.embedding[0].astype(dtype), (b, seq), self.config.kernels.leading_sum
+      )
     else:
       x = x + self.token_type_embeddings(token_type_ids)
-    x = x + over_leading(self.position_embeddings.embedding[:seq].astype(dtype), (b,),
-                         self.config.kernels.leading_sum)
+    x = x + over_leading(
+      self.position_embeddings.embedding[:seq].astype(dtype), (b,), self.config.kernels.leading_sum
+    )
     return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 
 
@@ -203,8 +240,17 @@ class BertSelfAttention(LoRAProjections):
     q, k, v = (proj(h).reshape(shape) for proj in (self.query, self.key, self.value))
     rate = cfg.attention_probs_dropout_prob
     rng = self.make_rng("dropout") if (rate > 0.0 and not deterministic) else None
-    o = attention.attend(q, k, v, causal=cfg.causal, dropout_rate=rate, deterministic=deterministic,
-                         dropout_rng=rng, mask=mask, kernel=cfg.kernels.attention)
+    o = attention.attend(
+      q,
+      k,
+      v,
+      causal=cfg.causal,
+      dropout_rate=rate,
+      deterministic=deterministic,
+      dropout_rng=rng,
+      mask=mask,
+      kernel=cfg.kernels.attention,
+    )
     return o.reshape(b, s, -1)
 
 
@@ -282,13 +328,22 @@ class Bert(nn.Module):
     for name in ("attention_factory", "extra_ffn_factory"):
       factory = getattr(self, name)
       if factory is not None and any(factory(i) is not None for i in range(self.config.num_hidden_layers)):
-        raise UserError(f"backbone bert: no pluggable parts ({name}); SE-Attention and MRFFN need gpt2 or llama")
+        raise UserError(
+          f"backbone bert: no pluggable parts ({name}); SE-Attention and MRFFN need gpt2 or llama"
+        )
     self.embeddings = BertEmbeddings(self.config)
     self.layer = [BertLayer(self.config) for _ in range(self.config.num_hidden_layers)]
 
-  def __call__(self, inputs_embeds: jax.Array | None = None, *, input_ids: jax.Array | None = None,
-               attention_mask: jax.Array | None = None, token_type_ids: jax.Array | None = None,
-               deterministic: bool = True, return_aux: bool = False):
+  def __call__(
+    self,
+    inputs_embeds: jax.Array | None = None,
+    *,
+    input_ids: jax.Array | None = None,
+    attention_mask: jax.Array | None = None,
+    token_type_ids: jax.Array | None = None,
+    deterministic: bool = True,
+    return_aux: bool = False,
+  ):
     """Runs the encoder.
 
     Args:
@@ -310,8 +365,10 @@ class Bert(nn.Module):
     mask = None
     if attention_mask is not None:
       if tuple(attention_mask.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"Bert: attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                         f"[batch, seq] = {tuple(x.shape[:2])}")
+        raise ValueError(
+          f"Bert: attention_mask has shape {tuple(attention_mask.shape)}, expected "
+          f"[batch, seq] = {tuple(x.shape[:2])}"
+        )
       mask = (jnp.asarray(attention_mask) != 0)[:, None, None, :]  # [batch, heads=1, q=1, k]
     for layer in self.layer:
       x = layer(x, mask, deterministic=deterministic)

@@ -24,8 +24,14 @@ LLM_KEY = "llm"  # params[LLM_KEY]: the language model of every LLM-backed model
 BACKBONE_DEFAULTS = {"llama": (LlamaConfig, "Llama 3.2 1B"), "bert": (BertConfig, "bert-base-uncased")}
 
 
-def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None,
-               kernels: Kernels = Kernels()) -> GPT2Config:
+def llm_config(
+  model_config,
+  *,
+  causal: bool,
+  use_wpe: bool,
+  attention_dropout: float | None = None,
+  kernels: Kernels = Kernels(),
+) -> GPT2Config:
   """The GPT2Config of a model: geometry and dropout from `model_config`, masks from the caller.
 
   Args:
@@ -43,14 +49,30 @@ def llm_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: 
     if not 0.0 <= mc[field] < 1.0:
       raise UserError(f"config.model.{field}: must be in [0, 1), got {mc[field]}")
   return GPT2Config(
-      vocab_size=mc.vocab_size, n_positions=mc.n_positions, n_embd=mc.n_embd, n_layer=mc.llm_layers,
-      n_head=mc.n_head, embd_pdrop=mc.dropout, resid_pdrop=mc.dropout,
-      attn_pdrop=mc.attention_dropout if attention_dropout is None else attention_dropout,
-      use_wpe=use_wpe, causal=causal, dtype=mc.dtype, kernels=kernels)
+    vocab_size=mc.vocab_size,
+    n_positions=mc.n_positions,
+    n_embd=mc.n_embd,
+    n_layer=mc.llm_layers,
+    n_head=mc.n_head,
+    embd_pdrop=mc.dropout,
+    resid_pdrop=mc.dropout,
+    attn_pdrop=mc.attention_dropout if attention_dropout is None else attention_dropout,
+    use_wpe=use_wpe,
+    causal=causal,
+    dtype=mc.dtype,
+    kernels=kernels,
+  )
 
 
-def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_dropout: float | None = None,
-                    kernels: Kernels = Kernels(), pretrained_config: Any = None):
+def backbone_config(
+  model_config,
+  *,
+  causal: bool,
+  use_wpe: bool,
+  attention_dropout: float | None = None,
+  kernels: Kernels = Kernels(),
+  pretrained_config: Any = None,
+):
   """The backbone config selected by `config.model.backbone` (absent = "gpt2").
 
   "gpt2": `llm_config` above (geometry from the model config; checked against `pretrained` when
@@ -70,37 +92,60 @@ def backbone_config(model_config, *, causal: bool, use_wpe: bool, attention_drop
   if name not in BACKBONE_DEFAULTS and name != "gpt2":
     raise UserError(f"config.model.backbone: {name!r} is not one of gpt2, {', '.join(BACKBONE_DEFAULTS)}")
   if name == "gpt2":
-    return llm_config(model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout,
-                      kernels=kernels)
+    return llm_config(
+      model_config, causal=causal, use_wpe=use_wpe, attention_dropout=attention_dropout, kernels=kernels
+    )
   gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
   default_cls, default_name = BACKBONE_DEFAULTS[name]
   base = pretrained_config if pretrained_config is not None else default_cls()
   if gpt2.n_layer > base.num_hidden_layers:
-    raise UserError(f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
-                    f"{model_config.get('pretrained', '') or default_name}")
+    raise UserError(
+      f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
+      f"{model_config.get('pretrained', '') or default_name}"
+    )
   if name == "bert":
-    return base.replace(num_hidden_layers=gpt2.n_layer, attention_probs_dropout_prob=gpt2.attn_pdrop,
-                        hidden_dropout_prob=gpt2.resid_pdrop, causal=False, dtype=gpt2.dtype, lora_rank=0,
-                        lora_alpha=None, kernels=kernels)
-  return base.replace(num_hidden_layers=gpt2.n_layer, attention_dropout=gpt2.attn_pdrop, causal=causal,
-                      dtype=gpt2.dtype, lora_rank=0, lora_alpha=None, kernels=kernels)
+    return base.replace(
+      num_hidden_layers=gpt2.n_layer,
+      attention_probs_dropout_prob=gpt2.attn_pdrop,
+      hidden_dropout_prob=gpt2.resid_pdrop,
+      causal=False,
+      dtype=gpt2.dtype,
+      lora_rank=0,
+      lora_alpha=None,
+      kernels=kernels,
+    )
+  return base.replace(
+    num_hidden_layers=gpt2.n_layer,
+    attention_dropout=gpt2.attn_pdrop,
+    causal=causal,
+    dtype=gpt2.dtype,
+    lora_rank=0,
+    lora_alpha=None,
+    kernels=kernels,
+  )
 
 
 def check_pfa(mc) -> None:
   """unfrozen_layers within the model, and a pfa(U) policy consistent with it."""
   if not 0 <= mc.unfrozen_layers <= mc.llm_layers:
-    raise UserError(f"config.model.unfrozen_layers: {mc.unfrozen_layers} not in 0..llm_layers={mc.llm_layers}")
+    raise UserError(
+      f"config.model.unfrozen_layers: {mc.unfrozen_layers} not in 0..llm_layers={mc.llm_layers}"
+    )
   policy = str(mc.get("trainable", "")).replace(" ", "")
   if policy.startswith("pfa(") and policy != f"pfa({mc.unfrozen_layers})":
-    raise UserError(f"config.model.trainable: {mc.trainable} disagrees with unfrozen_layers={mc.unfrozen_layers}")
+    raise UserError(
+      f"config.model.trainable: {mc.trainable} disagrees with unfrozen_layers={mc.unfrozen_layers}"
+    )
 
 
 def warn_if_random(model_config) -> None:
   """Warns (once per build) when the language model will start from random weights."""
   if not model_config.get("pretrained", ""):
     warnings.warn(
-        f"config.model.pretrained is empty: {model_config.name} starts its "
-        f"{model_config.get('backbone', 'gpt2')} language model from RANDOM weights. "
-        "Fine for tests, smoke runs and sizing; results comparable to the papers need pretrained weights "
-        "(set config.model.pretrained to a hub id such as 'gpt2', an HF folder or a converted checkpoint).",
-        UserWarning, stacklevel=2)
+      f"config.model.pretrained is empty: {model_config.name} starts its "
+      f"{model_config.get('backbone', 'gpt2')} language model from RANDOM weights. "
+      "Fine for tests, smoke runs and sizing; results comparable to the papers need pretrained weights "
+      "(set config.model.pretrained to a hub id such as 'gpt2', an HF folder or a converted checkpoint).",
+      UserWarning,
+      stacklevel=2,
+    )

@@ -56,9 +56,15 @@ class LoRAProjections(nn.Module):
     cfg = self.config
     path = tuple(self.scope.path) + (name,) if self.scope is not None else (name,)
     rank = cfg.lora_rank if cfg.lora_rank > 0 and lora_applies(path, cfg.lora_targets) else 0
-    return LoRADense(features, kernel_axes=axes, rank=rank, alpha=cfg.lora_scale_alpha,
-                     use_bias=self.use_projection_bias, dtype=cfg.compute_dtype,
-                     param_dtype=jnp.float32)
+    return LoRADense(
+      features,
+      kernel_axes=axes,
+      rank=rank,
+      alpha=cfg.lora_scale_alpha,
+      use_bias=self.use_projection_bias,
+      dtype=cfg.compute_dtype,
+      param_dtype=jnp.float32,
+    )
 
 
 class PreNormBlock(nn.Module):
@@ -92,8 +98,9 @@ class PreNormBlock(nn.Module):
     """The optional extra FFN (call in `setup`, assign to `self.extra_ffn`)."""
     return self.extra_ffn_factory() if self.extra_ffn_factory else None
 
-  def __call__(self, x: jax.Array, *, deterministic: bool,
-               attention_kwargs: Mapping[str, Any] | None = None) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, x: jax.Array, *, deterministic: bool, attention_kwargs: Mapping[str, Any] | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """x: [batch, seq, embed] -> (x [batch, seq, embed], aux_loss scalar float32)."""
     norm_1, attn, norm_2, mlp = self.parts()
     a = attn(norm_1(x), deterministic=deterministic, **dict(attention_kwargs or {}))
@@ -128,10 +135,12 @@ class DecoderTrunk(nn.Module):
   def make_blocks(self, block_cls: type[nn.Module], num_blocks: int) -> list[nn.Module]:
     """`num_blocks` blocks with their per-index factories (call in `setup`, assign to a field)."""
     return [
-        block_cls(self.config,
-                  attention_factory=self.attention_factory(i) if self.attention_factory else None,
-                  extra_ffn_factory=self.extra_ffn_factory(i) if self.extra_ffn_factory else None)
-        for i in range(num_blocks)
+      block_cls(
+        self.config,
+        attention_factory=self.attention_factory(i) if self.attention_factory else None,
+        extra_ffn_factory=self.extra_ffn_factory(i) if self.extra_ffn_factory else None,
+      )
+      for i in range(num_blocks)
     ]
 
   def parts(self) -> tuple[nn.Embed, Sequence[nn.Module], nn.Module]:
@@ -143,9 +152,15 @@ class DecoderTrunk(nn.Module):
     del deterministic
     return x
 
-  def __call__(self, inputs_embeds: jax.Array | None = None, *, input_ids: jax.Array | None = None,
-               deterministic: bool = True, attention_kwargs: Mapping[str, Any] | None = None,
-               return_aux: bool = False):
+  def __call__(
+    self,
+    inputs_embeds: jax.Array | None = None,
+    *,
+    input_ids: jax.Array | None = None,
+    deterministic: bool = True,
+    attention_kwargs: Mapping[str, Any] | None = None,
+    return_aux: bool = False,
+  ):
     """Runs the trunk.
 
     Args:

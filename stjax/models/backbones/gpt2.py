@@ -34,11 +34,17 @@ import jax.numpy as jnp
 
 from stjax.errors import UserError
 from stjax.kernels import Kernels
-from stjax.layers import attention
 from stjax.kernels.broadcast import over_leading
-from stjax.models.backbones.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
+from stjax.layers import attention
 from stjax.layers.dropout import Dropout
 from stjax.layers.lora import DEFAULT_LORA_TARGETS
+from stjax.models.backbones.decoder import (
+  COMPUTE_DTYPES,
+  ConfigMixin,
+  DecoderTrunk,
+  LoRAProjections,
+  PreNormBlock,
+)
 
 # HF activation names that mean tanh-approximated GELU.
 _TANH_GELU_NAMES = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -49,22 +55,22 @@ class GPT2Config(ConfigMixin):
   """GPT-2 hyper-parameters (HF names) plus stjax switches. Defaults: the 124M `gpt2`."""
 
   vocab_size: int = 50257
-  n_positions: int = 1024            # size of the learned position table wpe
-  n_embd: int = 768                  # model width d
-  n_layer: int = 12                  # number of blocks h_0 .. h_{n_layer-1}
+  n_positions: int = 1024  # size of the learned position table wpe
+  n_embd: int = 768  # model width d
+  n_layer: int = 12  # number of blocks h_0 .. h_{n_layer-1}
   n_head: int = 12
-  n_inner: int | None = None         # MLP width; None = 4 * n_embd
+  n_inner: int | None = None  # MLP width; None = 4 * n_embd
   layer_norm_epsilon: float = 1e-5
-  embd_pdrop: float = 0.1            # dropout after wte/wpe
-  attn_pdrop: float = 0.1            # dropout on attention probabilities
-  resid_pdrop: float = 0.1           # dropout on attention and MLP outputs
-  use_wpe: bool = True               # add wpe[0..S-1] to the inputs (HF behaviour)
-  causal: bool = True                # causal attention (HF); False = full attention
-  dtype: str = "float32"             # compute dtype: "float32" or "bfloat16"; params stay float32
-  lora_rank: int = 0                 # LoRA rank on projections matching lora_targets; 0 = off
-  lora_alpha: float | None = None    # LoRA alpha (scale alpha/rank); None = rank (scale 1)
+  embd_pdrop: float = 0.1  # dropout after wte/wpe
+  attn_pdrop: float = 0.1  # dropout on attention probabilities
+  resid_pdrop: float = 0.1  # dropout on attention and MLP outputs
+  use_wpe: bool = True  # add wpe[0..S-1] to the inputs (HF behaviour)
+  causal: bool = True  # causal attention (HF); False = full attention
+  dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params stay float32
+  lora_rank: int = 0  # LoRA rank on projections matching lora_targets; 0 = off
+  lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
   lora_targets: str = DEFAULT_LORA_TARGETS  # regex over module paths, e.g. "attn/c_attn"
-  kernels: Kernels = Kernels()       # resolved kernel choices (stjax.kernels): attention, leading sums
+  kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention, leading sums
 
   def __post_init__(self):
     self._coerce_kernels()
@@ -91,18 +97,34 @@ class GPT2Config(ConfigMixin):
     model_type = hf.get("model_type")
     archs = hf.get("architectures") or []
     if model_type != "gpt2" or any(not str(a).startswith("GPT2") for a in archs):
-      raise UserError(f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
-                      "only GPT-2 (model_type 'gpt2') is supported")
+      raise UserError(
+        f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
+        "only GPT-2 (model_type 'gpt2') is supported"
+      )
     act = hf.get("activation_function", "gelu_new")
     if act not in _TANH_GELU_NAMES:
       raise UserError(f"{source}: activation_function {act!r} is not supported (GPT-2 uses 'gelu_new')")
-    for flag, want in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
-                       ("reorder_and_upcast_attn", False), ("add_cross_attention", False)):
+    for flag, want in (
+      ("scale_attn_weights", True),
+      ("scale_attn_by_inverse_layer_idx", False),
+      ("reorder_and_upcast_attn", False),
+      ("add_cross_attention", False),
+    ):
       if bool(hf.get(flag, want)) != want:
         raise UserError(f"{source}: {flag}={hf[flag]!r} is not supported (expected {want})")
     fields = {}
-    for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner",
-                 "layer_norm_epsilon", "embd_pdrop", "attn_pdrop", "resid_pdrop"):
+    for name in (
+      "vocab_size",
+      "n_positions",
+      "n_embd",
+      "n_layer",
+      "n_head",
+      "n_inner",
+      "layer_norm_epsilon",
+      "embd_pdrop",
+      "attn_pdrop",
+      "resid_pdrop",
+    ):
       if name in hf and hf[name] is not None:
         fields[name] = hf[name]
     for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
@@ -114,26 +136,26 @@ class GPT2Config(ConfigMixin):
   def to_hf(self) -> dict[str, Any]:
     """The Hugging Face `config.json` dict of this architecture (stjax switches left out)."""
     return {
-        "architectures": ["GPT2Model"],
-        "model_type": "gpt2",
-        "vocab_size": self.vocab_size,
-        "n_positions": self.n_positions,
-        "n_ctx": self.n_positions,
-        "n_embd": self.n_embd,
-        "n_layer": self.n_layer,
-        "n_head": self.n_head,
-        "n_inner": self.n_inner,
-        "activation_function": "gelu_new",
-        "layer_norm_epsilon": self.layer_norm_epsilon,
-        "embd_pdrop": self.embd_pdrop,
-        "attn_pdrop": self.attn_pdrop,
-        "resid_pdrop": self.resid_pdrop,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-        "initializer_range": 0.02,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
+      "architectures": ["GPT2Model"],
+      "model_type": "gpt2",
+      "vocab_size": self.vocab_size,
+      "n_positions": self.n_positions,
+      "n_ctx": self.n_positions,
+      "n_embd": self.n_embd,
+      "n_layer": self.n_layer,
+      "n_head": self.n_head,
+      "n_inner": self.n_inner,
+      "activation_function": "gelu_new",
+      "layer_norm_epsilon": self.layer_norm_epsilon,
+      "embd_pdrop": self.embd_pdrop,
+      "attn_pdrop": self.attn_pdrop,
+      "resid_pdrop": self.resid_pdrop,
+      "scale_attn_weights": True,
+      "scale_attn_by_inverse_layer_idx": False,
+      "reorder_and_upcast_attn": False,
+      "initializer_range": 0.02,
+      "bos_token_id": 50256,
+      "eos_token_id": 50256,
     }
 
 
@@ -145,9 +167,13 @@ def gelu_new(x: jax.Array) -> jax.Array:
 def layer_norm(config: GPT2Config, name: str | None = None) -> nn.LayerNorm:
   """LayerNorm with eps from the config, statistics in float32, params [embed]."""
   return nn.LayerNorm(
-      epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, param_dtype=jnp.float32,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
+    epsilon=config.layer_norm_epsilon,
+    dtype=config.compute_dtype,
+    param_dtype=jnp.float32,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+    name=name,
+  )
 
 
 class GPT2Attention(LoRAProjections):
@@ -193,8 +219,16 @@ class GPT2Attention(LoRAProjections):
     cfg = self.config
     rate = cfg.attn_pdrop
     rng = self.make_rng("dropout") if (rate > 0.0 and not deterministic) else None
-    return attention.attend(q, k, v, causal=cfg.causal, dropout_rate=rate,
-                            deterministic=deterministic, dropout_rng=rng, kernel=cfg.kernels.attention)
+    return attention.attend(
+      q,
+      k,
+      v,
+      causal=cfg.causal,
+      dropout_rate=rate,
+      deterministic=deterministic,
+      dropout_rng=rng,
+      kernel=cfg.kernels.attention,
+    )
 
   def out(self, o: jax.Array, *, deterministic: bool) -> jax.Array:
     """o: [batch, seq, heads, head_dim] -> [batch, seq, embed] (c_proj, residual dropout)."""
@@ -249,12 +283,20 @@ class GPT2(DecoderTrunk):
 
   def setup(self):
     cfg = self.config
-    self.wte = nn.Embed(cfg.vocab_size, cfg.n_embd, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                    ("vocab", "embed")))
-    self.wpe = nn.Embed(cfg.n_positions, cfg.n_embd, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01),
-                                                                    ("positions", "embed")))
+    self.wte = nn.Embed(
+      cfg.vocab_size,
+      cfg.n_embd,
+      dtype=cfg.compute_dtype,
+      param_dtype=jnp.float32,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+    )
+    self.wpe = nn.Embed(
+      cfg.n_positions,
+      cfg.n_embd,
+      dtype=cfg.compute_dtype,
+      param_dtype=jnp.float32,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.01), ("positions", "embed")),
+    )
     self.drop = Dropout(cfg.embd_pdrop)
     self.h = self.make_blocks(GPT2Block, cfg.n_layer)
     self.ln_f = layer_norm(cfg)
@@ -269,7 +311,9 @@ class GPT2(DecoderTrunk):
     wpe_table = self.wpe.embedding  # always created (like wte) so checkpoints fit the tree
     if cfg.use_wpe:
       if seq > cfg.n_positions:
-        raise UserError(f"GPT2: sequence length {seq} exceeds n_positions={cfg.n_positions} "
-                        "(the learned position table); shorten the input or set use_wpe=False")
+        raise UserError(
+          f"GPT2: sequence length {seq} exceeds n_positions={cfg.n_positions} "
+          "(the learned position table); shorten the input or set use_wpe=False"
+        )
       x = x + over_leading(wpe_table[:seq].astype(cfg.compute_dtype), x.shape[:1], cfg.kernels.leading_sum)
     return self.drop(x, deterministic=deterministic)

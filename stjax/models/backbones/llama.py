@@ -43,8 +43,14 @@ import numpy as np
 from stjax.errors import UserError
 from stjax.kernels import Kernels
 from stjax.layers import attention
-from stjax.models.backbones.decoder import COMPUTE_DTYPES, ConfigMixin, DecoderTrunk, LoRAProjections, PreNormBlock
 from stjax.layers.rope import apply_rotary
+from stjax.models.backbones.decoder import (
+  COMPUTE_DTYPES,
+  ConfigMixin,
+  DecoderTrunk,
+  LoRAProjections,
+  PreNormBlock,
+)
 
 # Every projection of a Llama block (regex over module paths).
 LLAMA_LORA_TARGETS = r"self_attn/(q_proj|k_proj|v_proj|o_proj)|mlp/(gate_proj|up_proj|down_proj)"
@@ -56,38 +62,47 @@ class LlamaConfig(ConfigMixin):
   """Llama hyper-parameters (HF names) plus stjax switches. Defaults: Llama 3.2 1B."""
 
   vocab_size: int = 128256
-  hidden_size: int = 2048                 # model width d
-  intermediate_size: int = 8192           # SwiGLU hidden width
-  num_hidden_layers: int = 16             # blocks layers_0 .. layers_{L-1} (truncate by lowering)
+  hidden_size: int = 2048  # model width d
+  intermediate_size: int = 8192  # SwiGLU hidden width
+  num_hidden_layers: int = 16  # blocks layers_0 .. layers_{L-1} (truncate by lowering)
   num_attention_heads: int = 32
-  num_key_value_heads: int = 8            # grouped-query attention: heads share K/V in groups
+  num_key_value_heads: int = 8  # grouped-query attention: heads share K/V in groups
   head_dim: int = 64
-  max_position_embeddings: int = 131072   # informational (RoPE has no table)
+  max_position_embeddings: int = 131072  # informational (RoPE has no table)
   rms_norm_eps: float = 1e-5
   rope_theta: float = 500000.0
-  rope_type: str = "llama3"               # "default" (plain RoPE) or "llama3" (scaled frequencies)
-  rope_factor: float = 32.0               # llama3: long wavelengths are divided by this
-  rope_low_freq_factor: float = 1.0       # llama3: wavelengths > orig/low are fully scaled
-  rope_high_freq_factor: float = 4.0      # llama3: wavelengths < orig/high are kept
+  rope_type: str = "llama3"  # "default" (plain RoPE) or "llama3" (scaled frequencies)
+  rope_factor: float = 32.0  # llama3: long wavelengths are divided by this
+  rope_low_freq_factor: float = 1.0  # llama3: wavelengths > orig/low are fully scaled
+  rope_high_freq_factor: float = 4.0  # llama3: wavelengths < orig/high are kept
   rope_original_max_positions: int = 8192  # llama3: pretraining context of the unscaled model
-  tie_word_embeddings: bool = True        # HF flag, round-tripped (the trunk has no LM head)
-  attention_dropout: float = 0.0          # dropout on attention probabilities (training only)
-  causal: bool = True                     # causal attention (HF); False = full attention
-  dtype: str = "float32"                  # compute dtype: "float32" or "bfloat16"; params float32
-  lora_rank: int = 0                      # LoRA rank on projections matching lora_targets; 0 = off
-  lora_alpha: float | None = None         # LoRA alpha (scale alpha/rank); None = rank (scale 1)
+  tie_word_embeddings: bool = True  # HF flag, round-tripped (the trunk has no LM head)
+  attention_dropout: float = 0.0  # dropout on attention probabilities (training only)
+  causal: bool = True  # causal attention (HF); False = full attention
+  dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"; params float32
+  lora_rank: int = 0  # LoRA rank on projections matching lora_targets; 0 = off
+  lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
   lora_targets: str = LLAMA_LORA_TARGETS  # regex over module paths, e.g. "self_attn/q_proj"
-  kernels: Kernels = Kernels()            # resolved kernel choices (stjax.kernels): attention
+  kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention
 
   def __post_init__(self):
     self._coerce_kernels()
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                 "num_attention_heads", "num_key_value_heads", "head_dim"):
+    for name in (
+      "vocab_size",
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+      "num_key_value_heads",
+      "head_dim",
+    ):
       if getattr(self, name) < 1:
         raise UserError(f"LlamaConfig.{name}: must be >= 1, got {getattr(self, name)}")
     if self.num_attention_heads % self.num_key_value_heads:
-      raise UserError(f"LlamaConfig: num_attention_heads={self.num_attention_heads} is not a multiple "
-                      f"of num_key_value_heads={self.num_key_value_heads}")
+      raise UserError(
+        f"LlamaConfig: num_attention_heads={self.num_attention_heads} is not a multiple "
+        f"of num_key_value_heads={self.num_key_value_heads}"
+      )
     if self.head_dim % 2:
       raise UserError(f"LlamaConfig.head_dim: rotary embeddings need an even head_dim, got {self.head_dim}")
     if self.rope_type not in _ROPE_TYPES:
@@ -109,20 +124,38 @@ class LlamaConfig(ConfigMixin):
     model_type = hf.get("model_type")
     archs = hf.get("architectures") or []
     if model_type != "llama" or any(not str(a).startswith("Llama") for a in archs):
-      raise UserError(f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
-                      "only Llama (model_type 'llama') is supported here")
+      raise UserError(
+        f"{source}: unknown architecture (model_type={model_type!r}, architectures={archs}); "
+        "only Llama (model_type 'llama') is supported here"
+      )
     if hf.get("hidden_act", "silu") != "silu":
       raise UserError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (Llama uses 'silu')")
     for flag in ("attention_bias", "mlp_bias"):
       if hf.get(flag):
         raise UserError(f"{source}: {flag}=true is not supported (Llama projections have no bias)")
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                 "num_attention_heads"):
+    for name in (
+      "vocab_size",
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+    ):
       if hf.get(name) is None:
         raise UserError(f"{source}: missing field {name!r}")
-    fields: dict[str, Any] = {name: hf[name] for name in (
-        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-        "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings") if hf.get(name) is not None}
+    fields: dict[str, Any] = {
+      name: hf[name]
+      for name in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "tie_word_embeddings",
+      )
+      if hf.get(name) is not None
+    }
     fields["num_key_value_heads"] = hf.get("num_key_value_heads") or hf["num_attention_heads"]
     fields["head_dim"] = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
     fields["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", False))
@@ -138,31 +171,34 @@ class LlamaConfig(ConfigMixin):
     """
     scaling = None
     if self.rope_type == "llama3":
-      scaling = {"rope_type": "llama3", "factor": self.rope_factor,
-                 "low_freq_factor": self.rope_low_freq_factor,
-                 "high_freq_factor": self.rope_high_freq_factor,
-                 "original_max_position_embeddings": self.rope_original_max_positions}
+      scaling = {
+        "rope_type": "llama3",
+        "factor": self.rope_factor,
+        "low_freq_factor": self.rope_low_freq_factor,
+        "high_freq_factor": self.rope_high_freq_factor,
+        "original_max_position_embeddings": self.rope_original_max_positions,
+      }
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": self.vocab_size,
-        "hidden_size": self.hidden_size,
-        "intermediate_size": self.intermediate_size,
-        "num_hidden_layers": self.num_hidden_layers,
-        "num_attention_heads": self.num_attention_heads,
-        "num_key_value_heads": self.num_key_value_heads,
-        "head_dim": self.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": self.max_position_embeddings,
-        "rms_norm_eps": self.rms_norm_eps,
-        "rope_theta": self.rope_theta,
-        "rope_scaling": scaling,
-        "tie_word_embeddings": self.tie_word_embeddings,
-        "attention_bias": False,
-        "attention_dropout": self.attention_dropout,
-        "mlp_bias": False,
-        "initializer_range": 0.02,
-        "pretraining_tp": 1,
+      "architectures": ["LlamaForCausalLM"],
+      "model_type": "llama",
+      "vocab_size": self.vocab_size,
+      "hidden_size": self.hidden_size,
+      "intermediate_size": self.intermediate_size,
+      "num_hidden_layers": self.num_hidden_layers,
+      "num_attention_heads": self.num_attention_heads,
+      "num_key_value_heads": self.num_key_value_heads,
+      "head_dim": self.head_dim,
+      "hidden_act": "silu",
+      "max_position_embeddings": self.max_position_embeddings,
+      "rms_norm_eps": self.rms_norm_eps,
+      "rope_theta": self.rope_theta,
+      "rope_scaling": scaling,
+      "tie_word_embeddings": self.tie_word_embeddings,
+      "attention_bias": False,
+      "attention_dropout": self.attention_dropout,
+      "mlp_bias": False,
+      "initializer_range": 0.02,
+      "pretraining_tp": 1,
     }
 
 
@@ -177,9 +213,12 @@ def _rope_fields(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
     raise UserError(f"{source}: rope type {rope_type!r} is not supported (supported: {list(_ROPE_TYPES)})")
   fields: dict[str, Any] = {"rope_theta": float(theta), "rope_type": rope_type}
   if rope_type == "llama3":
-    keys = {"factor": "rope_factor", "low_freq_factor": "rope_low_freq_factor",
-            "high_freq_factor": "rope_high_freq_factor",
-            "original_max_position_embeddings": "rope_original_max_positions"}
+    keys = {
+      "factor": "rope_factor",
+      "low_freq_factor": "rope_low_freq_factor",
+      "high_freq_factor": "rope_high_freq_factor",
+      "original_max_position_embeddings": "rope_original_max_positions",
+    }
     for hf_key, field in keys.items():
       if merged.get(hf_key) is None:
         raise UserError(f"{source}: llama3 rope scaling is missing {hf_key!r}")
@@ -211,9 +250,13 @@ def rope_inverse_frequencies(config: LlamaConfig) -> np.ndarray:
 
 def rms_norm(config: LlamaConfig, name: str | None = None) -> nn.RMSNorm:
   """RMSNorm x / sqrt(mean(x^2) + eps) * scale, statistics in float32, scale [embed]."""
-  return nn.RMSNorm(epsilon=config.rms_norm_eps, dtype=config.compute_dtype, param_dtype=jnp.float32,
-                    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                    name=name)
+  return nn.RMSNorm(
+    epsilon=config.rms_norm_eps,
+    dtype=config.compute_dtype,
+    param_dtype=jnp.float32,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    name=name,
+  )
 
 
 class _LlamaProjections(LoRAProjections):
@@ -252,8 +295,9 @@ class LlamaAttention(_LlamaProjections):
     v = self.v_proj(h).reshape(b, s, cfg.num_key_value_heads, cfg.head_dim)
     return q, k, v
 
-  def transform_qk(self, q: jax.Array, k: jax.Array, *, positions: jax.Array | None = None,
-                   **kwargs) -> tuple[jax.Array, jax.Array]:
+  def transform_qk(
+    self, q: jax.Array, k: jax.Array, *, positions: jax.Array | None = None, **kwargs
+  ) -> tuple[jax.Array, jax.Array]:
     """Rotary embedding of q and k.
 
     Args:
@@ -267,7 +311,7 @@ class LlamaAttention(_LlamaProjections):
       positions = jnp.arange(q.shape[1])
     omega = jnp.asarray(rope_inverse_frequencies(self.config))
     angles = jnp.asarray(positions, jnp.float32)[..., None] * omega  # [(batch,) seq, head_dim/2]
-    angles = angles[..., None, :]                                   # broadcast over heads
+    angles = angles[..., None, :]  # broadcast over heads
     return apply_rotary(q, angles), apply_rotary(k, angles)
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -275,8 +319,16 @@ class LlamaAttention(_LlamaProjections):
     cfg = self.config
     rate = cfg.attention_dropout
     rng = self.make_rng("dropout") if (rate > 0.0 and not deterministic) else None
-    return attention.attend(q, k, v, causal=cfg.causal, dropout_rate=rate,
-                            deterministic=deterministic, dropout_rng=rng, kernel=cfg.kernels.attention)
+    return attention.attend(
+      q,
+      k,
+      v,
+      causal=cfg.causal,
+      dropout_rate=rate,
+      deterministic=deterministic,
+      dropout_rng=rng,
+      kernel=cfg.kernels.attention,
+    )
 
   def out(self, o: jax.Array) -> jax.Array:
     """o: [batch, seq, heads, head_dim] -> [batch, seq, embed] (o_proj)."""
@@ -334,8 +386,12 @@ class Llama(DecoderTrunk):
   def setup(self):
     cfg = self.config
     self.embed_tokens = nn.Embed(
-        cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+      cfg.vocab_size,
+      cfg.hidden_size,
+      dtype=cfg.compute_dtype,
+      param_dtype=jnp.float32,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
+    )
     self.layers = self.make_blocks(LlamaBlock, cfg.num_hidden_layers)
     self.norm = rms_norm(cfg)
 
@@ -347,5 +403,6 @@ def num_params(config: LlamaConfig) -> int:
   """Exact parameter count of `Llama(config)`, from shapes only (jax.eval_shape, no allocation)."""
   model = Llama(config)
   shapes = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, config.hidden_size), jnp.float32)))
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, config.hidden_size), jnp.float32))
+  )
   return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes["params"])))

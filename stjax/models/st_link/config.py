@@ -21,7 +21,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.vocab_size = 50257  # rows of wte (unused with inputs_embeds; kept so checkpoints fit).
   c.n_positions = 1024  # rows of wpe (used only by the no-SE ablation, indexed by patch).
   c.dropout = 0.1  # GPT-2 embedding and residual dropout (Llama has none).
-  c.attention_dropout = 0.0  # dropout on attention probabilities; > 0 rules out the blockwise linear-memory path.
+  c.attention_dropout = (
+    0.0  # dropout on attention probabilities; > 0 rules out the blockwise linear-memory path.
+  )
   c.dtype = "float32"  # compute dtype of the LLM: float32 | bfloat16 (params stay float32).
   # Tokens.
   c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).

@@ -111,8 +111,9 @@ class MemoryRetrieval(nn.Module):
     lead = h.shape[:-1]
     q = nn.Dense(self.key_dim, name="query", dtype=self.dtype)(h).reshape(-1, self.key_dim)
     k_fixed = jax.lax.stop_gradient(keys.value)
-    r, idx, _, cos = topk_retrieve(q.astype(jnp.float32), k_fixed, values.astype(jnp.float32), self.top_k,
-                                   self.tau)
+    r, idx, _, cos = topk_retrieve(
+      q.astype(jnp.float32), k_fixed, values.astype(jnp.float32), self.top_k, self.tau
+    )
 
     if update and not self.is_initializing():
       new_keys, counts = ema_key_update(k_fixed, q, idx, self.alpha)
@@ -183,9 +184,16 @@ class ExpertMixture(nn.Module):
     zc = z.astype(self.dtype)
     w1, b1, w2, b2 = (w.astype(self.dtype) for w in (w1, b1, w2, b2))
     if uses_grouped(self.kernel, zc.size // dz, self.top_k, e, self.block_rows):
-      out = grouped_experts(zc.reshape(-1, dz), top_i.reshape(-1, self.top_k),
-                            top_gates.astype(self.dtype).reshape(-1, self.top_k),
-                            w1, b1, w2, b2, self.block_rows).reshape(*z.shape[:-1], self.features)
+      out = grouped_experts(
+        zc.reshape(-1, dz),
+        top_i.reshape(-1, self.top_k),
+        top_gates.astype(self.dtype).reshape(-1, self.top_k),
+        w1,
+        b1,
+        w2,
+        b2,
+        self.block_rows,
+      ).reshape(*z.shape[:-1], self.features)
     else:
       gates = jnp.einsum("...k,...ke->...e", top_gates, choice).astype(self.dtype)  # zero off the top-k
       out = dense_experts(zc, gates, w1, b1, w2, b2)
@@ -228,11 +236,27 @@ class MRFFN(nn.Module):
   @nn.compact
   def __call__(self, h: jnp.ndarray, *, attn_out: jnp.ndarray, deterministic: bool = True):
     """h, attn_out: [batch, seq, d] -> (out [batch, seq, d], weighted aux loss scalar)."""
-    r = MemoryRetrieval(self.memory_size, self.key_dim, self.features, self.top_k, self.tau, self.alpha,
-                              self.reseed_after, self.dtype, name="memory")(h, update=not deterministic)
+    r = MemoryRetrieval(
+      self.memory_size,
+      self.key_dim,
+      self.features,
+      self.top_k,
+      self.tau,
+      self.alpha,
+      self.reseed_after,
+      self.dtype,
+      name="memory",
+    )(h, update=not deterministic)
     z = jnp.concatenate([h, r.astype(h.dtype), attn_out.astype(h.dtype)], axis=-1)
-    out, balance = ExpertMixture(self.num_experts, self.expert_top_k, self.expert_hidden, self.features,
-                                 self.dtype, self.expert_kernel, name="experts")(z)
+    out, balance = ExpertMixture(
+      self.num_experts,
+      self.expert_top_k,
+      self.expert_hidden,
+      self.features,
+      self.dtype,
+      self.expert_kernel,
+      name="experts",
+    )(z)
     return out, self.aux_weight * balance
 
 
@@ -242,10 +266,16 @@ def memory_stats(memory: dict) -> dict[str, jnp.ndarray]:
   - memory_active_fraction: share of slots selected in the latest training step.
   - memory_effective_fraction: exp(entropy of the usage EMA) / M, 1 = all slots used evenly.
   """
-  idle = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(memory)
-          if getattr(path[-1], "key", None) == "idle_steps"]
-  usage = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(memory)
-           if getattr(path[-1], "key", None) == "usage"]
+  idle = [
+    leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(memory)
+    if getattr(path[-1], "key", None) == "idle_steps"
+  ]
+  usage = [
+    leaf
+    for path, leaf in jax.tree_util.tree_leaves_with_path(memory)
+    if getattr(path[-1], "key", None) == "usage"
+  ]
   if not idle:
     return {}
   active = jnp.mean(jnp.stack([jnp.mean(i == 0) for i in idle]))

@@ -24,20 +24,22 @@ import numpy as np
 from stjax.errors import UserError
 from stjax.kernels import Kernels
 from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
-from stjax.models.backbones import backbone_name, build_backbone, hidden_size
-from stjax.models.backbones.llama import rope_inverse_frequencies
-from stjax.models.st_link.memory import MEMORY, MRFFN, memory_stats
-from stjax.models.backbones.config import backbone_config, check_pfa, warn_if_random
-from stjax.models.registry import register
 from stjax.layers.revin import RevIN
+from stjax.models.backbones import backbone_name, build_backbone, hidden_size
+from stjax.models.backbones.config import backbone_config, check_pfa, warn_if_random
+from stjax.models.backbones.llama import rope_inverse_frequencies
+from stjax.models.registry import register
+from stjax.models.st_link.memory import MEMORY, MRFFN, memory_stats
 from stjax.models.st_link.se_attention import SERotary, rotary_dims, se_attention_class
 
 
 def check_patches(input_len: int, patch_len: int) -> int:
   """Number of patches; UserError naming model.patch_len if it does not divide T_in."""
   if patch_len < 1 or input_len % patch_len:
-    raise UserError(f"config.model.patch_len: {patch_len} does not divide the input length {input_len} "
-                    f"(use a divisor of {input_len}, e.g. 1)")
+    raise UserError(
+      f"config.model.patch_len: {patch_len} does not divide the input length {input_len} "
+      f"(use a divisor of {input_len}, e.g. 1)"
+    )
   return input_len // patch_len
 
 
@@ -86,15 +88,24 @@ class STLink(nn.Module):
     if self.se_attention:
       td, _ = rotary_dims(self.llm.head_dim, self.se_mode, self.temporal_dims)
       # Llama: time pairs keep the pretrained rotary frequencies (se_attention.py, `pairs` layout).
-      omega = tuple(float(w) for w in rope_inverse_frequencies(self.llm)[:td // 2]) if self.family == "llama" else None
+      omega = (
+        tuple(float(w) for w in rope_inverse_frequencies(self.llm)[: td // 2])
+        if self.family == "llama"
+        else None
+      )
       self.rotary = SERotary(self.llm.head_dim, self.se_mode, self.temporal_dims, self.rope_base, omega)
-      attention = lambda i: functools.partial(se_attention_class(self.family), self.llm,  # noqa: E731
-                                              mode=self.se_mode, temporal_dims=self.temporal_dims)
+      attention = lambda i: functools.partial(
+        se_attention_class(self.family),
+        self.llm,  # noqa: E731
+        mode=self.se_mode,
+        temporal_dims=self.temporal_dims,
+      )
     else:
       attention = None
     extra = (lambda i: self.mrffn if i in self.mrffn_layers else None) if self.mrffn else None
-    self.trunk = build_backbone(self.family, self.llm, attention_factory=attention, extra_ffn_factory=extra,
-                                module_name="llm")
+    self.trunk = build_backbone(
+      self.family, self.llm, attention_factory=attention, extra_ffn_factory=extra, module_name="llm"
+    )
     self.head = nn.Dense(self.output_len * self.out_channels, dtype=jnp.float32)
 
   def __call__(self, batch: dict[str, Any], train: bool = False):
@@ -103,8 +114,10 @@ class STLink(nn.Module):
     b, t, n, c = x.shape
     p, pl = self.num_patches, self.patch_len
     if (t, n, c) != (len(self.input_offsets), self.num_nodes, self.in_channels):
-      raise ValueError(f"STLink built for x [*, {len(self.input_offsets)}, {self.num_nodes}, {self.in_channels}], "
-                       f"got {x.shape}")
+      raise ValueError(
+        f"STLink built for x [*, {len(self.input_offsets)}, {self.num_nodes}, {self.in_channels}], "
+        f"got {x.shape}"
+      )
     if self.revin:
       x, stats = self.norm.normalize(x)
     last = np.arange(p) * pl + pl - 1  # index of each patch's last step
@@ -112,12 +125,15 @@ class STLink(nn.Module):
     tod_e, dow_e = self.calendar(batch["tod"][:, last], batch["dow"][:, last])  # [B, P, E]
     node_e = self.nodes()  # [N, E]
     e = self.embed_dim
-    feats = jnp.concatenate([
+    feats = jnp.concatenate(
+      [
         patches.astype(jnp.float32),
         jnp.broadcast_to(tod_e[:, None], (b, n, p, e)),
         jnp.broadcast_to(dow_e[:, None], (b, n, p, e)),
         jnp.broadcast_to(node_e[None, :, None], (b, n, p, e)),
-    ], axis=-1)
+      ],
+      axis=-1,
+    )
     tokens = self.token_embedding(feats).reshape(b, n * p, -1)  # token s = node s // P, patch s % P
 
     if self.se_attention:
@@ -128,7 +144,9 @@ class STLink(nn.Module):
       kwargs = {"positions": jnp.asarray(np.tile(np.arange(p), n))}
     else:  # GPT-2's learned table at the patch index
       if p > self.llm.n_positions:
-        raise UserError(f"config.model.se_attention=False: {p} patches exceed n_positions={self.llm.n_positions}")
+        raise UserError(
+          f"config.model.se_attention=False: {p} patches exceed n_positions={self.llm.n_positions}"
+        )
       tokens = tokens + jnp.tile(self.trunk.wpe.embedding[:p], (n, 1))[None].astype(tokens.dtype)
       kwargs = {}
     hidden, aux_loss = self.trunk(tokens, deterministic=not train, attention_kwargs=kwargs, return_aux=True)
@@ -145,7 +163,9 @@ class STLink(nn.Module):
 
 def resolve_mrffn_layers(mc) -> tuple[int, ...]:
   """`model.mrffn_layers`, with () meaning the last `unfrozen_layers` blocks; validated."""
-  layers = tuple(int(i) for i in mc.mrffn_layers) or tuple(range(mc.llm_layers - mc.unfrozen_layers, mc.llm_layers))
+  layers = tuple(int(i) for i in mc.mrffn_layers) or tuple(
+    range(mc.llm_layers - mc.unfrozen_layers, mc.llm_layers)
+  )
   bad = [i for i in layers if not 0 <= i < mc.llm_layers]
   if bad:
     raise UserError(f"config.model.mrffn_layers: {bad} outside 0..{mc.llm_layers - 1}")
@@ -161,17 +181,25 @@ def build(mc, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None)
   if len(spec.input_offsets) != spec.input_len:
     raise UserError(f"data: {len(spec.input_offsets)} input offsets for input_len {spec.input_len}")
   if mc.revin and spec.out_channels > spec.in_channels:
-    raise UserError(f"config.model.revin: predicts {spec.out_channels} channels from {spec.in_channels} inputs; "
-                    "RevIN de-normalises outputs with the statistics of the first out_channels inputs")
-  cfg = backbone_config(mc, causal=mc.causal, use_wpe=False, kernels=kernels, pretrained_config=pretrained_config)
+    raise UserError(
+      f"config.model.revin: predicts {spec.out_channels} channels from {spec.in_channels} inputs; "
+      "RevIN de-normalises outputs with the statistics of the first out_channels inputs"
+    )
+  cfg = backbone_config(
+    mc, causal=mc.causal, use_wpe=False, kernels=kernels, pretrained_config=pretrained_config
+  )
   if mc.se_attention:
     rotary_dims(cfg.head_dim, mc.se_mode, mc.temporal_dims)
   if mc.node_emb_init == "laplacian":
     if spec.adjacency is None:
-      raise UserError("config.model.node_emb_init=laplacian: the dataset has no adjacency (set data.graph_path)")
+      raise UserError(
+        "config.model.node_emb_init=laplacian: the dataset has no adjacency (set data.graph_path)"
+      )
     if not 1 <= mc.embed_dim <= spec.num_nodes - 1:
-      raise UserError(f"config.model.node_emb_init=laplacian: embed_dim={mc.embed_dim} needs 1..N-1={spec.num_nodes - 1} "
-                      "non-trivial eigenvectors")
+      raise UserError(
+        f"config.model.node_emb_init=laplacian: embed_dim={mc.embed_dim} needs 1..N-1={spec.num_nodes - 1} "
+        "non-trivial eigenvectors"
+      )
     node_init = laplacian_node_init(spec.adjacency)
   elif mc.node_emb_init == "xavier":
     node_init = xavier
@@ -186,16 +214,39 @@ def build(mc, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None)
     if not 0.0 < mc.memory_alpha <= 1.0:
       raise UserError(f"config.model.memory_alpha: {mc.memory_alpha} not in (0, 1]")
     mrffn = functools.partial(
-        MRFFN, hidden_size(cfg), memory_size=mc.memory_size, key_dim=mc.memory_key_dim, top_k=mc.memory_top_k,
-        tau=mc.memory_tau, alpha=mc.memory_alpha, reseed_after=mc.memory_reseed_after,
-        num_experts=mc.num_experts, expert_top_k=mc.expert_top_k, expert_hidden=mc.expert_hidden,
-        aux_weight=mc.moe_aux_weight, dtype=cfg.compute_dtype,
-        expert_kernel=kernels.experts)
+      MRFFN,
+      hidden_size(cfg),
+      memory_size=mc.memory_size,
+      key_dim=mc.memory_key_dim,
+      top_k=mc.memory_top_k,
+      tau=mc.memory_tau,
+      alpha=mc.memory_alpha,
+      reseed_after=mc.memory_reseed_after,
+      num_experts=mc.num_experts,
+      expert_top_k=mc.expert_top_k,
+      expert_hidden=mc.expert_hidden,
+      aux_weight=mc.moe_aux_weight,
+      dtype=cfg.compute_dtype,
+      expert_kernel=kernels.experts,
+    )
   warn_if_random(mc)
   return STLink(
-      llm=cfg, num_nodes=spec.num_nodes, output_len=spec.output_len, in_channels=spec.in_channels,
-      out_channels=spec.out_channels, input_offsets=tuple(int(o) for o in spec.input_offsets),
-      steps_per_day=spec.steps_per_day, patch_len=mc.patch_len, embed_dim=mc.embed_dim, node_init=node_init,
-      se_attention=mc.se_attention, se_mode=mc.se_mode, temporal_dims=mc.temporal_dims, rope_base=mc.rope_base,
-      mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (), mrffn=mrffn, revin=mc.revin,
-      revin_affine=mc.revin_affine)
+    llm=cfg,
+    num_nodes=spec.num_nodes,
+    output_len=spec.output_len,
+    in_channels=spec.in_channels,
+    out_channels=spec.out_channels,
+    input_offsets=tuple(int(o) for o in spec.input_offsets),
+    steps_per_day=spec.steps_per_day,
+    patch_len=mc.patch_len,
+    embed_dim=mc.embed_dim,
+    node_init=node_init,
+    se_attention=mc.se_attention,
+    se_mode=mc.se_mode,
+    temporal_dims=mc.temporal_dims,
+    rope_base=mc.rope_base,
+    mrffn_layers=resolve_mrffn_layers(mc) if mc.mrffn else (),
+    mrffn=mrffn,
+    revin=mc.revin,
+    revin_affine=mc.revin_affine,
+  )

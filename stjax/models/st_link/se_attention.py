@@ -41,9 +41,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from stjax.errors import UserError
+from stjax.layers.rope import NodePhases, apply_rotary, temporal_angles
 from stjax.models.backbones.gpt2 import GPT2Attention
 from stjax.models.backbones.llama import LlamaAttention
-from stjax.layers.rope import NodePhases, apply_rotary, temporal_angles
 
 SE_MODES = ("split", "dual")
 SE_LAYOUTS = ("blocks", "pairs")
@@ -58,8 +58,10 @@ def rotary_dims(head_dim: int, mode: str, temporal_dims: int) -> tuple[int, int]
       raise UserError(f"model: head dim n_embd/n_head = {head_dim} must be even for rotary embeddings")
     return head_dim, head_dim
   if temporal_dims % 2 or (head_dim - temporal_dims) % 2 or not 0 <= temporal_dims <= head_dim:
-    raise UserError(f"model.temporal_dims: must be even and in 0..head dim {head_dim} with an even rest, "
-                    f"got {temporal_dims}")
+    raise UserError(
+      f"model.temporal_dims: must be even and in 0..head dim {head_dim} with an even rest, "
+      f"got {temporal_dims}"
+    )
   return temporal_dims, head_dim - temporal_dims
 
 
@@ -89,7 +91,9 @@ class SERotary(nn.Module):
     Returns: {"time_angles": [seq, td/2], "space_angles": [seq, sd/2]} (float32).
     """
     td, sd = rotary_dims(self.head_dim, self.mode, self.temporal_dims)
-    phases = NodePhases(sd, self.base, name="node_phases")(node_emb) if sd else jnp.zeros((node_emb.shape[0], 0))
+    phases = (
+      NodePhases(sd, self.base, name="node_phases")(node_emb) if sd else jnp.zeros((node_emb.shape[0], 0))
+    )
     if self.time_frequencies is None:
       time = temporal_angles(time_pos, td, self.base)
     else:
@@ -107,8 +111,15 @@ def _half_identity(key, shape, dtype=jnp.float32):
   return (jnp.concatenate([jnp.eye(d), jnp.eye(d)], axis=0) / 2).astype(dtype)
 
 
-def se_rotate(x: jnp.ndarray, time_angles: jnp.ndarray, space_angles: jnp.ndarray, *, mode: str,
-              temporal_dims: int, layout: str) -> jnp.ndarray:
+def se_rotate(
+  x: jnp.ndarray,
+  time_angles: jnp.ndarray,
+  space_angles: jnp.ndarray,
+  *,
+  mode: str,
+  temporal_dims: int,
+  layout: str,
+) -> jnp.ndarray:
   """The SE rotation of q or k (module docstring: modes and layouts).
 
   Args:
@@ -142,7 +153,7 @@ class SERotations(nn.Module):
   `merge_dual`.
   """
 
-  layout = "blocks"            # class constants, not module fields
+  layout = "blocks"  # class constants, not module fields
   num_heads_field = "n_head"
 
   def setup(self):
@@ -150,15 +161,26 @@ class SERotations(nn.Module):
     self.dims = rotary_dims(self.config.head_dim, self.mode, self.temporal_dims)
     if self.mode == "dual":
       width = getattr(self.config, self.num_heads_field) * self.config.head_dim
-      self.merge = nn.Dense(width, use_bias=False, kernel_init=_half_identity, dtype=self.config.compute_dtype,
-                            param_dtype=jnp.float32)
+      self.merge = nn.Dense(
+        width,
+        use_bias=False,
+        kernel_init=_half_identity,
+        dtype=self.config.compute_dtype,
+        param_dtype=jnp.float32,
+      )
 
   def transform_qk(self, q, k, *, time_angles: jnp.ndarray, space_angles: jnp.ndarray, **kwargs):
     """q: [batch, seq, heads, head_dim], k: [batch, seq, kv heads, head_dim]; angles [seq, td/2],
     [seq, sd/2] -> q, k rotated (`se_rotate`; dual doubles the head axis of both)."""
     del kwargs
-    rotate = lambda x: se_rotate(x, time_angles, space_angles, mode=self.mode,  # noqa: E731
-                                 temporal_dims=self.dims[0], layout=self.layout)
+    rotate = lambda x: se_rotate(
+      x,
+      time_angles,
+      space_angles,
+      mode=self.mode,  # noqa: E731
+      temporal_dims=self.dims[0],
+      layout=self.layout,
+    )
     return rotate(q), rotate(k)
 
   def attend(self, q, k, v, *, deterministic: bool):

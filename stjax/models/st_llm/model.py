@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from stjax.errors import UserError
 from stjax.kernels import Kernels
 from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding
-from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 from stjax.models.backbones.config import check_pfa, llm_config, warn_if_random
+from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 from stjax.models.registry import register
 
 
@@ -53,12 +53,18 @@ class STLLM(nn.Module):
     x, tod, dow = batch["x"], batch["tod"], batch["dow"]
     b, t, n, c = x.shape
     if (t, n, c) != (self.input_len, self.num_nodes, self.in_channels):
-      raise ValueError(f"STLLM built for x [*, {self.input_len}, {self.num_nodes}, {self.in_channels}], got {x.shape}")
+      raise ValueError(
+        f"STLLM built for x [*, {self.input_len}, {self.num_nodes}, {self.in_channels}], got {x.shape}"
+      )
     calendar = jnp.stack([tod.astype(jnp.float32), dow.astype(jnp.float32)], axis=-1)  # [B, T, 2]
-    values = jnp.concatenate([x.astype(jnp.float32), jnp.broadcast_to(calendar[:, :, None], (b, t, n, 2))], -1)
+    values = jnp.concatenate(
+      [x.astype(jnp.float32), jnp.broadcast_to(calendar[:, :, None], (b, t, n, 2))], -1
+    )
     values = values.transpose(0, 2, 1, 3).reshape(b, n, t * (c + 2))
     e_p = nn.Dense(self.embed_dim, name="start_conv")(values)
-    tod_e, dow_e = CalendarEmbedding(self.steps_per_day, self.embed_dim, name="calendar")(tod[:, -1], dow[:, -1])
+    tod_e, dow_e = CalendarEmbedding(self.steps_per_day, self.embed_dim, name="calendar")(
+      tod[:, -1], dow[:, -1]
+    )
     e_t = jnp.broadcast_to((tod_e + dow_e)[:, None], (b, n, self.embed_dim))
     e_s = jnp.broadcast_to(NodeEmbedding(n, self.embed_dim, name="nodes")()[None], (b, n, self.embed_dim))
     tokens = nn.Dense(self.llm.n_embd, name="feature_fusion")(jnp.concatenate([e_p, e_t, e_s], axis=-1))
@@ -76,9 +82,18 @@ def build(mc, spec, kernels: Kernels = Kernels(), pretrained_config: Any = None)
   check_pfa(mc)
   cfg = llm_config(mc, causal=mc.causal, use_wpe=True, kernels=kernels)
   if spec.num_nodes > cfg.n_positions:
-    raise UserError(f"config.model.name=st_llm: {spec.num_nodes} nodes exceed n_positions={cfg.n_positions} "
-                    "(ST-LLM uses one GPT-2 position per node)")
+    raise UserError(
+      f"config.model.name=st_llm: {spec.num_nodes} nodes exceed n_positions={cfg.n_positions} "
+      "(ST-LLM uses one GPT-2 position per node)"
+    )
   warn_if_random(mc)
-  return STLLM(llm=cfg, num_nodes=spec.num_nodes, input_len=spec.input_len, output_len=spec.output_len,
-               in_channels=spec.in_channels, out_channels=spec.out_channels, steps_per_day=spec.steps_per_day,
-               embed_dim=mc.embed_dim)
+  return STLLM(
+    llm=cfg,
+    num_nodes=spec.num_nodes,
+    input_len=spec.input_len,
+    output_len=spec.output_len,
+    in_channels=spec.in_channels,
+    out_channels=spec.out_channels,
+    steps_per_day=spec.steps_per_day,
+    embed_dim=mc.embed_dim,
+  )

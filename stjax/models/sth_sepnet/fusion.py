@@ -43,6 +43,7 @@ class AttentionGate(nn.Module):
 
   Every step of a node's forecast is a token of C features, embedded to `hidden` features.
   """
+
   hidden: int = 16
 
   @nn.compact
@@ -61,6 +62,7 @@ class AttentionGate(nn.Module):
 class LSTMGate(nn.Module):
   """An LSTM runs over each node's forecast steps with input [y_t ; y_s] (2C features); its state
   starts from the spatial forecast's last step (h0 = tanh(Dense(y_s[-1])), c0 = 0); output Dense."""
+
   hidden: int = 16
 
   @nn.compact

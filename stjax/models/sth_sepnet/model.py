@@ -43,6 +43,7 @@ class STHSepNetConfig:
   """The module's own fields, all from `config.model`: their defaults and meaning are in
   `stjax.models.sth_sepnet.config.default_config` (one place).
   The language model's geometry arrives separately as a `GPT2Config` (`llm_config`)."""
+
   use_llm: bool
   lora_rank: int
   lora_alpha: float
@@ -85,6 +86,7 @@ class STHSepNet(nn.Module):
   """See the module docstring. `llm_config`: the backbone (with LoRA) when `use_llm`;
   `static_graph`: the dataset adjacency for `graph="static"`; `steps_per_day`: rows of the
   time-of-day table (read only when `calendar_dim > 0`)."""
+
   config: STHSepNetConfig
   llm_config: GPT2Config | None
   num_nodes: int
@@ -102,12 +104,23 @@ class STHSepNet(nn.Module):
       family = backbone_name(self.llm_config)
       self.llm = build_backbone(family, self.llm_config)
       self.temporal = TemporalStream(
-          self.llm, family, hidden_size(self.llm_config), self.output_len, cfg.patch_len,
-          cfg.stride, cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.num_prototypes, cfg.reprogramming,
-          cfg.dropout)
+        self.llm,
+        family,
+        hidden_size(self.llm_config),
+        self.output_len,
+        cfg.patch_len,
+        cfg.stride,
+        cfg.d_model,
+        cfg.d_ff,
+        cfg.n_heads,
+        cfg.num_prototypes,
+        cfg.reprogramming,
+        cfg.dropout,
+      )
     if cfg.use_spatial:
-      self.spatial = SpatialStream(cfg, self.num_nodes, self.output_len, self.out_channels,
-                                   self.static_graph, self.kernels.leading_sum)
+      self.spatial = SpatialStream(
+        cfg, self.num_nodes, self.output_len, self.out_channels, self.static_graph, self.kernels.leading_sum
+      )
       if cfg.calendar_dim:
         if not self.steps_per_day:
           raise ValueError("STHSepNet: calendar_dim > 0 needs steps_per_day (the data's DataSpec has it)")
@@ -118,15 +131,18 @@ class STHSepNet(nn.Module):
       gate = GATES[cfg.fusion]
       self.fusion = gate() if cfg.fusion == "adaptive" else gate(cfg.fusion_hidden)
 
-  def __call__(self, batch: dict[str, jax.Array], train: bool = False
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(
+    self, batch: dict[str, jax.Array], train: bool = False
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     cfg = self.config
     x = batch["x"]
     if x.shape[1:] != (self.input_len, self.num_nodes, self.in_channels):
-      raise ValueError(f"STHSepNet: batch x has shape {x.shape}, expected "
-                       f"[B, {self.input_len}, {self.num_nodes}, {self.in_channels}]")
+      raise ValueError(
+        f"STHSepNet: batch x has shape {x.shape}, expected "
+        f"[B, {self.input_len}, {self.num_nodes}, {self.in_channels}]"
+      )
     aux = {"aux_loss": jnp.zeros((), jnp.float32)}
-    y_t = self.temporal(x[..., :self.out_channels], deterministic=not train) if cfg.use_llm else None
+    y_t = self.temporal(x[..., : self.out_channels], deterministic=not train) if cfg.use_llm else None
     y_s = None
     if cfg.use_spatial:
       y_s, logs = self.spatial(self._spatial_input(x, batch), train=train)
@@ -153,8 +169,17 @@ class STHSepNet(nn.Module):
 
 # Config fields that are not `STHSepNetConfig` fields: the name, and GPT-2's geometry and
 # checkpoint (read by `stjax.models.backbones.config`, shared with the other LLM models).
-_LLM_FIELDS = ("backbone", "llm_layers", "vocab_size", "n_positions", "n_embd", "n_head", "attention_dropout",
-               "dtype", "pretrained")
+_LLM_FIELDS = (
+  "backbone",
+  "llm_layers",
+  "vocab_size",
+  "n_positions",
+  "n_embd",
+  "n_head",
+  "attention_dropout",
+  "dtype",
+  "pretrained",
+)
 _NOT_MODULE_FIELDS = ("name",) + _LLM_FIELDS
 
 
@@ -188,8 +213,11 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
   if cfg.top_k < 1:
     bad("top_k", f"must be >= 1, got {cfg.top_k}")
   if spec.out_channels > spec.in_channels:
-    bad("name", f"sth_sepnet reads its targets from x's first channels, but out_channels="
-        f"{spec.out_channels} > in_channels={spec.in_channels}")
+    bad(
+      "name",
+      f"sth_sepnet reads its targets from x's first channels, but out_channels="
+      f"{spec.out_channels} > in_channels={spec.in_channels}",
+    )
   if llm is not None:
     width = hidden_size(llm)
     if not 1 <= cfg.d_ff <= width:
@@ -220,12 +248,22 @@ def build(model_config, spec, kernels: Kernels = Kernels(), pretrained_config: A
     warn_if_random(model_config)
     if cfg.lora_rank < 0:
       raise UserError(f"config.model.lora_rank: must be >= 0, got {cfg.lora_rank}")
-    llm = backbone_config(model_config, causal=True, use_wpe=True, kernels=kernels,
-                          pretrained_config=pretrained_config).replace(
-        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
+    llm = backbone_config(
+      model_config, causal=True, use_wpe=True, kernels=kernels, pretrained_config=pretrained_config
+    ).replace(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
   _check(cfg, llm, spec)
   static = None
   if cfg.use_spatial and cfg.graph == "static":
     static = edge_list_from_dense(spec.adjacency, "config.data.graph_path (adjacency)")
-  return STHSepNet(cfg, llm, spec.num_nodes, spec.input_len, spec.output_len, spec.in_channels,
-                   spec.out_channels, static, spec.steps_per_day, kernels)
+  return STHSepNet(
+    cfg,
+    llm,
+    spec.num_nodes,
+    spec.input_len,
+    spec.output_len,
+    spec.in_channels,
+    spec.out_channels,
+    static,
+    spec.steps_per_day,
+    kernels,
+  )

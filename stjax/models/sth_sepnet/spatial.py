@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from stjax.graph import (AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv,
-                         KNNHypergraph, MixProp)
+from stjax.graph import AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv, KNNHypergraph, MixProp
 from stjax.kernels.broadcast import over_leading
 from stjax.layers.dropout import Dropout
 
@@ -42,6 +41,7 @@ class DilatedInception(nn.Module):
   compiles on CPU): the branch with kernel k is a Dense over the last k (dilated) taps of the
   window that ends at each output step. x: [B, N, T, C] -> [B, N, T - (max k - 1) d, features].
   """
+
   features: int
   kernels: Sequence[int] = INCEPTION_KERNELS
   dilation: int = 1
@@ -50,11 +50,14 @@ class DilatedInception(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     span = max(self.kernels)
     length = x.shape[2] - (span - 1) * self.dilation
-    taps = jnp.stack([x[:, :, j * self.dilation:j * self.dilation + length] for j in range(span)],
-                     axis=-2)  # [B, N, L, span, C]
+    taps = jnp.stack(
+      [x[:, :, j * self.dilation : j * self.dilation + length] for j in range(span)], axis=-2
+    )  # [B, N, L, span, C]
     per = self.features // len(self.kernels)
-    outs = [nn.Dense(per, name=f"conv_{k}")(taps[..., span - k:, :].reshape(taps.shape[:3] + (-1,)))
-            for k in self.kernels]
+    outs = [
+      nn.Dense(per, name=f"conv_{k}")(taps[..., span - k :, :].reshape(taps.shape[:3] + (-1,)))
+      for k in self.kernels
+    ]
     return jnp.concatenate(outs, axis=-1)
 
 
@@ -63,6 +66,7 @@ class NodeLayerNorm(nn.Module):
 
   x: [B, N, T, C] -> same shape.
   """
+
   epsilon: float = 1e-5
   leading_sum: str = "xla"  # kernel summing the affine's gradient over the batch (stjax.kernels).
 
@@ -73,8 +77,9 @@ class NodeLayerNorm(nn.Module):
     scale = self.param("scale", nn.initializers.ones, x.shape[1:])
     bias = self.param("bias", nn.initializers.zeros, x.shape[1:])
     lead = x.shape[:1]
-    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * over_leading(scale, lead, self.leading_sum) + over_leading(
-        bias, lead, self.leading_sum)
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * over_leading(
+      scale, lead, self.leading_sum
+    ) + over_leading(bias, lead, self.leading_sum)
 
 
 def _over_window(features: int, name: str):
@@ -102,6 +107,7 @@ class SpatialStream(nn.Module):
   of the adaptive graph's top-k edges (1 = MTGNN, every call; 0 = the same as
   hypergraph_refresh). The edge weights are recomputed from the embeddings on every call.
   """
+
   config: Any
   num_nodes: int
   output_len: int
@@ -123,31 +129,48 @@ class SpatialStream(nn.Module):
     x = nn.Dense(cfg.residual_channels, name="start")(x)
 
     if self.static_graph is None:
-      graph = AdaptiveGraph(n, cfg.top_k, cfg.node_dim, cfg.tanh_alpha, block=cfg.graph_block,
-                            refresh=cfg.graph_refresh or cfg.hypergraph_refresh,
-                            name="adaptive_graph")(update=train)
+      graph = AdaptiveGraph(
+        n,
+        cfg.top_k,
+        cfg.node_dim,
+        cfg.tanh_alpha,
+        block=cfg.graph_block,
+        refresh=cfg.graph_refresh or cfg.hypergraph_refresh,
+        name="adaptive_graph",
+      )(update=train)
     else:
       graph = self.static_graph
     incidence = None
     if cfg.use_hypergraph:
-      incidence = KNNHypergraph(n, cfg.hyperedge_size, cfg.node_dim, cfg.tanh_alpha,
-                                cfg.hypergraph_refresh, cfg.graph_block, name="hypergraph")(update=train)
+      incidence = KNNHypergraph(
+        n,
+        cfg.hyperedge_size,
+        cfg.node_dim,
+        cfg.tanh_alpha,
+        cfg.hypergraph_refresh,
+        cfg.graph_block,
+        name="hypergraph",
+      )(update=train)
 
     for i in range(cfg.num_layers):
       residual = x
-      gated = (jnp.tanh(DilatedInception(cfg.conv_channels, name=f"filter_{i}")(x))
-               * jax.nn.sigmoid(DilatedInception(cfg.conv_channels, name=f"gate_{i}")(x)))
+      gated = jnp.tanh(DilatedInception(cfg.conv_channels, name=f"filter_{i}")(x)) * jax.nn.sigmoid(
+        DilatedInception(cfg.conv_channels, name=f"gate_{i}")(x)
+      )
       x = Dropout(cfg.spatial_dropout)(gated, deterministic=det)
       skip = skip + _over_window(cfg.skip_channels, f"skip_{i + 1}")(x)
-      x1 = MixProp(cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1,
-                   name=f"mixprop_{i}")(x, graph)
+      x1 = MixProp(
+        cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=f"mixprop_{i}"
+      )(x, graph)
       if self.static_graph is None:
-        x1 = x1 + MixProp(cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1,
-                          name=f"mixprop_t_{i}")(x, graph.transpose())
+        x1 = x1 + MixProp(
+          cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=f"mixprop_t_{i}"
+        )(x, graph.transpose())
       if incidence is not None:
         if cfg.hypergraph_conv == "hgat":
-          conv = HypergraphAttention(cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1,
-                                     name=f"hypergraph_conv_{i}")
+          conv = HypergraphAttention(
+            cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1, name=f"hypergraph_conv_{i}"
+          )
         else:
           conv = HypergraphConv(cfg.residual_channels, node_axis=1, name=f"hypergraph_conv_{i}")
         x2 = conv(x, incidence, deterministic=det)
@@ -156,7 +179,7 @@ class SpatialStream(nn.Module):
         logs["gamma"] = logs.get("gamma", 0.0) + gamma / cfg.num_layers
       else:
         x = x1
-      x = x + residual[:, :, -x.shape[2]:]
+      x = x + residual[:, :, -x.shape[2] :]
       x = NodeLayerNorm(leading_sum=self.leading_sum, name=f"norm_{i}")(x)
 
     skip = skip + _over_window(cfg.skip_channels, "skip_end")(x)

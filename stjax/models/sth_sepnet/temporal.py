@@ -39,6 +39,7 @@ class Reprogramming(nn.Module):
   target: [B, P, d_model]; prototypes: [K, d_llm] -> [B, P, d_llm]. Queries from the patches,
   keys and values from the prototypes, `heads` heads of width `key_dim`.
   """
+
   heads: int
   key_dim: int
   out_dim: int
@@ -72,6 +73,7 @@ class TemporalStream(nn.Module):
     reprogramming: False replaces the cross-attention by a Dense(d_model -> d_llm).
     dropout_rate: patch-embedding, attention and head dropout.
   """
+
   llm: nn.Module
   llm_family: str
   llm_width: int
@@ -91,18 +93,20 @@ class TemporalStream(nn.Module):
     series = jnp.moveaxis(jnp.mean(x, axis=2), -1, 1).reshape(b * c, t)  # [B*C, T]
     patches = replication_pad_patches(series, self.patch_len, self.stride)  # [B*C, P, patch_len]
     kaiming = nn.initializers.variance_scaling(2.0 / (1 + 0.01**2), "fan_in", "normal")
-    h = nn.Conv(self.d_model, (3,), padding="CIRCULAR", use_bias=False, kernel_init=kaiming,
-                name="patch_embedding")(patches)
+    h = nn.Conv(
+      self.d_model, (3,), padding="CIRCULAR", use_bias=False, kernel_init=kaiming, name="patch_embedding"
+    )(patches)
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if self.reprogramming:
       table = jax.lax.stop_gradient(token_table_module(self.llm).embedding)
       prototypes = nn.Dense(self.num_prototypes, name="prototypes")(table.T.astype(h.dtype)).T
-      h = Reprogramming(self.heads, self.d_ff, self.llm_width, self.dropout_rate,
-                        name="reprogramming")(h, prototypes, deterministic)
+      h = Reprogramming(self.heads, self.d_ff, self.llm_width, self.dropout_rate, name="reprogramming")(
+        h, prototypes, deterministic
+      )
     else:
       h = nn.Dense(self.llm_width, name="to_llm")(h)
     hidden = self.llm(h, deterministic=deterministic)  # [B*C, P, d_llm]
-    feats = hidden[..., :self.d_ff].astype(h.dtype).reshape(b * c, -1)
+    feats = hidden[..., : self.d_ff].astype(h.dtype).reshape(b * c, -1)
     out = nn.Dense(self.output_len, name="head")(feats)
     out = Dropout(self.dropout_rate)(out, deterministic=deterministic)  # [B*C, T_out]
     out = jnp.moveaxis(out.reshape(b, c, self.output_len), 1, -1)  # [B, T_out, C]
