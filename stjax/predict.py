@@ -38,7 +38,10 @@ class Forecaster:
     self._in_scaler = experiment.bundle.scaler.target(self._in_channels)
     self._offsets = np.asarray(self.protocol.input_offsets) - min(self.protocol.input_offsets)
     predict = make_predict_fn(
-      experiment.model, experiment.bundle.target_scaler, experiment.config.train.compute_dtype
+      experiment.model,
+      experiment.bundle.target_scaler,
+      experiment.config.train.compute_dtype,
+      experiment.bundle.nonnegative,
     )
     self._predict = jax.jit(predict)
 

@@ -361,8 +361,14 @@ def test_adj_pkl_roundtrip_and_reorder(tmp_path, rng):
   np.testing.assert_array_equal(
     read_graph(tmp_path / "adj_mx.pkl", node_ids=order), adj[np.ix_([2, 0, 1], [2, 0, 1])]
   )
-  with pytest.raises(UserError, match=r"adj_mx\.pkl: its 3 node ids differ"):
+  with pytest.raises(UserError, match=r"adj_mx\.pkl: its 3 node ids do not hold the 3 given"):
     read_graph(tmp_path / "adj_mx.pkl", node_ids=["1", "2", "3"])
+  # A series of some of the graph's sensors gets the graph restricted to them, in its order.
+  np.testing.assert_array_equal(
+    read_graph(tmp_path / "adj_mx.pkl", node_ids=[ids[2], ids[0]]), adj[np.ix_([2, 0], [2, 0])]
+  )
+  with pytest.raises(UserError, match="do not hold the 2 given"):
+    read_graph(tmp_path / "adj_mx.pkl", node_ids=[ids[0], ids[0]])
   with open(tmp_path / "short.pkl", "wb") as f:
     pickle.dump([ids, {}, adj[:2]], f, protocol=0)
   with pytest.raises(UserError, match=r"short\.pkl: adj_mx has shape \(2, 3\) but there are 3 sensor ids"):

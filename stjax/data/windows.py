@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from stjax.data import registry
 from stjax.data.dataset import Dataset
 from stjax.data.protocols import Protocol, get_protocol
 from stjax.errors import UserError
@@ -174,6 +175,11 @@ class WindowSource:
       "index": np.int32(i),
     }
 
+  def node_activity(self) -> np.ndarray:
+    """[N] mean |target| of each node over this split's steps (first target channel; missing
+    readings are 0): how busy each node is, e.g. to pick the nodes a plot shows."""
+    return np.abs(self._y[self.times, :, 0]).mean(axis=0)
+
   def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """Windows `indices` stacked along a leading batch axis B (one gather per key)."""
     idx = np.asarray(indices, np.int64)
@@ -197,6 +203,7 @@ class DataBundle:
   scaler: Scaler  # fitted on all dataset channels ([1 | N, C])
   splits: dict[str, WindowSource]  # "train", "val", "test"
   spec: DataSpec
+  nonnegative: bool = False  # forecasts are clipped at 0 (count data; config.data.nonnegative)
 
   @property
   def target_scaler(self) -> Scaler:
@@ -269,14 +276,15 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.name = "synthetic"  # "synthetic" or a registry name (`python -m stjax.data list`)
   c.path = ""  # series file/folder; "" = the registry's local copy of `name`
   c.graph_path = ""  # adjacency file; "" = the registry's graph (or none / synthetic's own)
-  c.protocol = ""  # dcrnn | stllm | sthsepnet | stssl (docs/protocols.md); "" = the
+  c.protocol = ""  # dcrnn | stllm | pems | sthsepnet | stssl (docs/protocols.md); "" = the
   # registry's protocol for `name` (dcrnn for synthetic)
   c.input_len = 0  # input steps; 0 = the protocol's (12, or 48 for sthsepnet)
   c.output_len = 0  # horizon; 0 = the protocol's (12, 48 for sthsepnet, 1 for stssl)
   c.loss = ""  # training loss: "" = the protocol's (masked_mae, or mse for sthsepnet);
   # "masked_mae" (original units) | "mse" (scaled units)
-  c.reader = ml_collections.ConfigDict()  # read_series options (step_minutes, start, channel, ...),
-  # over the registry's own; needed for files without dates
+  c.reader = default_reader_config()  # how to read `path` (files without dates need step_minutes
+  # and start); set fields override the registry's own options for `name`
+  c.nonnegative = "auto"  # clip forecasts at 0: auto (= the registry says the values are counts) | yes | no
   s = c.synthetic = ml_collections.ConfigDict()
   s.num_nodes = 48  # sensors on a generated road-like kNN graph
   s.num_steps = 8064  # time steps (8064 x 5 min = 28 days)
@@ -286,11 +294,39 @@ def default_data_config() -> ml_collections.ConfigDict:
   return c
 
 
+def default_reader_config() -> ml_collections.ConfigDict:
+  """`config.data.reader`: read_series options; each field's empty value means "not set"."""
+  c = ml_collections.ConfigDict()
+  c.step_minutes = 0.0  # minutes per step (files without dates); 0 = not set
+  c.start = ""  # date and time of step 0, e.g. 2016-08-07T03:40 (files without dates); "" = not set
+  c.channels = ()  # a name per channel of an .npz 'data' array, e.g. ("flow",); () = not set
+  c.channel = ""  # the name of the single value channel of a CSV / .h5 / split folder; "" = not set
+  c.tod_channel = ""  # .npz: "" = the channel named time_of_day if any; "none"; or its index, e.g. "2"
+  c.node_ids_key = ""  # .npz: array of node ids in the file (e.g. sensor_ids): restricts a larger graph
+  c.key = ""  # .h5: the frame's key in the store; "" = 'df' or the only frame
+  return c
+
+
+def reader_options(reader) -> dict:
+  """The set fields of `config.data.reader` as read_series keyword arguments."""
+  options = {k: v for k, v in dict(reader or {}).items() if v not in ("", 0, 0.0, (), None)}
+  if "tod_channel" in options:
+    value = str(options["tod_channel"]).strip().lower()
+    if value != "none" and not value.isdigit():
+      raise UserError(
+        f"config.data.reader.tod_channel: {options['tod_channel']!r} is not '', 'none' or an index"
+      )
+    options["tod_channel"] = None if value == "none" else int(value)
+  if "channels" in options:
+    options["channels"] = tuple(options["channels"])
+  return options
+
+
 def _read(config: ml_collections.ConfigDict) -> Dataset:
   """The dataset of config.data: from `path` when given, else the registry's local files of `name`."""
-  from stjax.data import formats, registry  # imported late: readers pull in h5py
+  from stjax.data import formats  # imported late: readers pull in h5py
 
-  options = {"name": config.name, **(dict(config.reader) if config.get("reader") else {})}
+  options = {"name": config.name, **reader_options(config.get("reader"))}
   graph_path, node_ids = config.graph_path, None
   if config.path:
     series_path = config.path
@@ -329,15 +365,25 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
     protocol_name = protocol_name or "dcrnn"
   else:
     if not protocol_name:
-      from stjax.data import registry
-
       protocol_name = registry.get(config.name).protocol  # UserError listing the known names
     get_protocol(protocol_name)  # fail on a typo before reading any file
     dataset = _read(config)
   protocol = get_protocol(protocol_name).resolve(
     dataset.steps_per_day, config.input_len, config.output_len, config.get("loss", "")
   )  # older configs lack it
-  return bundle_from_dataset(dataset, protocol)
+  bundle = bundle_from_dataset(dataset, protocol)
+  return dataclasses.replace(bundle, nonnegative=_nonnegative(config))
+
+
+def _nonnegative(config: ml_collections.ConfigDict) -> bool:
+  """config.data.nonnegative: "auto" = the registry's `counts` flag of `name` (False for synthetic
+  data and unregistered names), "yes" | "no" = as given."""
+  choice = str(config.get("nonnegative", "auto")).lower()
+  if choice not in ("auto", "yes", "no"):
+    raise UserError(f"config.data.nonnegative: {choice!r} is not auto, yes or no")
+  if choice != "auto":
+    return choice == "yes"
+  return config.name in registry.DATASETS and registry.DATASETS[config.name].counts
 
 
 def describe(bundle: DataBundle) -> str:

@@ -25,7 +25,8 @@ def default_train_config() -> ml_collections.ConfigDict:
   c.patience = 10  # stop after this many validations without a better val MAE; 0 = never stop.
   c.log_every_steps = 50  # write train scalars (metrics.jsonl, TensorBoard) every N steps.
   c.compute_dtype = "float32"  # "float32" or "bfloat16" forward/backward (params stay float32).
-  c.plot_nodes = 4  # nodes shown in the predictions-vs-truth plot.
+  c.plot_nodes = 4  # how many nodes predictions.png shows: the busiest (largest mean training target).
+  c.plot_node_ids = ()  # node indices to show instead, e.g. (0, 17); () = the busiest `plot_nodes`.
   c.progress_bar = True  # tqdm progress bar on process 0.
   return c
 

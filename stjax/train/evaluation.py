@@ -17,7 +17,7 @@ from stjax.train.step import make_predict_fn
 
 def compile_predict(exp: Experiment, compute_dtype: str = "float32"):
   """Jitted eval forward: (state, batch) -> predictions in original units, replicated."""
-  fn = make_predict_fn(exp.model, exp.bundle.target_scaler, compute_dtype)
+  fn = make_predict_fn(exp.model, exp.bundle.target_scaler, compute_dtype, exp.bundle.nonnegative)
   in_batch = {k: exp.batch_shardings[k] for k in MODEL_INPUT_KEYS}
   return jax.jit(
     fn, in_shardings=(exp.state_shardings, in_batch), out_shardings=sharding.replicated(exp.mesh)
@@ -27,7 +27,9 @@ def compile_predict(exp: Experiment, compute_dtype: str = "float32"):
 def compile_eval_step(exp: Experiment, keep_nodes: tuple[int, ...] = ()):
   """Jitted (state, batch) -> metric sums of the batch (and first-horizon traces of `keep_nodes`),
   reduced over the global batch on device, so every host gets the same numbers."""
-  predict = make_predict_fn(exp.model, exp.bundle.target_scaler, exp.config.train.compute_dtype)
+  predict = make_predict_fn(
+    exp.model, exp.bundle.target_scaler, exp.config.train.compute_dtype, exp.bundle.nonnegative
+  )
   null_rule, nodes = exp.bundle.protocol.null_rule, list(keep_nodes)
 
   def step(state, batch):

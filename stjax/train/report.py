@@ -8,6 +8,7 @@ import pathlib
 import numpy as np
 
 from stjax import baselines, distributed
+from stjax.errors import UserError
 from stjax.metrics import null_mask
 from stjax.train import checkpoint as ckpt_lib
 from stjax.train import optim
@@ -19,7 +20,7 @@ def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
   """Evaluates the best checkpoint on val and test, compares with the naive baselines, writes
   results.json, results.md and the plots; returns the results dict."""
   state, meta = checkpoints.restore_best(exp.abstract_state)
-  nodes = _plot_nodes(exp.bundle.spec.num_nodes, exp.config.train.plot_nodes)
+  nodes = plot_nodes(exp)
   val, _ = evaluate_split(exp, state, "val")
   test, trace = evaluate_split(exp, state, "test", keep_nodes=nodes)
   n_total, n_train = optim.count_params(state.params, exp.trainable)
@@ -44,9 +45,19 @@ def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
   return results
 
 
-def _plot_nodes(num_nodes: int, count: int) -> tuple[int, ...]:
-  count = max(0, min(count, num_nodes))
-  return tuple(int(i) for i in np.linspace(0, num_nodes - 1, count).round()) if count else ()
+def plot_nodes(exp: Experiment) -> tuple[int, ...]:
+  """The nodes predictions.png shows: `config.train.plot_node_ids` when given, else the
+  `plot_nodes` busiest by their mean target in the TRAINING split (never chosen from test data)."""
+  t, n = exp.config.train, exp.bundle.spec.num_nodes
+  chosen = tuple(int(i) for i in t.get("plot_node_ids", ()))
+  if chosen:
+    bad = [i for i in chosen if not 0 <= i < n]
+    if bad:
+      raise UserError(f"config.train.plot_node_ids: {bad} outside 0..{n - 1}")
+    return chosen
+  count = max(0, min(t.plot_nodes, n))
+  activity = exp.bundle.splits["train"].node_activity()
+  return tuple(int(i) for i in np.argsort(-activity, kind="stable")[:count])
 
 
 def results_table(results: dict, protocol) -> str:

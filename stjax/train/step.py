@@ -104,8 +104,11 @@ def make_train_step(
   return step
 
 
-def make_predict_fn(model: nn.Module, target_scaler, compute_dtype: str = "float32"):
-  """(state, batch) -> predictions [B, T_out, N, C] float32 in ORIGINAL units (eval mode)."""
+def make_predict_fn(
+  model: nn.Module, target_scaler, compute_dtype: str = "float32", nonnegative: bool = False
+):
+  """(state, batch) -> predictions [B, T_out, N, C] float32 in ORIGINAL units (eval mode), clipped
+  at 0 when `nonnegative` (count data: `DataBundle.nonnegative`)."""
   dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else None
 
   def predict(state: TrainState, batch):
@@ -113,7 +116,8 @@ def make_predict_fn(model: nn.Module, target_scaler, compute_dtype: str = "float
     if dtype is not None:
       variables, x = _cast_floats(variables, dtype), _cast_inputs(x, dtype)
     pred, _ = model.apply(variables, x, train=False)
-    return target_scaler.inverse(pred.astype(jnp.float32))
+    pred = target_scaler.inverse(pred.astype(jnp.float32))
+    return jnp.maximum(pred, 0.0) if nonnegative else pred
 
   return predict
 

@@ -102,15 +102,17 @@ def read_series(path: str | pathlib.Path, **options) -> Dataset:
 def _ordered(
   path: pathlib.Path, ids: tuple[str, ...], adj: np.ndarray, wanted: tuple[str, ...]
 ) -> np.ndarray:
-  """Reorders a graph with node `ids` to the order `wanted`."""
+  """Reorders a graph with node `ids` to the order `wanted`; when `wanted` is a subset of `ids`
+  (a series of some of the graph's sensors), the graph restricted to those nodes."""
   if ids == wanted:
     return adj
-  if sorted(ids) != sorted(wanted):
+  if len(set(wanted)) != len(wanted) or not set(wanted) <= set(ids):
     extra = sorted(set(wanted) - set(ids))[:3]
     raise UserError(
-      f"{path}: its {len(ids)} node ids differ from the {len(wanted)} given (e.g. {extra or 'duplicates'})"
+      f"{path}: its {len(ids)} node ids do not hold the {len(wanted)} given (e.g. {extra or 'duplicates'})"
     )
-  perm = np.array([ids.index(s) for s in wanted])
+  index = {s: i for i, s in enumerate(ids)}
+  perm = np.array([index[s] for s in wanted])
   return adj[np.ix_(perm, perm)]
 
 

@@ -46,8 +46,12 @@ def read_data_npz(
   channels: tuple[str, ...] = STSSL_CHANNELS,
   tod_channel: int | None | object = _NOT_GIVEN,
   name: str | None = None,
+  node_ids_key: str | None = None,
 ) -> Dataset:
   """`NAME.npz['data']` [T, N, C] -> Dataset.
+
+  A `time_of_day` array [T] in the file (fractions of a day, as DCRNN-style splits store it) is
+  checked against the calendar, like a time-of-day channel; other arrays are ignored.
 
   Args:
     path: the `.npz` file.
@@ -56,11 +60,22 @@ def read_data_npz(
     tod_channel: index of a time-of-day channel to check and drop; default: the one named
       "time_of_day" if any.
     name: dataset name (default: the file stem).
+    node_ids_key: an array [N] of node ids in the file (e.g. "sensor_ids"): the dataset's node
+      ids, by which a larger graph is reordered and restricted to these nodes.
   """
   path = pathlib.Path(path)
-  data = load_npz(path, ("data",))["data"]
+  arrays = load_npz(path, ("data",) + ((node_ids_key,) if node_ids_key else ()))
+  data = arrays["data"]
   if data.ndim != 3:
     raise UserError(f"{path}: 'data' must be [time, nodes, channels], got shape {data.shape}")
+  node_ids = None
+  if node_ids_key:
+    ids = arrays[node_ids_key]
+    if ids.shape != (data.shape[1],):
+      raise UserError(
+        f"{path}: '{node_ids_key}' has shape {ids.shape}, expected one id per node ({data.shape[1]},)"
+      )
+    node_ids = tuple(str(i) for i in ids.tolist())
   channels = tuple(channels)
   if data.shape[2] != len(channels):
     raise UserError(
@@ -70,17 +85,13 @@ def read_data_npz(
     tod_channel = channels.index("time_of_day") if "time_of_day" in channels else None
   timestamps = regular_timestamps(data.shape[0], step_minutes, start, path)
   tod, dow = calendar_features(timestamps)
+  calendar = f"step_minutes={step_minutes} from start={start}"
   if tod_channel is not None:
-    stored = data[:, :, tod_channel].astype(np.float64)
-    # The files round the fraction to 5 decimals; one step is >= 1/288 of a day.
-    error = np.abs(stored - tod[:, None])
-    error = np.minimum(error, 1.0 - error)
-    if error.max() > 1e-3:
-      t = int(np.argmax(error.max(axis=1)))
-      raise UserError(
-        f"{path}: time-of-day channel {tod_channel} reads {stored[t].max():.5f} at step {t}, "
-        f"but step_minutes={step_minutes} from start={start} gives {tod[t]:.5f}"
-      )
+    stored = data[:, :, tod_channel].astype(np.float64).max(axis=1)  # the same on every node
+    _check_time_of_day(path, stored, tod, f"time-of-day channel {tod_channel} ({calendar})")
+  stored_tod = _optional_array(path, "time_of_day")
+  if stored_tod is not None:
+    _check_time_of_day(path, stored_tod, tod, f"array 'time_of_day' ({calendar})")
   keep = [c for c in range(data.shape[2]) if c != tod_channel]
   return Dataset(
     name=name or path.stem,
@@ -90,7 +101,24 @@ def read_data_npz(
     time_of_day=tod,
     day_of_week=dow,
     timestamps=timestamps,
+    node_ids=node_ids,
   )
+
+
+def _optional_array(path: pathlib.Path, key: str) -> np.ndarray | None:
+  with np.load(path, allow_pickle=False) as z:
+    return z[key] if key in z.files else None
+
+
+def _check_time_of_day(path: pathlib.Path, stored: np.ndarray, tod: np.ndarray, what: str) -> None:
+  """UserError when a stored time-of-day fraction [T] disagrees with the calendar's `tod` [T]."""
+  if stored.shape != tod.shape:
+    raise UserError(f"{path}: {what} has shape {stored.shape}, expected {tod.shape}")
+  error = np.abs(stored.astype(np.float64) - tod)
+  error = np.minimum(error, 1.0 - error)  # the files round the fraction; one step is >= 1/288 of a day
+  if error.max() > 1e-3:
+    t = int(np.flatnonzero(error > 1e-3)[0])  # the first step that disagrees
+    raise UserError(f"{path}: {what} reads {stored[t]:.5f} at step {t}, but the calendar gives {tod[t]:.5f}")
 
 
 def read_adj_npz(path: str | pathlib.Path) -> np.ndarray:
