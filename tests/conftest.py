@@ -23,7 +23,8 @@ SHARED_DATA = pathlib.Path(
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
-  """The real data files in ../shared/data; tests using it skip when it is absent."""
+  """The real-data folder (STJAX_SHARED_DATA; unset: shared/data beside the repository checkout);
+  tests using it skip with a reason when it is absent."""
   if not (SHARED_DATA / "SOURCES.md").exists():
     pytest.skip(f"real data not present at {SHARED_DATA} (set STJAX_SHARED_DATA)")
   return SHARED_DATA

@@ -281,7 +281,7 @@ def test_unchecksummed_files_are_never_verified(server, tmp_path, monkeypatch, r
 
 
 def test_registry_checksums_match_the_staged_copies(shared_data):
-  """Every registry file staged in the shared folder (byte copies of the public files, SOURCES.md)
+  """Every registry file present in the real-data folder (byte copies of the public files)
   has its sha256 and size recorded, and they match; the files with none are exactly the unstaged ones."""
   unchecked = []
   for info in registry.DATASETS.values():

@@ -1,5 +1,5 @@
-"""Readers: fixture files written from code in each real layout, the real files in ../shared/data,
-and one clear UserError for each kind of bad input."""
+"""Readers: fixture files written from code in each real layout, the real files of the real-data
+folder (STJAX_SHARED_DATA), and one clear UserError for each kind of bad input."""
 
 from __future__ import annotations
 
@@ -421,7 +421,7 @@ def test_unknown_missing_and_not_a_pickle(tmp_path):
     read_graph(tmp_path / "z.npz")
 
 
-# ---- real files (../shared/data), skipped when absent ------------------------------------------------
+# ---- real files (STJAX_SHARED_DATA), skipped when absent ------------------------------------------------
 
 
 def test_real_dcrnn_graphs(shared_data):

@@ -1,7 +1,8 @@
 """Official ST-LLM checkpoints: import, parity with the official code's fixtures, export, bad files.
 
-Fixtures (../shared/data/official/st_llm, README there): made by running the official PyTorch code
-(github ChenxiLiu-HNU/ST-LLM a318671). `small` = N 20, D 32, width 64, 2 heads, 2 blocks, U 1.
+Fixtures (`official/st_llm` in the real-data folder, STJAX_SHARED_DATA): made by running the official
+PyTorch code (github ChenxiLiu-HNU/ST-LLM a318671). `small` = N 20, D 32, width 64, 2 heads, 2 blocks,
+U 1.
 The torch module below is our own twin of the official `ST_LLM` (same parameter names and forward
 semantics); it is checked against the official output first, then used at other geometries.
 """

@@ -2,8 +2,8 @@
 
 - `st_llm.STLLM`: ST-LLM as its released code builds it (Hugging Face `GPT2Model`, node tokens,
   causal mask, learned positions, partially frozen attention), written from the paper and
-  ../shared/PUBLISHED_CODE.md section 2.2.
-- `st_link.STLink`: the ST-LINK architecture as ../shared/DESIGN.md section 1.1 defines it (patch
+  docs/published_code.md.
+- `st_link.STLink`: the ST-LINK architecture as docs/design.md defines it (patch
   tokens, SE-Attention with temporal + spatial rotary, MRFFN with top-k memory and a top-2 mixture
   of experts, RevIN), on our own torch GPT-2 blocks.
 - `weights.load_stjax_params`: copies a stjax parameter tree (and memory state) into either model, so

@@ -1,4 +1,4 @@
-"""ST-LINK in PyTorch, written from ../shared/DESIGN.md section 1.1 (the reference for benchmarks).
+"""ST-LINK in PyTorch, written from docs/design.md and docs/st_link.md (the reference for benchmarks).
 
 Architecture (the same design stjax builds; every size comes from the stjax model config):
 

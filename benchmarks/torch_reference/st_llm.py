@@ -1,4 +1,4 @@
-"""ST-LLM in PyTorch, as its released code builds it (../shared/PUBLISHED_CODE.md section 2.2).
+"""ST-LLM in PyTorch, as its released code builds it (docs/published_code.md).
 
 - Token embedding: per node, the T_in steps x (input channels + time of day + day of week) are
   flattened and mapped by a linear layer (the released 1x1 Conv2d over 36 channels) to D = d / 3.

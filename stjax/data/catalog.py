@@ -31,7 +31,7 @@ class RemoteFile:
   url: str | None  # public direct link, or None when there is none
   sha256: str | None = None  # of the public file (checked against a byte-identical staged copy), or None
   size: int | None = None  # bytes, when known
-  shared: str | None = None  # path under the shared data folder (SOURCES.md), if staged there
+  shared: str | None = None  # path of its verified copy under the real-data folder (shared_dir()), if any
   note: str = ""  # where to get it when url is None
 
 

@@ -1,11 +1,12 @@
 """Every dataset stjax knows: sizes, protocol, reader options and where its files come from.
 
 Local files live in `data_dir()/<dataset>/<file>` (`$STJAX_DATA`, default `~/.cache/stjax`).
-`resolve(name)` also finds files staged in the shared data folder (`$STJAX_SHARED_DATA`, default
-`../shared/data` beside the repository), whose provenance is documented in its SOURCES.md.
+`resolve(name)` also finds verified copies in the real-data folder (`$STJAX_SHARED_DATA`; unset:
+`shared/data` in the folder that holds the repository checkout), each at its file's `shared` path.
+Provenance of every file: docs/data_formats.md, "Where the data come from".
 A file with `url=None` has no public direct link (Google Drive / Baidu releases); `note` says where
 to get it by hand. `sha256` and `size` are recorded only for files byte-identical to the public file
-the URL serves (the staged copies SOURCES.md lists); `sha256=None` means none is recorded, and such
+the URL serves (checked against a byte copy of it); `sha256=None` means none is recorded, and such
 a file is never reported verified (`download.verify` says "unverified: no checksum recorded").
 """
 
@@ -35,7 +36,7 @@ def data_dir() -> pathlib.Path:
 
 
 def shared_dir() -> pathlib.Path:
-  """The staged real data: `$STJAX_SHARED_DATA`, default `../shared/data` beside the repository."""
+  """The real-data folder: `$STJAX_SHARED_DATA`, default `shared/data` beside the repository checkout."""
   default = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
   return pathlib.Path(os.environ.get("STJAX_SHARED_DATA") or default).expanduser()
 

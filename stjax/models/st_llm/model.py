@@ -1,4 +1,4 @@
-"""ST-LLM (Liu et al., MDM 2024) exactly as its released code builds it (PUBLISHED_CODE.md 2.2).
+"""ST-LLM (Liu et al., MDM 2024) exactly as its released code builds it (docs/published_code.md).
 
     per node: the T_in steps of [x channels, time of day, day of week] flattened -> Dense -> E_P [D]
     E_T = time_day[last step's tod index] + time_week[last step's dow]            [D]
