@@ -6,7 +6,8 @@ Local files live in `data_dir()/<dataset>/<file>` (`$STJAX_DATA`, default `~/.ca
 Provenance of every file: docs/data_formats.md, "Where the data come from".
 A file with `url=None` has no public direct link (Google Drive / Baidu releases); `note` says where
 to get it by hand. `sha256` and `size` are recorded only for files byte-identical to the public file
-the URL serves (checked against a byte copy of it); `sha256=None` means none is recorded, and such
+the URL serves (checked against a byte copy of it), or, for files derived here without a URL (the
+real full-length series), of the derived file; `sha256=None` means none is recorded, and such
 a file is never reported verified (`download.verify` says "unverified: no checksum recorded").
 """
 
