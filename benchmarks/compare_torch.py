@@ -46,6 +46,7 @@ from benchmarks.torch_reference import build_reference, weights  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.kernels import Kernels  # noqa: E402
 from stjax.perf import bench  # noqa: E402
+from stjax.tables import markdown_table  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -251,7 +252,7 @@ def main(argv):
     use_compile=f.compile,
     threads=f.threads,
   )
-  table = bench.markdown_table(result["rows"], COLUMNS)
+  table = markdown_table(result["rows"], COLUMNS)
   header = (
     f"{result['model']}, N={result['nodes']}, B={result['batch']}, float32, median of {result['steps']} "
     f"steps after {result['warmup']} warm-up; {result['machine']}, jax {result['jax']}, torch "

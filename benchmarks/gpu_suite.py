@@ -214,7 +214,7 @@ def _met(ok) -> str:
 
 def summary_markdown(summary: dict, p: dict) -> str:
   """The checks of issue 8 (value, target, met) and a table of the stages."""
-  from stjax.bench import markdown_table  # imports jax, but starts no backend in this process
+  from stjax.tables import markdown_table
 
   st = summary["stages"]
   env, bf16, cmp_, sc = (st.get(k, {}) for k in STAGES)

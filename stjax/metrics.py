@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stjax.errors import UserError
+from stjax.tables import markdown_table, metric_value
 
 NULL_RULES = ("zero", "positive", "gt5", "none")
 SUM_KEYS = ("abs_err", "sq_err", "abs_pct_err", "abs_true", "count", "pct_count")
@@ -166,21 +167,17 @@ def format_table(results: dict, horizons: Sequence[int] | None = None, title: st
 
   horizons: which horizons to list (None or empty = all in `results`).
   """
-  groups = (
-    [(name, r) for name, r in results["per_channel"].items()] if "per_channel" in results else [("", results)]
-  )
-  head = ("| channel " if groups[0][0] else "") + "| horizon | MAE | RMSE | MAPE % | WAPE % |"
-  lines = ([f"{title}", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
+  groups = list(results["per_channel"].items()) if "per_channel" in results else [("", results)]
+  rows = []
   for name, r in groups:
-    rows = [(str(h["horizon"]), h) for h in r["per_horizon"] if not horizons or h["horizon"] in horizons]
+    picked = [(str(h["horizon"]), h) for h in r["per_horizon"] if not horizons or h["horizon"] in horizons]
     if len(r["per_horizon"]) > 1:
-      rows.append(("average", r))
-    for label, m in rows:
-      cells = (
-        ([name] if name else [])
-        + [label]
-        + [f"{m[k]:.3f}" for k in ("mae", "rmse")]
-        + [f"{m[k]:.2f}" for k in ("mape", "wape")]
-      )
-      lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+      picked.append(("average", r))
+    rows += [{"channel": name, "horizon": label, **{k: m[k] for k in _METRICS}} for label, m in picked]
+  columns = ([("channel", "channel")] if groups[0][0] else []) + [("horizon", "horizon")]
+  columns += [("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("wape", "WAPE %")]
+  table = markdown_table(rows, columns, metric_value)
+  return f"{title}\n\n{table}" if title else table
+
+
+_METRICS = ("mae", "rmse", "mape", "wape")

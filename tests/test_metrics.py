@@ -139,6 +139,6 @@ def test_table_and_errors(rng):
   lines = table.splitlines()
   assert lines[2] == "| horizon | MAE | RMSE | MAPE % | WAPE % |"
   assert [ln.split("|")[1].strip() for ln in lines[4:]] == ["2", "4", "average"]
-  assert f"{r['mae']:.3f}" in lines[-1]
+  assert f"{r['mae']:.4f}" in lines[-1]
   with pytest.raises(UserError, match="null rule"):
     Metrics("nonzero", [1], ["a"])

@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from stjax.errors import UserError
+from stjax.tables import markdown_table
 
 # Dense peak FLOP/s per device, by dtype of the matmuls. float32 on NVIDIA GPUs is TF32 on tensor
 # cores (JAX's default matmul precision); on TPUs float32 matmuls run as bf16 passes (default
@@ -218,24 +219,6 @@ def summarize_times(times: list[float]) -> dict[str, float | None]:
     "step_time_p10_s": float(np.percentile(arr, 10)),
     "step_time_p90_s": float(np.percentile(arr, 90)),
   }
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
-  """A markdown table of `rows` with (key, header) columns; floats get 4 significant digits."""
-
-  def fmt(v):
-    if v is None:
-      return "n/a"
-    if isinstance(v, float):
-      if not math.isfinite(v):
-        return str(v)
-      return f"{v:.4g}"
-    return str(v)
-
-  lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |")
-  return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 from stjax import baselines, distributed
 from stjax.errors import UserError
 from stjax.metrics import null_mask
+from stjax.tables import markdown_table, metric_value
 from stjax.train import checkpoint as ckpt_lib
 from stjax.train import optim
 from stjax.train.evaluation import evaluate_split
@@ -61,23 +62,25 @@ def plot_nodes(exp: Experiment) -> tuple[int, ...]:
 
 
 def results_table(results: dict, protocol) -> str:
-  """Per-horizon MAE/RMSE/MAPE of the model next to the naive baselines, as a text table."""
-  rows = [("model", results["test"])] + list(results["baselines"].items())
+  """Test MAE/RMSE/MAPE of the model next to the naive baselines: average and reported horizons."""
   horizons = [h for h in protocol.report_horizons if 1 <= h <= len(results["test"]["per_horizon"])]
-  cols = [("avg", lambda r, k: r[k])] + [
-    (f"h{h}", lambda r, k, h=h: r["per_horizon"][h - 1][k]) for h in horizons
+  rows = []
+  for name, r in [("model", results["test"])] + list(results["baselines"].items()):
+    for metric in ("mae", "rmse", "mape"):
+      row = {"model": name, "metric": metric.upper(), "avg": r[metric]}
+      row.update({f"h{h}": r["per_horizon"][h - 1][metric] for h in horizons})
+      rows.append(row)
+  rows.sort(key=lambda row: ("MAE", "RMSE", "MAPE").index(row["metric"]))  # metric by metric
+  columns = [("metric", "metric"), ("model", "model"), ("avg", "avg")] + [
+    (f"h{h}", f"h{h}") for h in horizons
   ]
-  lines = []
-  for metric in ("mae", "rmse", "mape"):
-    head = f"{metric.upper():<20}" + "".join(f"{c:>9}" for c, _ in cols)
-    lines.append(head)
-    for name, r in rows:
-      lines.append(f"{name:<20}" + "".join(f"{get(r, metric):9.4f}" for _, get in cols))
-  return "\n".join(lines)
+  return markdown_table(rows, columns, lambda v, k: f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
 def results_markdown(results: dict, exp: Experiment, table: str) -> str:
   t = results["test"]
+  metrics = [("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE"), ("wape", "WAPE")]
+  models = [{"model": name, **r} for name, r in [("model", t)] + list(results["baselines"].items())]
   lines = [
     f"# Results: {exp.config.model.name} on {exp.bundle.dataset.name} ({exp.bundle.protocol.name} protocol)",
     "",
@@ -85,22 +88,16 @@ def results_markdown(results: dict, exp: Experiment, table: str) -> str:
     f"{results['best_step']} of {results['steps']}; {results['wall_time_s']:.0f} s; "
     f"{results['params_trainable']:,} of {results['params_total']:,} params trainable).",
     "",
-    "| model | MAE | RMSE | MAPE | WAPE |",
-    "|---|---|---|---|---|",
+    markdown_table(models, [("model", "model")] + metrics, metric_value),
   ]
-  for name, r in [("model", t)] + list(results["baselines"].items()):
-    lines.append(f"| {name} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mape']:.4f} | {r['wape']:.4f} |")
   if t.get("per_channel"):
-    lines += ["", "| channel | MAE | RMSE | MAPE | WAPE |", "|---|---|---|---|---|"]
-    for ch, r in t["per_channel"].items():
-      lines.append(f"| {ch} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mape']:.4f} | {r['wape']:.4f} |")
+    channels = [{"channel": ch, **r} for ch, r in t["per_channel"].items()]
+    lines += ["", markdown_table(channels, [("channel", "channel")] + metrics, metric_value)]
   lines += [
     "",
     "Per horizon:",
     "",
-    "```",
     table,
-    "```",
     "",
     f"Validation MAE of the best checkpoint: {results['val']['mae']:.4f}",
     "",
