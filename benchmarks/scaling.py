@@ -75,7 +75,7 @@ def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], 
 def split_configs(configs: str) -> list[str]:
   """ "a.py,b.py:cpu,gpt2" -> ["a.py", "b.py:cpu,gpt2"]: a comma starts a new config only where a
   .py path follows (a variant list keeps its commas)."""
-  return [c for c in re.split(r",(?=[^,:]*\.py)", configs) if c]
+  return [c for c in re.split(r",(?=[^,:]*\.py)", configs.strip(",")) if c]
 
 
 def label_of(config: str) -> str:
