@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,12 @@ def run_point(config: str, batch: int, nodes: int, steps: int, sets: list[str], 
     "--data_batches=0",
   ] + [f"--config.{s}" for s in sets]
   return run_json(cmd, timeout, new_group=False)[0]
+
+
+def split_configs(configs: str) -> list[str]:
+  """ "a.py,b.py:cpu,gpt2" -> ["a.py", "b.py:cpu,gpt2"]: a comma starts a new config only where a
+  .py path follows (a variant list keeps its commas)."""
+  return [c for c in re.split(r",(?=[^,:]*\.py)", configs.strip(",")) if c]
 
 
 def label_of(config: str) -> str:
@@ -126,7 +133,7 @@ def plot(points: list[dict], x_key: str, path: pathlib.Path, title: str):
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--configs", required=True, help="comma-separated config files")
+  ap.add_argument("--configs", required=True, help="comma-separated config files (file.py:a,b variants)")
   ap.add_argument("--nodes", default="200,500,1000,2000,4300,8600", help="N values of the node sweep")
   ap.add_argument("--batch", type=int, default=8, help="batch size of the node sweep")
   ap.add_argument("--batches", default="4,8,16,32,64", help="B values of the batch sweep")
@@ -150,7 +157,7 @@ def main(argv=None):
   args = ap.parse_args(argv)
   out = pathlib.Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  configs = [c for c in args.configs.split(",") if c]
+  configs = split_configs(args.configs)
   labels = {label_of(c) for c in configs}
   points = (
     [p for p in json.loads(pathlib.Path(args.keep).read_text()) if p["label"] not in labels]

@@ -7,16 +7,15 @@ Command:
 No download and no pretrained weights: the data is stjax's synthetic generator (48 sensors on a
 road-like graph, 14 days of 5-minute readings with daily/weekly cycles, spreading congestion and
 1 % missing readings) under the DCRNN protocol (12 -> 12 steps, masked MAE), and the GPT-2
-backbone is a 2-block, 64-wide random-init model trained in full.
-
-Expected result (2-core CPU): test MAE below both naive baselines, printed side by side at the
-end and written to runs/quickstart/results.json; measured numbers in docs/results.md.
+backbone is a 2-block, 64-wide random-init model trained in full. The test metrics are printed
+beside both naive baselines at the end and written to runs/quickstart/results.json; measured
+numbers in docs/results.md.
 """
 
 import ml_collections
 
-from stjax import presets
 from stjax.models import st_llm
+from stjax.recipes import common
 from stjax.train.config import base_config
 
 
@@ -27,11 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.synthetic.num_nodes = 48  # sensors.
   c.data.synthetic.num_steps = 4032  # 14 days of 5-minute steps.
 
-  presets.tiny_gpt2(c)  # random-init GPT-2: 2 blocks, width 64, 4 heads, trained in full, no dropout.
+  common.tiny_gpt2(c)  # random-init GPT-2: 2 blocks, width 64, 4 heads, trained in full, no dropout.
   c.model.n_positions = 64  # position rows = max nodes (one token per node).
   c.model.embed_dim = 32  # D of the patch, calendar and node embeddings.
 
-  presets.short_run(c)  # AdamW 2e-3, warmup + cosine, 8 epochs over ~2800 windows (~44 steps each).
+  common.short_run(c)  # AdamW 2e-3, warmup + cosine, 8 epochs over ~2800 windows (~44 steps each).
   c.optim.grad_clip_norm = 5.0  # clip the global gradient norm.
   c.train.batch_size = 64  # global batch.
   c.train.eval_every_steps = 0  # validate once per epoch.

@@ -1,35 +1,20 @@
-r"""ST-LINK on NYCBike2 (10x20 grid, 30-min inflow/outflow), ST-SSL protocol.
+r"""ST-LINK on NYCBike2 (10x20 grid, 30-min inflow and outflow), ST-SSL protocol.
 
-Commands (paper setting; needs pretrained GPT-2 - a hub id or converted folder - and the data):
+Paper setting (pretrained GPT-2, a hub id or converted folder, and `python -m stjax.data download nycbike2`):
 
   python -m stjax.train --config=configs/st_link_nycbike2.py --workdir=runs/st_link_nycbike2
 
-Expected (paper setting): near ST-SSL's MAE 5.04 / 4.71 (in/out; ANCHORS.md, ST-SSL Table 2).
-
-CPU variant (`:cpu`): a reduced random-init model on NYCBike2 as staged in ../shared/data,
-at most 20 minutes on 2 CPU cores; expected to beat both naive baselines (last value,
-historical average), printed side by side at the end:
+`:cpu`: a reduced random-init model on the same data, minutes on 2 CPU cores, compared with the naive
+baselines at the end:
 
   python -m stjax.train --config=configs/st_link_nycbike2.py:cpu --workdir=runs/st_link_nycbike2_cpu
 
-Measured numbers (the runs done here): docs/results.md. Paper hyperparameters: batch 64, lr 1e-4 (demand), GPT-2 6 blocks, U = 2 (PFA).
+Settings: stjax/recipes/st_link.py, stjax/recipes/datasets.py. Measured and published numbers:
+docs/results.md.
 """
 
-from stjax import presets
-from stjax.models import st_link
-from stjax.train.config import base_config, parse_variant
+from stjax.recipes import st_link
 
 
 def get_config(arg: str | None = None):
-  variant = parse_variant(arg, ('cpu',))
-  c = base_config(st_link.default_config())
-  c.data.name = "nycbike2"  # registry name (python -m stjax.data list); --config.data.path for another file.
-  c.data.protocol = "stssl"  # windows, split, scaler, null rule and metrics (docs/protocols.md).
-  presets.st_link_paper(
-    c,
-    learning_rate=1e-4,  # paper: 1e-4 for demand, 2.5e-4 for speed.
-    patch_len=1,
-  )  # steps per token patch (must divide the 35 input steps).
-  if "cpu" in variant:
-    presets.st_link_cpu(c, patch_len=35)  # one token per node: the whole input window in one patch.
-  return c
+  return st_link.config("nycbike2", arg)

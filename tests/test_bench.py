@@ -601,3 +601,14 @@ def test_run_json_kills_the_whole_process_group_on_timeout(tmp_path):
     raise AssertionError(f"process {grandchild} still running after the timeout")
   ok, _ = scaling.run_json([sys.executable, "-c", "print('x'); print('{\"a\": 1}')"], timeout=30)
   assert ok == {"a": 1}
+
+
+def test_scaling_config_list_keeps_variant_commas():
+  """--configs splits at commas followed by a .py path, so `file.py:cpu,gpt2` stays one config."""
+  from benchmarks import scaling
+
+  assert scaling.split_configs("benchmarks/configs/st_link_cpu.py,configs/sth_sepnet_metrla.py:cpu,gpt2") == [
+    "benchmarks/configs/st_link_cpu.py",
+    "configs/sth_sepnet_metrla.py:cpu,gpt2",
+  ]
+  assert scaling.split_configs("a.py:cpu,drop,b.py,") == ["a.py:cpu,drop", "b.py"]

@@ -3,8 +3,11 @@ to a DataSpec under its protocol, and its model, optimizer state and shardings b
 (jax.eval_shape of init and forward, as the trainer does: no parameters materialised, no training,
 no weights loaded). Real data from ../shared/data is used where present; a registry dataset that is absent
 here is replaced by a random stand-in with the registry's node count, rate and channels, so the
-model is still built for the real data shape."""
+model is still built for the real data shape. The recipes' dataset table agrees with the data
+registry and the protocols, and the STH-SepNet `:gpt2` variants are the GPT-2 configs of before the
+BERT default (tests/fixtures/sth_sepnet_gpt2_configs.json, dumped from them)."""
 
+import json
 import pathlib
 import warnings
 
@@ -16,13 +19,19 @@ from helpers import load_config
 
 from stjax.data import build_data, registry, windows
 from stjax.data.dataset import Dataset
+from stjax.data.protocols import get_protocol
 from stjax.errors import UserError
 from stjax.models import build_model
+from stjax.models.backbones.bert import BertConfig
+from stjax.models.backbones.config import backbone_config
+from stjax.recipes import datasets
 from stjax.train import optim
 from stjax.train.config import trainability_policy, validate_config
 from stjax.train.experiment import schedule_of
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+GPT2_CONFIGS = pathlib.Path(__file__).resolve().parent / "fixtures" / "sth_sepnet_gpt2_configs.json"
+SEPNET = ("pems03", "metrla", "bj500", "bike_inflow", "bike_outflow")
 
 # Each config file with its variants (None = no argument). A new config file must be listed here.
 VARIANTS = {
@@ -35,11 +44,11 @@ VARIANTS = {
   "st_link_nycbike2.py": [None, "cpu"],
   "st_llm_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
   "st_llm_citibike.py": [None, "cpu", "drop", "cpu,drop"],
-  "sth_sepnet_pems03.py": [None, "cpu"],
-  "sth_sepnet_metrla.py": [None, "cpu"],
-  "sth_sepnet_bike_inflow.py": [None, "cpu"],
-  "sth_sepnet_bike_outflow.py": [None, "cpu"],
-  "sth_sepnet_bj500.py": [None, "cpu"],
+  "sth_sepnet_pems03.py": [None, "cpu", "gpt2", "cpu,gpt2"],
+  "sth_sepnet_metrla.py": [None, "cpu", "gpt2", "cpu,gpt2"],
+  "sth_sepnet_bike_inflow.py": [None, "cpu", "gpt2", "cpu,gpt2"],
+  "sth_sepnet_bike_outflow.py": [None, "cpu", "gpt2", "cpu,gpt2"],
+  "sth_sepnet_bj500.py": [None, "cpu", "gpt2", "cpu,gpt2"],
 }
 CASES = [(f, v) for f, vs in VARIANTS.items() for v in vs]
 _STAND_IN_STEPS = 2016
@@ -103,7 +112,7 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
   steps_per_epoch, total, _ = schedule_of(config, len(bundle.splits["train"]))
   assert steps_per_epoch >= 1 and total >= 1
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)  # random-init GPT-2 on purpose in :cpu variants
+    warnings.simplefilter("ignore", UserWarning)  # random-init LM on purpose in :cpu variants
     model = build_model(config.model, spec)
   # Abstract init and forward (as the trainer's init, traced once, nothing materialised):
   # predictions [B, T_out, N, C_out] for a batch of the data's shape.
@@ -124,7 +133,7 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
   if variant and "cpu" in variant:
     assert n_params < 5_000_000  # reduced
   elif filename != "quickstart.py":
-    assert n_params > 50_000_000  # GPT-2-sized backbone (weights are loaded by the trainer)
+    assert n_params > 50_000_000  # GPT-2- or BERT-base-sized backbone (weights are loaded by the trainer)
     assert n_trainable < n_params  # paper settings freeze part of the LLM (PFA / LoRA)
   # Registry data is read once, wholly real or wholly stand-in (synthetic makes its own).
   assert len(real_or_stand_in) == (config.data.name != "synthetic")
@@ -145,8 +154,9 @@ def test_cpu_variants_of_the_runs_here_use_local_data():
 
 
 def test_sth_sepnet_paper_settings():
-  """48 -> 48 (protocol default), per-node z-score, Adam, MultiStep 5/20/40/70 x0.3, early stopping."""
-  for name in ("pems03", "metrla", "bj500", "bike_inflow", "bike_outflow"):
+  """48 -> 48 (protocol default), per-node z-score, Adam, MultiStep 5/20/40/70 x0.3, early stopping;
+  BERT-base by default (the paper's Table 1) with the released BERT scripts' numbers."""
+  for name in SEPNET:
     c = load(f"sth_sepnet_{name}.py", None)
     assert c.data.protocol == "sthsepnet" and c.data.input_len == 0 and c.data.output_len == 0
     assert (c.optim.name, c.optim.schedule, tuple(c.optim.milestones), c.optim.decay_factor) == (
@@ -156,13 +166,64 @@ def test_sth_sepnet_paper_settings():
       0.3,
     )
     assert c.train.patience == 10 and c.optim.trainable == "lora" and c.model.lora_rank == 4
+    assert (c.model.backbone, c.model.pretrained, c.model.d_model) == ("bert", "bert-base-uncased", 768)
+    assert c.model.llm_layers == 12  # every bert-base block, never more (released: 32)
     bike = name.startswith("bike")
     assert (c.optim.learning_rate, c.train.batch_size, c.train.num_epochs, c.model.d_ff) == (
-      (5e-4, 16, 50, 32) if bike else (3e-4, 32, 30, 128)
+      (1e-4, 16, 50, 32) if bike else (3e-4, 32, 30, 128)
     )
 
 
+def _as_json(config) -> dict:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+@pytest.mark.parametrize("name", SEPNET)
+def test_sth_sepnet_gpt2_variants_are_the_gpt2_configs(name):
+  """`:gpt2` = the GPT-2 paper config and `:cpu,gpt2` = the tiny random GPT-2 `:cpu` config, field
+  for field, as they were before BERT became the default; `:cpu` differs from `:cpu,gpt2` only in
+  the backbone family."""
+  before = json.loads(GPT2_CONFIGS.read_text())
+  filename = f"sth_sepnet_{name}.py"
+  assert _as_json(load(filename, "gpt2")) == before[f"{filename}:"]
+  assert _as_json(load(filename, "cpu,gpt2")) == before[f"{filename}:cpu"]
+  tiny_bert, tiny_gpt2 = _as_json(load(filename, "cpu")), _as_json(load(filename, "cpu,gpt2"))
+  assert tiny_bert["model"].pop("backbone") == "bert" and tiny_gpt2["model"].pop("backbone") == "gpt2"
+  assert tiny_bert == tiny_gpt2
+
+
+def test_sth_sepnet_cpu_bert_takes_its_geometry_from_the_config():
+  """A random BERT (`pretrained` empty) is as wide as the tiny GPT-2 of `:cpu,gpt2`: width n_embd,
+  FFN 4 x n_embd, vocab_size word rows, n_positions position rows, llm_layers blocks; the paper
+  setting's (`pretrained` named, checkpoint not read here) is bert-base."""
+  m = load("sth_sepnet_metrla.py", "cpu").model
+  bert = backbone_config(m, causal=True, use_wpe=True)
+  assert (bert.hidden_size, bert.num_attention_heads, bert.intermediate_size) == (64, 4, 256)
+  assert (bert.vocab_size, bert.max_position_embeddings, bert.num_hidden_layers) == (256, 64, 2)
+  assert (bert.hidden_dropout_prob, bert.attention_probs_dropout_prob, bert.causal) == (0.0, 0.0, False)
+  gpt2 = backbone_config(load("sth_sepnet_metrla.py", "cpu,gpt2").model, causal=True, use_wpe=True)
+  assert (gpt2.n_embd, gpt2.n_head, gpt2.vocab_size, gpt2.n_positions, gpt2.n_layer) == (64, 4, 256, 64, 2)
+  paper = backbone_config(load("sth_sepnet_metrla.py", None).model, causal=True, use_wpe=True)
+  assert paper == BertConfig().replace(
+    num_hidden_layers=12, causal=False, lora_rank=0, lora_alpha=None, kernels=paper.kernels
+  )
+
+
+@pytest.mark.parametrize("name", sorted(datasets.DATASETS))
+def test_recipe_dataset_rows_agree_with_the_registry(name):
+  """Each row's protocol is the registry's for its name, its input length the protocol's for the
+  dataset's rate, its ST-LINK patch divides it, and every name it reads is registered."""
+  row = datasets.DATASETS[name]
+  info = registry.get(row.name)
+  assert row.protocol == info.protocol
+  steps_per_day = int(round(24 * 60 / info.step_minutes))
+  assert get_protocol(row.protocol).resolve(steps_per_day).input_len == row.input_len
+  assert row.patch_len == 0 or row.input_len % row.patch_len == 0
+  for other in (row.drop_name, row.cpu_name):
+    assert not other or registry.get(other).name == other
+
+
 def test_unknown_variant_is_one_clear_line():
-  with pytest.raises(UserError, match=r"variant 'gpu' unknown; allowed: cpu") as e:
+  with pytest.raises(UserError, match=r"variant 'gpu' unknown; allowed: cpu, gpt2$") as e:
     load("sth_sepnet_metrla.py", "gpu")
   assert "\n" not in str(e.value)

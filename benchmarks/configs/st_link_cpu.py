@@ -12,12 +12,12 @@ The data is always stjax's synthetic series (the bench overrides config.data).
 
 import ml_collections
 
-from stjax import presets
 from stjax.models import st_link
+from stjax.recipes import common
 from stjax.train.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = base_config(st_link.default_config())  # data: synthetic, DCRNN protocol; AdamW, constant lr.
-  presets.bench_gpt2(c)  # 4 blocks, width 256, 4 heads of 64, PFA U = 2.
+  common.bench_gpt2(c)  # 4 blocks, width 256, 4 heads of 64, PFA U = 2.
   return c

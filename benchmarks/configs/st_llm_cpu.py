@@ -12,13 +12,13 @@ The data is always stjax's synthetic series (the bench overrides config.data).
 
 import ml_collections
 
-from stjax import presets
 from stjax.models import st_llm
+from stjax.recipes import common
 from stjax.train.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = base_config(st_llm.default_config())  # data: synthetic, DCRNN protocol; AdamW, constant lr.
-  presets.bench_gpt2(c)  # 4 blocks, width 256, 4 heads of 64, PFA U = 2.
+  common.bench_gpt2(c)  # 4 blocks, width 256, 4 heads of 64, PFA U = 2.
   c.model.embed_dim = 64  # D of E_P, E_T, E_S (d / 4 here; the paper's 3D = d is not required).
   return c

@@ -1,4 +1,4 @@
-"""The backbone config of stjax models, built from `config.model` (GPT-2 or Llama).
+"""The backbone config of stjax models, built from `config.model` (GPT-2, Llama or BERT).
 
 Every LLM-backed model (ST-LINK, ST-LLM, STH-SepNet) keeps GPT-2 under `params["llm"]` and reads
 the same config fields: `llm_layers`, `n_embd`, `n_head`, `vocab_size`, `n_positions`, `dropout`,
@@ -82,9 +82,12 @@ def backbone_config(
   (`LlamaConfig` defaults: width 2048, 32 heads, 8 K/V heads, SwiGLU 8192, vocab 128256) when
   `pretrained` is empty; truncated to `llm_layers` blocks, with the model's dtype and attention
   dropout. GPT-2's geometry fields and `use_wpe` do not apply to Llama (its positions are rotary).
-  "bert": likewise from the pretrained BERT's config, or bert-base (`BertConfig` defaults: width
-  768, 12 heads, FFN 3072, vocab 30522) when `pretrained` is empty; BERT is an encoder, so its
-  attention is bidirectional whatever `causal` asks; `dropout` is its hidden dropout.
+  "bert": likewise from the pretrained BERT's config (bert-base, `BertConfig` defaults: width 768,
+  12 heads, FFN 3072, vocab 30522, 512 positions, when `pretrained` names weights that were not
+  read); a random BERT (`pretrained` empty) takes its geometry from the model config instead:
+  width `n_embd`, `n_head` heads, FFN 4 x `n_embd`, `vocab_size` word rows, `n_positions` position
+  rows. BERT is an encoder, so its attention is bidirectional whatever `causal` asks; `dropout` is
+  its hidden dropout.
   A local `pretrained` folder of another family is a UserError naming config.model.backbone.
   Used by every LLM-backed model (ST-LINK, STH-SepNet).
   """
@@ -97,7 +100,12 @@ def backbone_config(
     )
   gpt2 = llm_config(model_config, causal=causal, use_wpe=False, attention_dropout=attention_dropout)
   default_cls, default_name = BACKBONE_DEFAULTS[name]
-  base = pretrained_config if pretrained_config is not None else default_cls()
+  if pretrained_config is not None:
+    base = pretrained_config
+  elif name == "bert" and not model_config.get("pretrained", ""):
+    base = random_bert_geometry(gpt2)
+  else:
+    base = default_cls()
   if gpt2.n_layer > base.num_hidden_layers:
     raise UserError(
       f"config.model.llm_layers: {gpt2.n_layer} exceeds the {base.num_hidden_layers} blocks of "
@@ -122,6 +130,17 @@ def backbone_config(
     lora_rank=0,
     lora_alpha=None,
     kernels=kernels,
+  )
+
+
+def random_bert_geometry(gpt2: GPT2Config) -> BertConfig:
+  """The BERT of a random-init model: the geometry the model config gives (as `llm_config` read it)."""
+  return BertConfig(
+    vocab_size=gpt2.vocab_size,
+    hidden_size=gpt2.n_embd,
+    num_attention_heads=gpt2.n_head,
+    intermediate_size=4 * gpt2.n_embd,
+    max_position_embeddings=gpt2.n_positions,
   )
 
 

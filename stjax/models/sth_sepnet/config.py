@@ -7,25 +7,30 @@ import ml_collections
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The model section of a config, with the paper's values (GPT-2 backbone)."""
+  """The model section of a config, with the paper's values (GPT-2 backbone; configs/ use BERT)."""
   c = ml_collections.ConfigDict()
   c.name = "sth_sepnet"
   # --- temporal stream (LLM) ---
   c.use_llm = True  # False = "w/o LLM" ablation (spatial forecast only)
-  c.pretrained = "gpt2"  # GPT-2 checkpoint (stjax folder, HF folder or hub id) merged into
+  c.pretrained = "gpt2"  # LM checkpoint (stjax folder, HF folder or hub id) merged into
   # params["llm"] by the trainer (stjax.models.backbones.config);
-  # "" = random LM (tests only; warns)
-  c.backbone = "gpt2"  # "gpt2" | "llama" (Llama 3.2 1B geometry, llm_layers blocks;
-  # GPT-2's geometry fields below then do not apply)
-  c.llm_layers = 6  # GPT-2 blocks kept; never more than the pretrained depth (the
+  # "" = random LM (tests and :cpu runs; warns)
+  c.backbone = "gpt2"  # "gpt2" | "bert" | "llama": the LM family. bert and llama read
+  # their geometry from `pretrained` (the four geometry fields
+  # below then do not apply); a random bert (`pretrained` "")
+  # takes it from them (FFN 4 x n_embd), a random llama is
+  # Llama 3.2 1B. The configs in configs/ use bert (the
+  # paper's Table 1; `:gpt2` variant for GPT-2)
+  c.llm_layers = 6  # LM blocks kept; never more than the pretrained depth (the
   # loader refuses; released scripts ask 32 of 12, see docs)
-  c.vocab_size = 50257  # GPT-2 geometry; must match `pretrained` (checked on load)
-  c.n_positions = 1024  # GPT-2 position-table size
-  c.n_embd = 768  # GPT-2 width d_llm
-  c.n_head = 12  # GPT-2 heads
-  c.attention_dropout = 0.1  # dropout on GPT-2 attention probabilities
-  c.dtype = "float32"  # GPT-2 compute dtype: "float32" | "bfloat16"
-  c.lora_rank = 4  # LoRA rank on attention and MLP projections (0 = none)
+  c.vocab_size = 50257  # LM geometry (GPT-2 small here); for GPT-2 it must match
+  # `pretrained` (checked on load)
+  c.n_positions = 1024  # LM position-table size
+  c.n_embd = 768  # LM width d_llm
+  c.n_head = 12  # LM heads
+  c.attention_dropout = 0.1  # dropout on the LM's attention probabilities
+  c.dtype = "float32"  # LM compute dtype: "float32" | "bfloat16"
+  c.lora_rank = 4  # LoRA rank on the LM's attention and MLP projections (0 = none)
   c.lora_alpha = 4.0  # LoRA scale alpha / rank (4 / 4 = 1)
   c.patch_len = 16  # patch length (TimeLLM / released code)
   c.stride = 8  # patch stride; the series is padded with `stride` copies of its end
