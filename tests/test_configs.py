@@ -21,12 +21,12 @@ from stjax.data import build_data, registry, windows
 from stjax.data.dataset import Dataset
 from stjax.data.protocols import get_protocol
 from stjax.errors import UserError
-from stjax.models import build_model
+from stjax.models import build_model, sth_sepnet
 from stjax.models.backbones.bert import BertConfig
 from stjax.models.backbones.config import backbone_config
 from stjax.recipes import datasets
 from stjax.train import optim
-from stjax.train.config import trainability_policy, validate_config
+from stjax.train.config import base_config, trainability_policy, validate_config
 from stjax.train.experiment import schedule_of
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -178,6 +178,12 @@ def _as_json(config) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def _old_fields(new: dict, old: dict) -> dict:
+  """`new` restricted to the fields `old` has (fields added since the fixture was dumped are
+  checked to hold their defaults by the caller)."""
+  return {k: _old_fields(new[k], v) if isinstance(v, dict) else new[k] for k, v in old.items() if k in new}
+
+
 @pytest.mark.parametrize("name", SEPNET)
 def test_sth_sepnet_gpt2_variants_are_the_gpt2_configs(name):
   """`:gpt2` = the GPT-2 paper config and `:cpu,gpt2` = the tiny random GPT-2 `:cpu` config, field
@@ -185,8 +191,13 @@ def test_sth_sepnet_gpt2_variants_are_the_gpt2_configs(name):
   the backbone family."""
   before = json.loads(GPT2_CONFIGS.read_text())
   filename = f"sth_sepnet_{name}.py"
-  assert _as_json(load(filename, "gpt2")) == before[f"{filename}:"]
-  assert _as_json(load(filename, "cpu,gpt2")) == before[f"{filename}:cpu"]
+  defaults = _as_json(base_config(sth_sepnet.default_config()))
+  for variant, old in (("gpt2", before[f"{filename}:"]), ("cpu,gpt2", before[f"{filename}:cpu"])):
+    new = _as_json(load(filename, variant))
+    assert _old_fields(new, old) == old
+    for section in ("data", "train"):  # fields added since: at their defaults
+      added = set(new[section]) - set(old[section])
+      assert {k: new[section][k] for k in added} == {k: defaults[section][k] for k in added}
   tiny_bert, tiny_gpt2 = _as_json(load(filename, "cpu")), _as_json(load(filename, "cpu,gpt2"))
   assert tiny_bert["model"].pop("backbone") == "bert" and tiny_gpt2["model"].pop("backbone") == "gpt2"
   assert tiny_bert == tiny_gpt2
