@@ -14,10 +14,12 @@ tables for val and test.
 from __future__ import annotations
 
 import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
 from stjax.data.pipeline import eval_batches
-from stjax.data.windows import DataBundle, WindowSource
-from stjax.errors import UserError
+from stjax.data.windows import DataBundle, WindowSource, build_data, describe
+from stjax.errors import UserError, cli_entry
 from stjax.metrics import Metrics, format_table
 
 
@@ -128,7 +130,6 @@ def evaluate_baselines(bundle: DataBundle, splits=("val", "test"), batch_size: i
 
 def format_results(bundle: DataBundle, results: dict) -> str:
   """Markdown tables: one per baseline and split, listing the protocol's reported horizons."""
-  from stjax.data.windows import describe
 
   p = bundle.protocol
   horizons = p.report_horizons
@@ -144,9 +145,6 @@ def format_results(bundle: DataBundle, results: dict) -> str:
 
 
 def main(argv) -> None:
-  from absl import flags
-
-  from stjax.data.windows import build_data
 
   del argv
   config = flags.FLAGS.config
@@ -163,10 +161,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
-  from ml_collections import config_flags
-
-  from stjax.errors import cli_entry
-
   config_flags.DEFINE_config_file("config", None, "experiment config file (uses config.data)")
   app.run(cli_entry(main))

@@ -21,6 +21,7 @@ import tempfile
 from typing import Any, Iterator
 
 import numpy as np
+import orbax.checkpoint as ocp
 
 from stjax.errors import UserError
 
@@ -71,7 +72,6 @@ def save(
 
   `fmt` names the model family ("stjax.gpt2", "stjax.llama") in config.json.
   """
-  import orbax.checkpoint as ocp
 
   params = _to_numpy(params)
   with atomic_directory(output) as tmp:
@@ -87,7 +87,6 @@ def save(
 
 def load(folder: str | os.PathLike, fmt: str = FORMAT) -> tuple[dict[str, Any], Any]:
   """Reads a stjax checkpoint folder of format `fmt` -> (config fields dict, params NumPy tree)."""
-  import orbax.checkpoint as ocp
 
   folder = pathlib.Path(folder).expanduser().absolute()
   meta_path = folder / CONFIG_FILE

@@ -18,10 +18,15 @@ import pathlib
 import re
 from typing import Any, Callable, NamedTuple
 
+import flax.linen as nn
 import numpy as np
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from safetensors.numpy import save_file
 
 from stjax.convert import checkpoint_io, weights_io
 from stjax.errors import UserError
+from stjax.layers.lora import merge_lora
 
 Hook = Callable[[np.ndarray], np.ndarray]
 
@@ -68,7 +73,6 @@ def leaf_paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 
 def plain(tree: Any) -> Any:
   """Unboxes flax Partitioned leaves and turns FrozenDicts into dicts."""
-  import flax.linen as nn
 
   tree = nn.unbox(tree)
   if hasattr(tree, "items"):
@@ -104,8 +108,6 @@ def looks_like_path(source: str) -> bool:
 
 def download(repo_id: str) -> pathlib.Path:
   """Downloads config + weights of a hub model with huggingface_hub (safetensors preferred)."""
-  from huggingface_hub import snapshot_download
-  from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
   patterns = ["config.json", weights_io.SAFETENSORS, weights_io.SAFETENSORS_INDEX, "model-*.safetensors"]
   try:
@@ -303,7 +305,6 @@ class Converter:
 
   def to_hf_tensors(self, config: Any, params: Any) -> dict[str, np.ndarray]:
     """stjax params -> HF state dict (NumPy float32, trunk names). LoRA adapters are merged first."""
-    from stjax.layers.lora import merge_lora
 
     params = plain(params)
     if any(p[-1] in ("lora_a", "lora_b") for p in leaf_paths(params)):
@@ -324,7 +325,6 @@ class Converter:
 
   def export(self, config: Any, params: Any, output: str | os.PathLike) -> pathlib.Path:
     """Writes an HF folder (model.safetensors + config.json) that transformers' from_pretrained loads."""
-    from safetensors.numpy import save_file
 
     tensors = self.to_hf_tensors(config, params)
     with checkpoint_io.atomic_directory(output) as tmp:

@@ -13,6 +13,7 @@ strides, element count) before viewing it. A bad file is one UserError line, nev
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import pathlib
@@ -169,8 +170,6 @@ class _WeightsOnlyUnpickler(pickle.Unpickler):
 
   def find_class(self, module: str, name: str):
     if (module, name) == ("collections", "OrderedDict"):
-      import collections
-
       return collections.OrderedDict
     if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
       return self._rebuild_tensor

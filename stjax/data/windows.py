@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from stjax.data import registry
+from stjax.data import registry, synthetic
 from stjax.data.dataset import Dataset
 from stjax.data.protocols import Protocol, get_protocol
 from stjax.errors import UserError
@@ -354,8 +354,6 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
     raise UserError(f"config.data: unknown field(s) {', '.join(unknown)}")
   protocol_name = config.protocol
   if config.name == "synthetic":
-    from stjax.data import synthetic
-
     if config.graph_path or config.path:
       raise UserError(
         "config.data.path / graph_path: the synthetic dataset makes its own series and "

@@ -108,7 +108,7 @@ def results_markdown(results: dict, exp: Experiment, table: str) -> str:
 def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...], null_rule: str) -> None:
   """predictions.png (first-horizon forecasts vs truth of a few test nodes; readings the protocol
   does not score are left out) and training_curves.png (train loss and val MAE per step)."""
-  import matplotlib
+  import matplotlib  # here, not at the top: the Agg backend must be chosen before pyplot loads
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
