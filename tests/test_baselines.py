@@ -139,7 +139,7 @@ def test_cli_prints_tables_and_reports_config_errors(tmp_path):
   )
   assert run.returncode == 2
   assert run.stderr.strip().splitlines()[-1] == (
-    "stjax: error: data.protocol: unknown protocol 'dcrn'; known: dcrnn, stllm, pems, sthsepnet, stssl"
+    "stjax: error: data.protocol: unknown protocol 'dcrn'; known: dcrnn, stllm, sthsepnet, stssl, pems"
   )
 
 

@@ -237,20 +237,6 @@ PROTOCOLS: dict[str, Protocol] = {
     average="horizon_mean",
     loss="masked_mae",
   ),
-  "pems": Protocol(  # PEMS0X flow benchmarks (STSGCN / ASTGCN convention): 12 -> 12, 6:2:2, masked zeros
-    name="pems",
-    input_offsets=contiguous(-11, 0),
-    output_offsets=contiguous(1, 12),
-    split_rule="round_windows",
-    split_fractions=(0.6, 0.2, 0.2),
-    scaler_rule="global",
-    null_rule="zero",
-    input_channels=(0,),
-    target_channels=(0,),
-    report_horizons=(3, 6, 12),
-    average="horizon_mean",
-    loss="masked_mae",
-  ),
   "sthsepnet": Protocol(
     name="sthsepnet",
     input_offsets=contiguous(-47, 0),
@@ -281,6 +267,8 @@ PROTOCOLS: dict[str, Protocol] = {
     offsets_by_steps_per_day=((24, STSSL_OFFSETS_HOURLY), (48, STSSL_OFFSETS_30MIN)),
   ),
 }
+# PEMS0X flow benchmarks (STSGCN / ASTGCN convention): DCRNN's windows and metrics, split 6:2:2.
+PROTOCOLS["pems"] = dataclasses.replace(PROTOCOLS["dcrnn"], name="pems", split_fractions=(0.6, 0.2, 0.2))
 
 
 def get_protocol(name: str) -> Protocol:
