@@ -328,6 +328,34 @@ def test_hgat_without_recorded_weights_is_random_like_the_official(fx):
     model.apply({**variables, "hgat": bad}, batch)
 
 
+def test_released_variant_trains_like_the_released_code(fx):
+  """One training step of the imported full model: gamma and the adaptive graph learn; the
+  hypergraph's embeddings get exactly zero gradient (the released H comes from detached NumPy)."""
+  model, imported = build(fx["full"]), fx["full"]
+  y = jnp.asarray(fx["batch"]["batch_y"])[:, -48:, :, None]  # [y[:label_len] ; y[-pred_len:]]
+
+  def loss(params):
+    (pred, _), state = model.apply(
+      {"params": params, **imported.model_state},
+      fx["inputs"],
+      train=True,
+      rngs={"dropout": jax.random.key(0)},
+      mutable=["bounds"],
+    )
+    return jnp.mean((pred - y) ** 2), state
+
+  (value, state), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(imported.params)
+  g = grads["spatial"]
+  assert np.isfinite(float(value)) and float(jnp.abs(g["gamma"])) > 0
+  assert float(jnp.abs(g["adaptive_graph"]["emb1"]).max()) > 0
+  assert (
+    float(jnp.abs(g["hypergraph"]["emb"]).max())
+    == 0
+    == float(jnp.abs(g["hypergraph"]["lin"]["kernel"]).max())
+  )
+  assert jax.tree.all(jax.tree.map(np.array_equal, state["bounds"], imported.model_state["bounds"]))
+
+
 # ----------------------------------------------------------------------------------------------
 # The prompt
 
@@ -414,6 +442,19 @@ def test_pickle_with_code_is_refused(tmp_path):
   with pytest.raises(UserError, match="refused"):
     official.import_sth_sepnet(raw)
   assert not marker.exists()
+
+
+def test_bf16_checkpoint_is_upcast(fx, tmp_path, state):
+  """The released runs train under DeepSpeed bf16: a bf16 state dict imports as its float32 values."""
+  import ml_dtypes
+  import torch
+
+  path = tmp_path / "checkpoint"
+  torch.save({k: torch.from_numpy(np.array(v)).to(torch.bfloat16) for k, v in state.items()}, path)
+  imported = official.load(path, n_head=2)
+  rounded = jax.tree.map(lambda a: np.asarray(a, ml_dtypes.bfloat16).astype(np.float32), fx["full"].params)
+  assert jax.tree.all(jax.tree.map(np.array_equal, imported.params, rounded))
+  assert imported.params["spatial"]["gamma"].dtype == np.float32
 
 
 @pytest.fixture(scope="module")
