@@ -23,6 +23,7 @@ GNN-only model (the released Bike runs). The LLM prompt is an input (`batch["pro
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import pathlib
@@ -255,7 +256,7 @@ def save_import(imported: Imported, output: str | os.PathLike, source: str) -> p
   the variables {"params": ..., "bounds": ...}), atomically."""
   fields = {
     "model": imported.model_config.to_dict(),
-    "geometry": {k: getattr(imported.geometry, k) for k in imported.geometry.__dataclass_fields__},
+    "geometry": dataclasses.asdict(imported.geometry),
     "notes": list(imported.notes),
   }
   variables = {"params": imported.params, **imported.model_state}

@@ -72,7 +72,10 @@ class ReleasedHypergraphAttention(nn.Module):
     if self.has_variable(HGAT_COLLECTION, "keep"):
       kept = jnp.transpose(jnp.asarray(self.get_variable(HGAT_COLLECTION, "keep")), (2, 0, 1))  # [N, B, C]
       if kept.shape != (n, b, c):
-        raise UserError(f"variables['hgat']: {self._where()}/keep has shape [B, C, N] = {(b, c, n)}")
+        raise UserError(
+          f"variables['hgat']: {self._where()}/keep has shape {tuple(kept.shape[i] for i in (1, 2, 0))}, "
+          f"expected [B, C, N] = {(b, c, n)}"
+        )
       keep = kept.astype(x.dtype) / (1.0 - self.dropout_rate)  # torch's dropout scales what it keeps
     elif not deterministic:
       keep = Dropout(self.dropout_rate)(jnp.ones((n, b, c), x.dtype), deterministic=False)
