@@ -202,7 +202,7 @@ def _notes(tensors, table, hypergraph: bool, clamped: bool) -> tuple[str, ...]:
     notes.append(
       "not in the checkpoint: the released HGAT's weights (fresh random draws inside every forward); "
       "the model draws them per call (or replays recorded ones, variables['hgat']), so its output "
-      "is random like the released code's; hypergraph=False gives the deterministic GNN-only model"
+      "is random like the released code's; hypergraph=False (--gnn-only) imports the deterministic GNN-only model"
     )
   if not clamped:
     notes.append("not in the checkpoint: the output clamp (training min/max per node); no clamp applied")
