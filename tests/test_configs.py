@@ -1,7 +1,7 @@
 """Every config file and variant in configs/ builds: its ConfigDict validates, its data resolves
 to a DataSpec under its protocol, and its model, optimizer state and shardings build abstractly
 (jax.eval_shape of init and forward, as the trainer does: no parameters materialised, no training,
-no weights loaded). Real data from ../shared/data is used where present; a registry dataset that is absent
+no weights loaded). Real data from the real-data folder (STJAX_SHARED_DATA) is used where present; a registry dataset that is absent
 here is replaced by a random stand-in with the registry's node count, rate and channels, so the
 model is still built for the real data shape. The recipes' dataset table agrees with the data
 registry and the protocols, and the STH-SepNet `:gpt2` variants are the GPT-2 configs of before the
@@ -140,7 +140,7 @@ def test_config_builds_its_model_for_its_data(filename, variant, real_or_stand_i
 
 
 def test_cpu_variants_of_the_runs_here_use_local_data():
-  """The :cpu variants trained for docs/results.md read data staged in ../shared/data."""
+  """The :cpu variants trained for docs/results.md read data of the real-data folder (STJAX_SHARED_DATA)."""
   for filename in (
     "st_link_metrla.py",
     "st_link_nycbike1.py",

@@ -4,6 +4,7 @@ python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
 python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
 python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
 python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
+python -m stjax.convert import-sth-sepnet --checkpoint=checkpoint --output=/ckpt/sepnet-metr
 """
 
 from __future__ import annotations
@@ -79,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
   )
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
+  from stjax.convert import official_sth_sepnet  # lazily, like the converters below (fast --help)
+
+  official_sth_sepnet.add_arguments(
+    sub.add_parser("import-sth-sepnet", help="official STH-SepNet checkpoint -> stjax STH-SepNet folder")
+  )
   args = parser.parse_args(argv)
+  if args.command == "import-sth-sepnet":
+    return official_sth_sepnet.import_sth_sepnet_cli(args)
 
   from stjax.convert import hf_bert, hf_gpt2, hf_llama
 

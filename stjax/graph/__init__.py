@@ -1,7 +1,14 @@
 """Graphs on index lists: edge lists, hypergraph incidence lists, segment-sum propagation,
 MixProp, hypergraph convolutions, the sparse adaptive graph and the adaptive KNN hypergraph."""
 
-from stjax.graph.adaptive import AdaptiveGraph, KNNHypergraph, blockwise_top_k, dedup_hyperedges, knn
+from stjax.graph.adaptive import (
+  AdaptiveGraph,
+  KNNHypergraph,
+  blockwise_top_k,
+  dedup_hyperedges,
+  knn,
+  knn_incidence,
+)
 from stjax.graph.edges import (
   EdgeList,
   MixProp,
@@ -22,6 +29,7 @@ from stjax.graph.hypergraph import (
   hypergraph_smooth,
   incidence_from_members,
   node_degree,
+  node_softmax_attention,
   nodes_to_edges,
   segment_softmax,
 )
@@ -45,8 +53,10 @@ __all__ = [
   "in_degree",
   "incidence_from_members",
   "knn",
+  "knn_incidence",
   "mixprop_operator",
   "node_degree",
+  "node_softmax_attention",
   "nodes_to_edges",
   "propagate",
   "row_normalize",

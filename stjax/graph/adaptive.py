@@ -169,6 +169,18 @@ def dedup_hyperedges(members: jax.Array) -> jax.Array:
   return jnp.zeros(members.shape[0], bool).at[order].set(~same_as_prev)
 
 
+def knn_incidence(z: jax.Array, k: int, block: int) -> Incidence:
+  """The released STH-SepNet hypergraph: hyperedge i = the k nearest neighbours of node i in z
+  (itself included), membership 1, duplicate member sets removed (their slots get weight 0).
+
+  z: [N, d]; no gradient reaches z (the selection is discrete and the weights are constant), as
+  in the released code, which builds H from detached NumPy. Returns an `Incidence` of N * k slots.
+  """
+  members = knn(jax.lax.stop_gradient(z), k, block)
+  valid = dedup_hyperedges(members)
+  return incidence_from_members(members, jnp.broadcast_to(valid[:, None], members.shape).astype(z.dtype))
+
+
 class KNNHypergraph(nn.Module):
   """Adaptive hypergraph: hyperedge i = the k nearest neighbours of node i (itself included).
 

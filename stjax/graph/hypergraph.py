@@ -147,3 +147,36 @@ class HypergraphAttention(nn.Module):
     neigh = jax.ops.segment_sum(alpha[..., None] * e[inc.edge], inc.node, inc.num_nodes)
     out = nn.Dense(self.features, name="out")(jnp.concatenate([xw, neigh], axis=-1))
     return jnp.moveaxis(out, 0, self.node_axis)
+
+
+def node_softmax_attention(
+  x: jax.Array,
+  inc: Incidence,
+  w_self: jax.Array,
+  w_neigh: jax.Array,
+  w_concat: jax.Array,
+  attention: jax.Array,
+  keep: jax.Array | None = None,
+  negative_slope: float = 0.2,
+) -> jax.Array:
+  """The released STH-SepNet HGAT (`layer/HyperGNN.py HypergraphAttention`), on incidence lists:
+
+    e_m   = LeakyReLU(sum_v H[v,m] x_v / (d_e(m) + 1))       (hyperedge features, raw x)
+    n_v   = (sum_m H[v,m] e_m / (d_v(v) + 1)) W_neigh
+    c_v   = [x_v W_self ; n_v]
+    a_v   = softmax over ALL nodes v of c_v . attention     (then times `keep`, a dropout mask)
+    out_v = (a_v c_v) W_concat
+
+  x: [N, ..., F] (nodes first, features last; the released code's features are time steps);
+  w_self, w_neigh [F, F']; w_concat [2F', F'']; attention [2F', 1]; keep: None or [N, ...] (the
+  kept attention weights' scale, 0 where dropped). Returns [N, ..., F''].
+  """
+  deg_e = edge_degree(inc).astype(x.dtype)
+  deg_v = node_degree(inc).astype(x.dtype)
+  edges = nn.leaky_relu(nodes_to_edges(x, inc) / _bcast(deg_e + 1.0, x.ndim), negative_slope)
+  neigh = edges_to_nodes(edges, inc) / _bcast(deg_v + 1.0, x.ndim)
+  concat = jnp.concatenate([x @ w_self.astype(x.dtype), neigh @ w_neigh.astype(x.dtype)], axis=-1)
+  weights = jax.nn.softmax((concat @ attention.astype(x.dtype))[..., 0], axis=0)  # [N, ...]
+  if keep is not None:
+    weights = weights * keep.astype(weights.dtype)
+  return (concat * weights[..., None]) @ w_concat.astype(x.dtype)

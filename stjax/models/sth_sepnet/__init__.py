@@ -5,8 +5,10 @@
 | `config.py` | `default_config()`: every `config.model` field (paper values) |
 | `model.py` | `STHSepNet`, its module config, `build(config.model, spec, kernels)` (registered) |
 | `temporal.py`, `spatial.py`, `fusion.py` | the temporal stream (LLM), the spatial stream (MTGNN + hypergraph), the gates |
+| `released.py` | the released code's hypergraph and HGAT (`spatial_variant = "released"`, imported checkpoints) |
 
-Design and departures from the released code: docs/sth_sepnet.md.
+Design and departures from the released code: docs/sth_sepnet.md; importing official checkpoints:
+docs/reproducing_sth_sepnet.md.
 """
 
 from stjax.models.sth_sepnet.config import default_config

@@ -77,4 +77,11 @@ def default_config() -> ml_collections.ConfigDict:
   # input channels (MTGNN/Graph WaveNet convention)
   c.node_input_dim = 0  # 0 = paper; > 0 = a learned vector of this width per node
   # appended to the same input channels (STID's node identity)
+  # --- compatibility with the released code (imported official checkpoints) ---
+  c.spatial_variant = "stjax"  # "stjax" (the stream above) | "released": the released code's
+  # spatial stream: one gamma for all layers, binary KNN hypergraph
+  # rebuilt every call, HGAT over time steps with a softmax over all
+  # nodes and per-call random weights (variables["hgat"] replays
+  # recorded ones); with fusion = "released" (node-axis gate, clamp to
+  # the `bounds` collection). docs/reproducing_sth_sepnet.md
   return c

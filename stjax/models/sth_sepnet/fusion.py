@@ -2,7 +2,8 @@
 
 All gates map y_t, y_s: [B, T, N, C] -> [B, T, N, C]. Each node's two forecasts (its T steps)
 are the gate's input; weights are shared across nodes. The released code instead mixes the node
-axis with Linear(N -> N)-sized layers (N^2 parameters); see docs/sth_sepnet.md.
+axis with Linear(N -> N)-sized layers (N^2 parameters); see docs/sth_sepnet.md. `ReleasedGate`
+is that released adaptive gate, for imported official checkpoints (fusion = "released").
 """
 
 from __future__ import annotations
@@ -77,4 +78,25 @@ class LSTMGate(nn.Module):
     return jnp.transpose(out, (0, 2, 1, 3))
 
 
-GATES = {"adaptive": AdaptiveGate, "attention": AttentionGate, "lstm": LSTMGate}
+class ReleasedGate(nn.Module):
+  """The released adaptive gate: g = sigmoid(Dense_N([y_t nodes ; y_s nodes])) mixes the node
+  axis (kernel [2N, N]), y = clip(g y_t + (1 - g) y_s, lower, upper) per node and channel.
+
+  lower/upper [N, C] live in the `bounds` collection: the released code clamps to the training
+  data's per-node min/max (scaled units), which no checkpoint holds; init gives -inf/+inf (no
+  clamp), the official importer fills them when told the values.
+  """
+
+  @nn.compact
+  def __call__(self, y_t: jax.Array, y_s: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    n, c = y_t.shape[2:]
+    both = jnp.moveaxis(jnp.concatenate([y_t, y_s], axis=2), 2, -1)  # [B, T, C, 2N]
+    g = jnp.moveaxis(jax.nn.sigmoid(nn.Dense(n, name="gate")(both)), -1, 2)  # [B, T, N, C]
+    fused = g * y_t + (1.0 - g) * y_s
+    lower = self.variable("bounds", "lower", lambda: jnp.full((n, c), -jnp.inf, jnp.float32))
+    upper = self.variable("bounds", "upper", lambda: jnp.full((n, c), jnp.inf, jnp.float32))
+    return jnp.minimum(jnp.maximum(fused, lower.value.astype(fused.dtype)), upper.value.astype(fused.dtype))
+
+
+GATES = {"adaptive": AdaptiveGate, "attention": AttentionGate, "lstm": LSTMGate, "released": ReleasedGate}

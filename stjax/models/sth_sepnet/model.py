@@ -6,6 +6,8 @@
 
 batch["x"]: [B, T_in, N, C_in] scaled; the target channels are x's first C_out channels.
 batch["tod"] [B, T_in], batch["dow"] [B, T_in]: read only when `calendar_dim > 0`.
+batch["prompt_ids"] [B, L] int (optional): token ids of a text prompt, embedded with the LM's
+token table and put before the patch tokens (the released code's prompt; none by default).
 pred: [B, T_out, N, C_out] scaled. aux: {"aux_loss": 0, "gamma": mean pairwise/hypergraph mix}.
 The `graph` collection holds the KNN hyperedges and a step counter (see `stjax.graph.KNNHypergraph`).
 
@@ -80,6 +82,7 @@ class STHSepNetConfig:
   fusion_hidden: int
   calendar_dim: int
   node_input_dim: int
+  spatial_variant: str = "stjax"
 
 
 class STHSepNet(nn.Module):
@@ -129,7 +132,7 @@ class STHSepNet(nn.Module):
         self.node_input = NodeEmbedding(self.num_nodes, cfg.node_input_dim)
     if cfg.use_llm and cfg.use_spatial:
       gate = GATES[cfg.fusion]
-      self.fusion = gate() if cfg.fusion == "adaptive" else gate(cfg.fusion_hidden)
+      self.fusion = gate() if cfg.fusion in ("adaptive", "released") else gate(cfg.fusion_hidden)
 
   def __call__(
     self, batch: dict[str, jax.Array], train: bool = False
@@ -142,7 +145,9 @@ class STHSepNet(nn.Module):
         f"[B, {self.input_len}, {self.num_nodes}, {self.in_channels}]"
       )
     aux = {"aux_loss": jnp.zeros((), jnp.float32)}
-    y_t = self.temporal(x[..., : self.out_channels], deterministic=not train) if cfg.use_llm else None
+    y_t = None
+    if cfg.use_llm:
+      y_t = self.temporal(x[..., : self.out_channels], not train, batch.get("prompt_ids"))
     y_s = None
     if cfg.use_spatial:
       y_s, logs = self.spatial(self._spatial_input(x, batch), train=train)
@@ -195,6 +200,10 @@ def _check(cfg: STHSepNetConfig, llm: GPT2Config | None, spec) -> None:
     bad("graph", f"must be 'adaptive' or 'static', got {cfg.graph!r}")
   if cfg.hypergraph_conv not in ("hgat", "hgcn"):
     bad("hypergraph_conv", f"must be 'hgat' or 'hgcn', got {cfg.hypergraph_conv!r}")
+  if cfg.spatial_variant not in ("stjax", "released"):
+    bad("spatial_variant", f"must be 'stjax' or 'released', got {cfg.spatial_variant!r}")
+  if cfg.spatial_variant == "released" and cfg.use_hypergraph and cfg.hypergraph_conv != "hgat":
+    bad("hypergraph_conv", "the released spatial stream has only 'hgat' (what every released script runs)")
   if cfg.graph == "static" and cfg.use_spatial and spec.adjacency is None:
     bad("graph", "'static' needs a dataset adjacency (config.data.graph_path), and there is none")
   if cfg.conv_channels % 4:

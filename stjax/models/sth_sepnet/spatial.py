@@ -11,6 +11,10 @@
 Everything is O(N * (k + hyperedge_size)) per time step and channel; no N x N array exists. The
 discrete parts (top-k edges, KNN hyperedges) are re-selected every graph_refresh /
 hypergraph_refresh training steps (all pairs, in row blocks); their weights train every step.
+
+`spatial_variant = "released"` is the released code's stream (stjax.models.sth_sepnet.released):
+one gamma shared by all layers, the binary KNN hypergraph rebuilt on every call, and the released
+HGAT (time steps as features, softmax over all nodes, per-call random weights).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from flax import linen as nn
 from stjax.graph import AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv, KNNHypergraph, MixProp
 from stjax.kernels.broadcast import over_leading
 from stjax.layers.dropout import Dropout
+from stjax.models.sth_sepnet.released import ReleasedHypergraph, ReleasedHypergraphAttention
 
 INCEPTION_KERNELS = (2, 3, 6, 7)
 
@@ -140,8 +145,14 @@ class SpatialStream(nn.Module):
       )(update=train)
     else:
       graph = self.static_graph
-    incidence = None
-    if cfg.use_hypergraph:
+    released = cfg.spatial_variant == "released"
+    incidence = shared_gamma = None
+    if cfg.use_hypergraph and released:
+      incidence = ReleasedHypergraph(
+        n, cfg.hyperedge_size, cfg.node_dim, cfg.tanh_alpha, cfg.graph_block, name="hypergraph"
+      )()
+      shared_gamma = self.param("gamma", nn.initializers.constant(cfg.gamma_init), ())
+    elif cfg.use_hypergraph:
       incidence = KNNHypergraph(
         n,
         cfg.hyperedge_size,
@@ -167,14 +178,18 @@ class SpatialStream(nn.Module):
           cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=f"mixprop_t_{i}"
         )(x, graph.transpose())
       if incidence is not None:
-        if cfg.hypergraph_conv == "hgat":
+        if released:
+          conv = ReleasedHypergraphAttention(cfg.hypergraph_dropout, name=f"hypergraph_conv_{i}")
+        elif cfg.hypergraph_conv == "hgat":
           conv = HypergraphAttention(
             cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1, name=f"hypergraph_conv_{i}"
           )
         else:
           conv = HypergraphConv(cfg.residual_channels, node_axis=1, name=f"hypergraph_conv_{i}")
         x2 = conv(x, incidence, deterministic=det)
-        gamma = self.param(f"gamma_{i}", nn.initializers.constant(cfg.gamma_init), ())
+        gamma = (
+          shared_gamma if released else self.param(f"gamma_{i}", nn.initializers.constant(cfg.gamma_init), ())
+        )
         x = gamma * x1 + (1.0 - gamma) * x2
         logs["gamma"] = logs.get("gamma", 0.0) + gamma / cfg.num_layers
       else:

@@ -6,6 +6,9 @@
     -> frozen LM with LoRA -> first d_ff features of every patch token -> flatten -> Dense(T_out)
     -> [B, T_out, N, C] (the same forecast for every node).
 
+With `prompt_ids` [B, L] (optional), the LM input is [prompt token embeddings ; patch tokens], as
+in the released code, and the head still reads the last P (patch) tokens.
+
 The LM is any backbone of `stjax.models.backbones` (GPT-2, Llama), built by the parent model so
 its parameters live at `params["llm"]`; this module only calls it and reads its token table.
 """
@@ -88,7 +91,9 @@ class TemporalStream(nn.Module):
   dropout_rate: float = 0.1
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, deterministic: bool = True, prompt_ids: jax.Array | None = None
+  ) -> jax.Array:
     b, t, n, c = x.shape
     series = jnp.moveaxis(jnp.mean(x, axis=2), -1, 1).reshape(b * c, t)  # [B*C, T]
     patches = replication_pad_patches(series, self.patch_len, self.stride)  # [B*C, P, patch_len]
@@ -105,8 +110,12 @@ class TemporalStream(nn.Module):
       )
     else:
       h = nn.Dense(self.llm_width, name="to_llm")(h)
-    hidden = self.llm(h, deterministic=deterministic)  # [B*C, P, d_llm]
-    feats = hidden[..., : self.d_ff].astype(h.dtype).reshape(b * c, -1)
+    num_patch_tokens = h.shape[1]
+    if prompt_ids is not None:  # the frozen token table embeds the prompt (one per sample, every channel)
+      prompt = jax.lax.stop_gradient(token_table_module(self.llm)(prompt_ids))  # [B, L, d_llm]
+      h = jnp.concatenate([jnp.repeat(prompt, c, axis=0).astype(h.dtype), h], axis=1)
+    hidden = self.llm(h, deterministic=deterministic)  # [B*C, L + P, d_llm]
+    feats = hidden[:, -num_patch_tokens:, : self.d_ff].astype(h.dtype).reshape(b * c, -1)
     out = nn.Dense(self.output_len, name="head")(feats)
     out = Dropout(self.dropout_rate)(out, deterministic=deterministic)  # [B*C, T_out]
     out = jnp.moveaxis(out.reshape(b, c, self.output_len), 1, -1)  # [B, T_out, C]
