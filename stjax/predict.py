@@ -30,11 +30,8 @@ The model, protocol and scaler come from the run folder (config.json, run.json, 
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import pathlib
 import sys
-import tempfile
 
 import jax
 import numpy as np
@@ -288,19 +285,12 @@ def _csv(out: dict) -> str:
 
 def _write(path: pathlib.Path, out: dict) -> None:
   """Writes `out` as .npz or .csv via a temporary file and a rename (nothing half-written)."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      if path.suffix.lower() == ".npz":
-        buffer = io.BytesIO()
-        np.savez(buffer, **out)
-        f.write(buffer.getvalue())
-      else:
-        f.write(_csv(out).encode())
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+  from stjax.data.run_data import atomic_write
+
+  if path.suffix.lower() == ".npz":
+    atomic_write(path, lambda f: np.savez(f, **out))
+  else:
+    atomic_write(path, lambda f: f.write(_csv(out).encode()))
 
 
 if __name__ == "__main__":

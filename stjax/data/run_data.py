@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
+import secrets
 from typing import Any
 
 import numpy as np
@@ -118,13 +118,13 @@ class RunData:
   def save(self, folder: str | os.PathLike) -> None:
     """Writes run.json, scaler.npz and (with a graph) graph.npz into `folder`, each atomically."""
     folder = pathlib.Path(folder)
-    _atomic_write(folder / SCALER_FILE, lambda f: np.savez(f, mean=self.scaler.mean, std=self.scaler.std))
+    atomic_write(folder / SCALER_FILE, lambda f: np.savez(f, mean=self.scaler.mean, std=self.scaler.std))
     if self.adjacency is not None:
-      _atomic_write(folder / GRAPH_FILE, lambda f: np.savez(f, adjacency=self.adjacency))
+      atomic_write(folder / GRAPH_FILE, lambda f: np.savez(f, adjacency=self.adjacency))
     else:
       (folder / GRAPH_FILE).unlink(missing_ok=True)
     text = json.dumps(self.to_json(), indent=2) + "\n"
-    _atomic_write(folder / RUN_FILE, lambda f: f.write(text.encode()))
+    atomic_write(folder / RUN_FILE, lambda f: f.write(text.encode()))
 
 
 def from_bundle(bundle: DataBundle, reader: dict, fitted_on: str) -> RunData:
@@ -273,15 +273,17 @@ def _tuples(x):
   return x
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-  """`write(binary file)` into a temporary file beside `path`, then renames it to `path`."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: str | os.PathLike, write) -> None:
+  """`write(binary file)` into a new temporary file beside `path` (permissions as the umask gives),
+  then renames it to `path`: readers see the old file or the whole new one, never a part."""
+  path = pathlib.Path(path)
+  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
   try:
-    with os.fdopen(fd, "wb") as f:
+    with open(tmp, "xb") as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
+    tmp.unlink(missing_ok=True)
     raise

@@ -16,9 +16,11 @@ import dataclasses
 import os
 import pathlib
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from stjax.data import run_data, run_inputs
 from stjax.data.run_data import RunData
@@ -104,7 +106,9 @@ def load_run(
       "training data",
       file=sys.stderr,
     )
-    exp = build_experiment(config)
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="config.model.pretrained is empty", category=UserWarning)
+      exp = build_experiment(config)
     run = run_data.from_bundle(exp.bundle, reader_options(config.data), fitted_on="refitted (an older run)")
     return LoadedRun(exp, _restore(workdir, config, exp), run, True)
   run = run_data.load(workdir)
@@ -122,10 +126,24 @@ def load_run(
     bundle, same_split = _config_data_bundle(config, run, split, workdir)
   else:
     bundle = run.bundle({})
-  # The schedule only shapes optimizer state that inference never reads; an imported run has no
-  # training windows, so one epoch of one batch stands in.
-  exp = build_experiment(config, bundle, num_train_windows=run.num_train_windows or config.train.batch_size)
+  exp = checkpoint_experiment(config, bundle, run.num_train_windows)
   return LoadedRun(exp, _restore(workdir, config, exp), run, same_split)
+
+
+def checkpoint_experiment(config, bundle, num_train_windows: int | None) -> Experiment:
+  """`build_experiment` for a model whose weights come from a checkpoint, not from its init.
+
+  The bundle's training split is dropped: the optimizer schedule only shapes optimizer state that
+  inference never reads, so it is sized from `num_train_windows` (at least one batch, so that a
+  model imported with fewer windows than a batch, or with none, still builds). The models'
+  warning that config.model.pretrained is empty (random init) does not apply here.
+  """
+  if bundle is not None:
+    bundle = dataclasses.replace(bundle, splits={k: v for k, v in bundle.splits.items() if k != "train"})
+  windows = max(num_train_windows or 0, config.train.batch_size)
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="config.model.pretrained is empty", category=UserWarning)
+    return build_experiment(config, bundle, num_train_windows=windows)
 
 
 def _same(run: RunData, split: str, dataset, times: np.ndarray) -> bool:
@@ -151,9 +169,16 @@ def _config_data_bundle(config, run: RunData, split: str, workdir: pathlib.Path)
 
 
 def _restore(workdir: pathlib.Path, config, exp: Experiment):
-  ckpts = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints, read_only=True)
+  """The best checkpoint's state. Orbax warns that read-only managers keep every step (nothing is
+  deleted here anyway): those warnings are kept off the console for this."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(min(verbosity, logging.ERROR))  # absl: lower = quieter
   try:
-    state, _ = ckpts.restore_best(exp.abstract_state)
+    ckpts = checkpoint.Checkpoints(workdir, keep=config.train.keep_checkpoints, read_only=True)
+    try:
+      state, _ = ckpts.restore_best(exp.abstract_state)
+    finally:
+      ckpts.close()
   finally:
-    ckpts.close()
+    logging.set_verbosity(verbosity)
   return state
