@@ -231,3 +231,67 @@ def test_predict_refuses_inputs_that_do_not_fit_with_one_line(run, tmp_path, cap
       ["--workdir", str(run["workdir"]), "--input", str(path), "--output", str(tmp_path / "x.txt")]
     )
   assert "must end in .npz or .csv" in capsys.readouterr().err
+
+
+def test_export_run_of_a_trained_run_without_its_data(run, tmp_path):
+  """The trained run exported with its data gone: every checkpoint leaf bit-exact in safetensors,
+  the stored scaler and graph beside it, and the official layout for this ST-LLM."""
+  from safetensors.numpy import load_file
+
+  from stjax.convert.__main__ import main as convert
+  from stjax.convert.hf_common import get_path, leaf_paths, plain
+
+  out = tmp_path / "export"
+  assert convert(["export-run", f"--workdir={run['workdir']}", f"--output={out}"]) == 0
+  params = plain(jax.device_get(predict.Forecaster.from_workdir(run["workdir"]).state.params))
+  tensors = load_file(str(out / "model.safetensors"))
+  assert set(tensors) == {"params/" + "/".join(p) for p in leaf_paths(params)}
+  assert all(
+    np.array_equal(tensors[k], np.asarray(get_path(params, tuple(k.split("/")[1:])))) for k in tensors
+  )
+  data = load_file(str(out / "data.safetensors"))
+  stored = run_data.load(run["workdir"])
+  np.testing.assert_array_equal(data["adjacency"], run["adjacency"])
+  np.testing.assert_array_equal(data["scaler_mean"], stored.scaler.mean)
+  meta = json.loads((out / "config.json").read_text())
+  assert meta["data"]["dataset"]["node_ids"] == list(NODE_IDS) and meta["backbone"]["folder"] == "llm"
+  assert (
+    convert(
+      ["export-run", f"--workdir={run['workdir']}", f"--output={tmp_path / 'off'}", "--format=official"]
+    )
+    == 0
+  )
+  torch = pytest.importorskip("torch")
+  official = torch.load(tmp_path / "off" / "best_model.pth", weights_only=True)
+  assert official["Temb.time_day"].shape == (288, 8) and official["start_conv.weight"].shape == (8, 36, 1, 1)
+
+
+def test_stored_facts_round_trip_and_guard_resumes(tmp_path):
+  """run.json + scaler.npz load back equal (per-node scaler, all channels); a resume whose data
+  changed is refused naming what differs; a fresh start replaces the stored facts."""
+  import shutil
+  import types
+
+  from stjax.data.protocols import get_protocol
+  from stjax.data.windows import bundle_from_dataset, default_data_config
+  from stjax.train.run_folder import save_run_data
+
+  ds = synthetic.generate(num_nodes=4, num_steps=700, seed=1)
+  protocol = get_protocol("sthsepnet").resolve(ds.steps_per_day, input_len=12, output_len=6)
+  config = types.SimpleNamespace(data=default_data_config())
+  exp = types.SimpleNamespace(config=config, bundle=bundle_from_dataset(ds, protocol))
+  first = save_run_data(tmp_path, exp)
+  back = run_data.load(tmp_path)
+  assert back.differences(first) == [] and back.scaler.mean.shape == (4, 1) and back.protocol == protocol
+  (tmp_path / "checkpoints" / "last" / "10").mkdir(parents=True)
+  save_run_data(tmp_path, exp)  # the same data: a resume goes on
+  changed = types.SimpleNamespace(
+    config=config, bundle=bundle_from_dataset(ds.replace(values=ds.values * 1.01), protocol)
+  )
+  with pytest.raises(
+    UserError, match=r"data differ from those the run started with \(splits, scaler.mean, scaler.std differ"
+  ):
+    save_run_data(tmp_path, changed)
+  shutil.rmtree(tmp_path / "checkpoints")
+  save_run_data(tmp_path, changed)  # a fresh start replaces them
+  np.testing.assert_array_equal(run_data.load(tmp_path).scaler.mean, changed.bundle.scaler.mean)

@@ -52,8 +52,8 @@ def save_run_data(workdir: str | os.PathLike, exp: Experiment) -> RunData:
       return run
     if _has_checkpoints(workdir):
       raise UserError(
-        f"--workdir {workdir}: the data differ from those the run started with ({', '.join(differ)} of "
-        f"{run_data.RUN_FILE}); restore the data or use a new --workdir"
+        f"--workdir {workdir}: the data differ from those the run started with ({', '.join(differ)} "
+        "differ from its run.json / scaler.npz); restore the data or use a new --workdir"
       )
   run.save(workdir)
   return run
