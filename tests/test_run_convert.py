@@ -23,6 +23,8 @@ from stjax.convert import official_st_llm
 from stjax.convert.__main__ import main as convert
 from stjax.convert.hf_common import get_path, leaf_paths
 from stjax.data import run_data
+from stjax.errors import UserError
+from stjax.train import run_folder
 
 GEOMETRY = ("--n-head=2", "--unfrozen-layers=1")
 
@@ -65,6 +67,8 @@ def test_imported_run_folder(imported, small):
   assert meta["geometry"]["embed_dim"] == 32 and meta["n_head"] == 2 and len(meta["sha256"]) == 64
   config = json.loads((imported["run"] / "config.json").read_text())
   assert config["model"]["name"] == "st_llm" and config["model"]["trainable"] == "pfa(1)"
+  with pytest.raises(UserError, match="holds an imported checkpoint"):  # stjax.train there would re-init
+    run_folder.save_run_data(imported["run"], None)
 
 
 def test_predict_windows_gives_the_official_output(imported, tmp_path):

@@ -202,6 +202,7 @@ def _bad_inputs(run, tmp_path):
   )
   case("nan", "NaN/inf reading at step 3, node 2", values=_nan(good))
   case("ids", "node ids differ from the run's .*'s8'", ids=("s7", "s3", "s9", "s1", "s8"))
+  case("twice", "node id 's7' appears more than once", ids=("s7", "s3", "s9", "s1", "s7"))
   x = np.zeros((2, 12, 4, 3), np.float32)
   np.savez(tmp_path / "w_nodes.npz", x=x)
   cases.append(("windows", tmp_path / "w_nodes.npz", "4 nodes, but the run was trained on 5"))

@@ -35,7 +35,7 @@ from stjax.errors import UserError
 FORMAT, VERSION = "stjax.run", 1
 RUN_FILE, SCALER_FILE, GRAPH_FILE = "run.json", "scaler.npz", "graph.npz"
 FILES = (RUN_FILE, SCALER_FILE, GRAPH_FILE)
-_HASH_CHUNK = 4096  # time steps hashed at a time
+_HASH_CHUNK = 4096  # time steps hashed at a time (a view: a copy only for another dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,12 +170,12 @@ def fingerprint(dataset: Dataset, times: np.ndarray, protocol: Protocol) -> str:
   h = hashlib.sha256(f"{len(times)}:{protocol.input_offsets}:{protocol.output_offsets}".encode())
   for a in range(lo, hi, _HASH_CHUNK):
     b = min(a + _HASH_CHUNK, hi)
-    for part in (
-      dataset.values[a:b].astype(np.float32),
-      dataset.time_of_day[a:b].astype(np.float32),
-      dataset.day_of_week[a:b].astype(np.int32),
+    for part, dtype in (
+      (dataset.values, np.float32),
+      (dataset.time_of_day, np.float32),
+      (dataset.day_of_week, np.int32),
     ):
-      h.update(np.ascontiguousarray(part).tobytes())
+      h.update(memoryview(np.ascontiguousarray(part[a:b], dtype)))  # no copy when already contiguous
   return h.hexdigest()
 
 

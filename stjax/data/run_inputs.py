@@ -68,10 +68,11 @@ def check_series(dataset: Dataset, run: RunData, where: str) -> Dataset:
   if run.node_ids is not None and dataset.node_ids is not None and tuple(dataset.node_ids) != run.node_ids:
     ids = [str(i) for i in dataset.node_ids]
     unknown = sorted(set(ids) - set(run.node_ids))
-    if unknown or len(set(ids)) != n:
-      raise UserError(
-        f"{where}: node ids differ from the run's (e.g. {(unknown or ids)[0]!r} is not one of them)"
-      )
+    if unknown:
+      raise UserError(f"{where}: node ids differ from the run's (e.g. {unknown[0]!r} is not one of them)")
+    if len(set(ids)) != n:
+      twice = next(i for i in ids if ids.count(i) > 1)
+      raise UserError(f"{where}: node id {twice!r} appears more than once")
     values = values[:, [ids.index(i) for i in run.node_ids]]
   _check_steps(dataset, run, where)
   if not np.isfinite(values).all():

@@ -37,9 +37,8 @@ from stjax.data.windows import Scaler, bundle_from_dataset, read_data, reader_op
 from stjax.errors import UserError
 from stjax.train import checkpoint
 from stjax.train.config import base_config
-from stjax.train.run_folder import checkpoint_experiment, load_run
+from stjax.train.run_folder import IMPORT_FILE, checkpoint_experiment, load_run
 
-IMPORT_FILE = "imported.json"
 MODEL_FILE, DATA_FILE, BACKBONE_DIR = "model.safetensors", "data.safetensors", "llm"
 EXPORT_FORMAT, EXPORT_VERSION = "stjax.model", 1
 

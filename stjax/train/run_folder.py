@@ -29,6 +29,8 @@ from stjax.errors import UserError
 from stjax.train import checkpoint
 from stjax.train.experiment import Experiment, build_experiment
 
+IMPORT_FILE = "imported.json"  # provenance of a run folder made from a published checkpoint
+
 
 def save_run_data(workdir: str | os.PathLike, exp: Experiment) -> RunData:
   """Writes the run's data facts into `workdir` (atomically), or checks the stored ones on resume.
@@ -38,6 +40,11 @@ def save_run_data(workdir: str | os.PathLike, exp: Experiment) -> RunData:
   checkpoint yet) replaces whatever an earlier run stored.
   """
   workdir = pathlib.Path(workdir)
+  if (workdir / IMPORT_FILE).exists():
+    raise UserError(
+      f"--workdir {workdir}: holds an imported checkpoint ({IMPORT_FILE}); training there would start from "
+      "a fresh init and replace it; use a new --workdir"
+    )
   config, bundle = exp.config, exp.bundle
   split = "train and val" if bundle.protocol.scaler_rule == "global_train_val" else "train"
   source = config.data.path or config.data.name
