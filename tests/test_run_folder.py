@@ -136,7 +136,9 @@ def test_evaluate_reproduces_results_from_a_test_only_file(run):
   metrics, same = evaluate._evaluate(run["workdir"], "test", str(run["inputs"]["test"]), None, None)
   assert same and evaluate.compare(run["results"]["test"], metrics, "test") == []
   assert metrics["mae"] == run["results"]["test"]["mae"]
-  with pytest.raises(UserError, match="toy.csv"):  # without --data it needs config.data, now gone
+  with pytest.raises(
+    UserError, match=r"toy.csv: file not found \(or evaluate without the run's data: --data"
+  ):
     evaluate.evaluate_workdir(run["workdir"])
 
 

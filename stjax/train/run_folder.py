@@ -164,7 +164,10 @@ def _config_data_bundle(config, run: RunData, split: str, workdir: pathlib.Path)
     raise UserError(
       f"--workdir {workdir}: the run names no data (imported with a given scaler); pass --data=FILE or --windows=FILE"
     )
-  dataset, protocol = read_data(config.data)
+  try:
+    dataset, protocol = read_data(config.data)
+  except UserError as e:
+    raise UserError(f"{e} (or evaluate without the run's data: --data=FILE or --windows=FILE)") from None
   if protocol != run.protocol:
     raise UserError(
       f"{workdir / run_data.RUN_FILE}: config.data now resolves to another protocol than the run's "
