@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from stjax import evaluate, sharding
-from stjax.data.windows import default_data_config
+from stjax.data.windows import build_data, default_data_config
 from stjax.errors import UserError
 from stjax.models import registry
 from stjax.train import checkpoint, loop, optim
@@ -125,15 +125,14 @@ def test_train_and_evaluate_writes_everything_and_reproduces(tmp_path):
   # stjax.predict: raw history in original units -> the same forecasts as the evaluation path.
   from stjax.predict import Forecaster
 
-  f = Forecaster.from_workdir(tmp_path)
-  src, ds = f.experiment.bundle.splits["test"], f.experiment.bundle.dataset
+  f = Forecaster.from_workdir(tmp_path)  # the model and stored scaler alone, no data
+  bundle = build_data(cfg.data)
+  src, ds = bundle.splits["test"], bundle.dataset
   t = int(src.times[7])
   span = slice(t - f.history_len + 1, t + 1)
   got = f.predict(ds.values[span], time_of_day=ds.time_of_day[span], day_of_week=ds.day_of_week[span])
   window = {k: v for k, v in src.batch([7]).items() if k in ("x", "tod", "dow")}
-  want = jax.jit(step_lib.make_predict_fn(f.experiment.model, f.experiment.bundle.target_scaler))(
-    f.state, window
-  )
+  want = jax.jit(step_lib.make_predict_fn(f.experiment.model, bundle.target_scaler))(f.state, window)
   assert got.shape == (12, 6, 1)
   np.testing.assert_allclose(got, np.asarray(want)[0], rtol=1e-5, atol=1e-5)
   with pytest.raises(UserError, match="history"):

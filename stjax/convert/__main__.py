@@ -5,6 +5,11 @@ python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/ll
 python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
 python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
 python -m stjax.convert import-sth-sepnet --checkpoint=checkpoint --output=/ckpt/sepnet-metr
+python -m stjax.convert import-st-llm --checkpoint=best_model.pth --output=runs/st_llm --scaler-mean=M --scaler-std=S
+python -m stjax.convert export-run --workdir=runs/st_llm --output=exported [--format=official]
+
+import-st-llm and export-run read and write run folders, so this entry point reaches up to
+stjax.train.run_convert (the one import across layers that pyproject.toml allows).
 """
 
 from __future__ import annotations
@@ -85,9 +90,36 @@ def main(argv: list[str] | None = None) -> int:
   official_sth_sepnet.add_arguments(
     sub.add_parser("import-sth-sepnet", help="official STH-SepNet checkpoint -> stjax STH-SepNet folder")
   )
+  st_llm = sub.add_parser(
+    "import-st-llm", help="official ST-LLM best_model.pth -> stjax run folder (evaluate / predict / export)"
+  )
+  st_llm.add_argument("--checkpoint", required=True, help="the official best_model.pth")
+  st_llm.add_argument("--output", required=True, help="new folder for the run")
+  st_llm.add_argument(
+    "--scaler-mean", type=float, help="the official StandardScaler's mean (of x_train[..., 0])"
+  )
+  st_llm.add_argument("--scaler-std", type=float, help="the official StandardScaler's std")
+  st_llm.add_argument(
+    "--data",
+    help="or the data it was trained on (registry name or ST-LLM split folder): scaler fitted on its train split",
+  )
+  st_llm.add_argument(
+    "--n-head", type=int, help="attention heads (not stored; default n_embd // 64 for GPT-2 widths)"
+  )
+  st_llm.add_argument("--unfrozen-layers", type=int, help="U of PFA (not stored; default min(2, blocks))")
+  export_run = sub.add_parser(
+    "export-run", help="stjax run folder -> safetensors + JSON (+ HF backbone folder), or --format=official"
+  )
+  export_run.add_argument("--workdir", required=True, help="run folder (stjax.train or import-st-llm)")
+  export_run.add_argument("--output", required=True, help="new folder for the export")
+  export_run.add_argument(
+    "--format", default="stjax", choices=("stjax", "official"), help="official: ST-LLM's best_model.pth"
+  )
   args = parser.parse_args(argv)
   if args.command == "import-sth-sepnet":
     return official_sth_sepnet.import_sth_sepnet_cli(args)
+  if args.command in ("import-st-llm", "export-run"):
+    return _run_folder_command(args)
 
   from stjax.convert import hf_bert, hf_gpt2, hf_llama
 
@@ -117,6 +149,36 @@ def main(argv: list[str] | None = None) -> int:
     path = family[0].export(config, params, args.output)
     print(f"exported {args.source}: {family[1]}, {_describe(config)}")
     print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")
+  return 0
+
+
+def _run_folder_command(args) -> int:
+  from stjax.train import run_convert
+
+  if args.command == "import-st-llm":
+    path = run_convert.import_st_llm_run(
+      args.checkpoint,
+      args.output,
+      scaler_mean=args.scaler_mean,
+      scaler_std=args.scaler_std,
+      data=args.data,
+      n_head=args.n_head,
+      unfrozen_layers=args.unfrozen_layers,
+    )
+    print(
+      f"imported {args.checkpoint}: ST-LLM run folder {path} (config.json, run.json, scaler.npz, checkpoints/best)"
+    )
+    print(f"evaluate: python -m stjax.evaluate --workdir={path} --data=TEST_FILE (or --windows=FILE.npz)")
+    return 0
+  summary = run_convert.export_run(args.workdir, args.output, args.format)
+  print(
+    f"exported {args.workdir} ({summary['tensors']} tensors) to {args.output}: {', '.join(summary['files'])}"
+  )
+  backbone = summary.get("backbone")
+  if backbone and backbone["folder"]:
+    print(
+      f"backbone params/llm as a Hugging Face {backbone['family']} folder: {args.output}/{backbone['folder']}"
+    )
   return 0
 
 

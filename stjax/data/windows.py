@@ -234,14 +234,34 @@ def _check_finite(dataset: Dataset, weights: np.ndarray):
   )
 
 
-def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
-  """Splits, fits the scaler on training data, scales inputs once and builds the sources."""
-  times = protocol.split_times(dataset.num_steps)
-  weights = protocol.scaler_weights(dataset.num_steps, times)
+def bundle_from_dataset(
+  dataset: Dataset,
+  protocol: Protocol,
+  scaler: Scaler | None = None,
+  times: dict[str, np.ndarray] | None = None,
+  nonnegative: bool = False,
+) -> DataBundle:
+  """Splits, fits the scaler on training data, scales inputs once and builds the sources.
+
+  Args:
+    dataset, protocol: the series and how it is cut.
+    scaler: a scaler fitted earlier (a run's stored one): used as is, nothing is fitted.
+    times: {split: current steps [S]} to use instead of the protocol's chronological split (a file
+      that holds one split only); needs `scaler`, since there is no training split to fit on.
+    nonnegative: forecasts are clipped at 0 (count data; `nonnegative_of(config.data)`).
+  """
+  if times is None:
+    times = protocol.split_times(dataset.num_steps)
+    weights = protocol.scaler_weights(dataset.num_steps, times)
+  elif scaler is None:
+    raise ValueError("bundle_from_dataset: explicit split times need a fitted scaler")
+  else:
+    weights = np.zeros(dataset.num_steps)
   _check_finite(dataset, weights)
   in_ch = _channels(protocol.input_channels, dataset, "input_channels", protocol.name)
   out_ch = _channels(protocol.target_channels, dataset, "target_channels", protocol.name)
-  scaler = Scaler.fit(dataset.values, weights, protocol.scaler_rule, in_ch, dataset.name)
+  if scaler is None:
+    scaler = Scaler.fit(dataset.values, weights, protocol.scaler_rule, in_ch, dataset.name)
   x = scaler.target(in_ch).transform(dataset.values[:, :, in_ch]).astype(np.float32)
   if out_ch == list(range(dataset.num_channels)):
     y = dataset.values
@@ -255,7 +275,14 @@ def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
     )
     for k, t in times.items()
   }
-  spec = DataSpec(
+  return DataBundle(dataset, protocol, scaler, splits, spec_of(dataset, protocol), nonnegative)
+
+
+def spec_of(dataset: Dataset, protocol: Protocol) -> DataSpec:
+  """The model-facing shape of `dataset` cut by `protocol` (no values are read)."""
+  in_ch = _channels(protocol.input_channels, dataset, "input_channels", protocol.name)
+  out_ch = _channels(protocol.target_channels, dataset, "target_channels", protocol.name)
+  return DataSpec(
     num_nodes=dataset.num_nodes,
     input_len=protocol.input_len,
     output_len=protocol.output_len,
@@ -267,7 +294,6 @@ def bundle_from_dataset(dataset: Dataset, protocol: Protocol) -> DataBundle:
     adjacency=dataset.adjacency,
     channel_names=tuple(dataset.channels[c] for c in out_ch),
   )
-  return DataBundle(dataset, protocol, scaler, splits, spec)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -307,7 +333,7 @@ def default_reader_config() -> ml_collections.ConfigDict:
   return c
 
 
-def reader_options(reader) -> dict:
+def _reader_fields(reader) -> dict:
   """The set fields of `config.data.reader` as read_series keyword arguments."""
   options = {k: v for k, v in dict(reader or {}).items() if v not in ("", 0, 0.0, (), None)}
   if "tod_channel" in options:
@@ -322,11 +348,20 @@ def reader_options(reader) -> dict:
   return options
 
 
+def reader_options(config: ml_collections.ConfigDict) -> dict:
+  """The `read_series` options of config.data: the registry's for `name` (unless `path` is
+  given), then `name`, then config.data.reader's. Nothing is read."""
+  options = {"name": config.name, **_reader_fields(config.get("reader"))}
+  if not config.path and config.name != "synthetic":
+    options = {**registry.get(config.name).reader_options, **options}
+  return options
+
+
 def _read(config: ml_collections.ConfigDict) -> Dataset:
   """The dataset of config.data: from `path` when given, else the registry's local files of `name`."""
   from stjax.data import formats  # imported late: readers pull in h5py
 
-  options = {"name": config.name, **reader_options(config.get("reader"))}
+  options = reader_options(config)
   graph_path, node_ids = config.graph_path, None
   if config.path:
     series_path = config.path
@@ -334,7 +369,6 @@ def _read(config: ml_collections.ConfigDict) -> Dataset:
     info = registry.get(config.name)
     paths = registry.resolve(config.name)
     series_path = paths[info.series]
-    options = {**info.reader_options, **options}
     if not graph_path and info.graph:
       graph_path = paths[info.graph]
       node_ids = paths[info.graph_node_ids] if info.graph_node_ids else None
@@ -349,6 +383,12 @@ def _read(config: ml_collections.ConfigDict) -> Dataset:
 
 def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   """config.data -> DataBundle (see `default_data_config` for the fields)."""
+  dataset, protocol = read_data(config)
+  return bundle_from_dataset(dataset, protocol, nonnegative=nonnegative_of(config))
+
+
+def read_data(config: ml_collections.ConfigDict) -> tuple[Dataset, Protocol]:
+  """config.data -> (the dataset as read or generated, its resolved protocol); nothing is fitted."""
   unknown = sorted(set(config.keys()) - set(default_data_config().keys()))
   if unknown:
     raise UserError(f"config.data: unknown field(s) {', '.join(unknown)}")
@@ -369,11 +409,10 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   protocol = get_protocol(protocol_name).resolve(
     dataset.steps_per_day, config.input_len, config.output_len, config.get("loss", "")
   )  # older configs lack it
-  bundle = bundle_from_dataset(dataset, protocol)
-  return dataclasses.replace(bundle, nonnegative=_nonnegative(config))
+  return dataset, protocol
 
 
-def _nonnegative(config: ml_collections.ConfigDict) -> bool:
+def nonnegative_of(config: ml_collections.ConfigDict) -> bool:
   """config.data.nonnegative: "auto" = the registry's `counts` flag of `name` (False for synthetic
   data and unregistered names), "yes" | "no" = as given."""
   choice = str(config.get("nonnegative", "auto")).lower()
@@ -401,6 +440,9 @@ __all__: list[Any] = [
   "DataBundle",
   "bundle_from_dataset",
   "build_data",
+  "read_data",
+  "reader_options",
+  "spec_of",
   "default_data_config",
   "describe",
 ]

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from stjax import sharding
@@ -80,14 +81,23 @@ def with_resolved_kernels(config, mesh) -> ml_collections.ConfigDict:
   return config
 
 
-def build_experiment(config) -> Experiment:
+def build_experiment(config, bundle=None, num_train_windows: int | None = None) -> Experiment:
   """Data, model, mesh, optimizer and the sharded state initialiser for `config`. The
-  experiment's config is `config` with its kernel choices resolved (`with_resolved_kernels`)."""
+  experiment's config is `config` with its kernel choices resolved (`with_resolved_kernels`).
+
+  `bundle`: data to use instead of reading config.data (a run folder's stored scaler and protocol,
+  see stjax.train.run_folder); it may lack a training split, and then `num_train_windows` (the
+  count the run's schedule was built from) sizes the optimizer schedule.
+  """
   validate_config(config)
   mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
   config = with_resolved_kernels(config, mesh)
   # --- data ---
-  bundle = build_data(config.data)
+  bundle = build_data(config.data) if bundle is None else bundle
+  if "train" in bundle.splits:
+    num_train_windows = len(bundle.splits["train"])
+  elif not num_train_windows:
+    raise ValueError("build_experiment: a bundle without a training split needs num_train_windows")
   # --- model init (abstract) ---
   model = build_model(
     config.model,
@@ -95,7 +105,7 @@ def build_experiment(config) -> Experiment:
     kernels=Kernels(**config.kernels),
     pretrained_config=pretrained.backbone_config_of(config.model),
   )
-  example = {k: v for k, v in bundle.splits["train"].batch([0]).items() if k in MODEL_INPUT_KEYS}
+  example = _example(bundle)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, params_rng, dropout_rng = jax.random.split(rng, 3)
 
@@ -113,7 +123,7 @@ def build_experiment(config) -> Experiment:
   if mesh.shape["fsdp"] * mesh.shape["tensor"] > 1:
     sharding.assert_sharded(params_abs, param_shardings, config.mesh.min_shard_size)
   trainable = optim.trainable_mask(params_abs, trainability_policy(config))
-  steps_per_epoch, total_steps, _ = schedule_of(config, len(bundle.splits["train"]))
+  steps_per_epoch, total_steps, _ = schedule_of(config, num_train_windows)
   tx, schedule = optim.make_optimizer(
     config.optim, params_abs, trainable, steps_per_epoch=steps_per_epoch, total_steps=total_steps
   )
@@ -147,6 +157,19 @@ def build_experiment(config) -> Experiment:
   return Experiment(
     config, bundle, model, mesh, rules, tx, schedule, trainable, state_shardings, abstract_state, init_state
   )
+
+
+def _example(bundle) -> dict:
+  """A one-window model input for init: the first training window, or zeros of the spec's shapes
+  when the bundle has no training split (the values only seed an init that a restore replaces)."""
+  if "train" in bundle.splits:
+    return {k: v for k, v in bundle.splits["train"].batch([0]).items() if k in MODEL_INPUT_KEYS}
+  s = bundle.spec
+  return {
+    "x": np.zeros((1, s.input_len, s.num_nodes, s.in_channels), np.float32),
+    "tod": np.zeros((1, s.input_len), np.float32),
+    "dow": np.zeros((1, s.input_len), np.int32),
+  }
 
 
 def _load_pretrained(config, state: TrainState, tx, shardings: TrainState) -> TrainState:

@@ -25,7 +25,7 @@ from stjax.data.pipeline import train_batches
 from stjax.data.windows import TRAIN_KEYS
 from stjax.errors import UserError
 from stjax.train import checkpoint as ckpt_lib
-from stjax.train import optim
+from stjax.train import optim, run_folder
 from stjax.train.evaluation import compile_eval_step, evaluate_split
 from stjax.train.experiment import build_experiment, schedule_of
 from stjax.train.report import finalize
@@ -66,6 +66,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config, bundle, t = exp.config, exp.bundle, exp.config.train  # kernel choices resolved
   main = distributed.is_main_process()
   workdir = ckpt_lib.prepare_workdir(workdir, config) if main else pathlib.Path(workdir)
+  if main:  # run.json, scaler.npz, graph.npz: what evaluate/predict need besides the checkpoint
+    run_folder.save_run_data(workdir, exp)
   if jax.process_count() > 1:  # the others open checkpoints only once host 0 has set the workdir up
     multihost_utils.sync_global_devices("stjax.train.loop: workdir ready")
   steps_per_epoch, total_steps, eval_every = schedule_of(config, len(bundle.splits["train"]))

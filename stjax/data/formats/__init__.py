@@ -2,7 +2,8 @@
 
 `read_series(path, **options) -> Dataset`:
   - `*.h5`: DCRNN pandas HDFStore frame (`key=`, `name=`, `channel=`).
-  - a folder with `{train,val,test}.npz`, or one of those files: ST-LLM split folder (`name=`, `channel=`).
+  - a folder with `{train,val,test}.npz`, or one of those files: ST-LLM split folder (`name=`, `channel=`);
+    an `.npz` with `x` and `y` but no such siblings: that split's windows alone.
   - `*.npz` with `data`: ST-SSL / PEMS0X arrays (`step_minutes=`, `start=`, `channels=`, `tod_channel=`, `name=`).
   - `*.csv`: node columns, with a `date` column or with `step_minutes=` and `start=` (`name=`, `channel=`).
 `read_graph(path, num_nodes=None, node_ids=None) -> [N, N] float32`:
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from stjax.data.formats.csv import read_edge_csv, read_matrix_csv, read_node_csv
 from stjax.data.formats.dcrnn_h5 import read_dcrnn_h5
 from stjax.data.formats.npz import load_npz, read_adj_npz, read_data_npz
 from stjax.data.formats.safe_pickle import read_adj_pkl, safe_load
-from stjax.data.formats.stllm import is_stllm_folder, read_stllm_folder
+from stjax.data.formats.stllm import is_stllm_folder, read_stllm_folder, read_stllm_split
 from stjax.errors import UserError
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
   "read_data_npz",
   "read_adj_npz",
   "read_stllm_folder",
+  "read_stllm_split",
+  "series_reader",
   "read_node_csv",
   "read_matrix_csv",
   "read_edge_csv",
@@ -84,18 +87,31 @@ def kind_of(path: str | pathlib.Path) -> str:
 
 def read_series(path: str | pathlib.Path, **options) -> Dataset:
   """Reads a series file (see the module docstring for formats and options) into a Dataset."""
+  reader, where = series_reader(path)
+  return reader(where, **options)
+
+
+def series_reader(path: str | pathlib.Path, whole_folder: bool = True) -> tuple[Callable, pathlib.Path]:
+  """(reader function, the path to give it) for a series file; its options are keyword arguments.
+
+  `whole_folder`: an ST-LLM `{train,val,test}.npz` inside a complete split folder reads the whole
+  folder; False reads that file's windows alone (as does such a file without its siblings).
+  """
   path = _existing(path)
   suffix = path.suffix.lower()
   if path.is_dir():
-    return read_stllm_folder(path, **options)
+    return read_stllm_folder, path
   if suffix == ".h5":
-    return read_dcrnn_h5(path, **options)
+    return read_dcrnn_h5, path
   if suffix == ".npz":
-    if path.stem in ("train", "val", "test") and is_stllm_folder(path.parent):
-      return read_stllm_folder(path.parent, **options)
-    return read_data_npz(path, **options)
+    if whole_folder and path.stem in ("train", "val", "test") and is_stllm_folder(path.parent):
+      return read_stllm_folder, path.parent
+    keys = set(_npz_keys(path))
+    if "data" not in keys and {"x", "y"} <= keys:
+      return read_stllm_split, path
+    return read_data_npz, path
   if suffix == ".csv":
-    return read_node_csv(path, **options)
+    return read_node_csv, path
   raise UserError(f"{path}: unknown series format '{suffix or path.name}' (expected {SERIES_HELP})")
 
 

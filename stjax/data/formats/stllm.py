@@ -96,18 +96,30 @@ def read_stllm_folder(path: str | pathlib.Path, name: str | None = None, channel
     values = _join(values, part.values, first.input_len + first.output_len - 1, "values", file, prev)
     tod = _join(tod, part.tod, first.input_len - 1, "time of day", file, prev)
     dow = _join(dow, part.dow, first.input_len - 1, "day of week", file, prev)
-  # The last T_out steps have values (from y) but no x calendar: continue the calendar.
+  return _dataset(values, tod, dow, first.output_len, files[0], name or path.name, channel)
+
+
+def read_stllm_split(path: str | pathlib.Path, name: str | None = None, channel: str = "value") -> Dataset:
+  """One `{train,val,test}.npz` file alone -> Dataset [S + T_in + T_out - 1, N, 1] of its windows."""
+  path = paths.readable_file(path)
+  part = _read_split(path)
+  return _dataset(part.values, part.tod, part.dow, part.output_len, path, name or path.stem, channel)
+
+
+def _dataset(values, tod, dow, output_len: int, where, name: str, channel: str) -> Dataset:
+  """The series with its calendar; the last T_out steps have values (from y) but no x calendar:
+  the calendar is continued over them."""
   step = np.median(np.mod(np.diff(tod.astype(np.float64)), 1.0))
   if not step > 0:
-    raise UserError(f"{files[0]}: cannot infer the step length from the time-of-day channel")
+    raise UserError(f"{where}: cannot infer the step length from the time-of-day channel")
   steps_per_day = int(round(1.0 / step))
-  pos = np.round(tod[-1] * steps_per_day) + np.arange(1, first.output_len + 1)
+  pos = np.round(tod[-1] * steps_per_day) + np.arange(1, output_len + 1)
   tod = np.concatenate([tod, (pos % steps_per_day) / steps_per_day])
   dow = np.concatenate([dow, (dow[-1] + pos // steps_per_day) % 7])
   if np.any((dow < 0) | (dow > 6) | (dow != np.round(dow))):
-    raise UserError(f"{files[0]}: x channel 2 (day of week) must hold integers 0..6")
+    raise UserError(f"{where}: x channel 2 (day of week) must hold integers 0..6")
   return Dataset(
-    name=name or path.name,
+    name=name,
     values=values[:, :, None].astype(np.float32),
     channels=(channel,),
     step_minutes=24 * 60 / steps_per_day,
