@@ -131,6 +131,7 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
   checkpoint.prepare_workdir(wd, _cfg())  # same config: resume is allowed
   (wd / "checkpoints" / "last" / "10").mkdir(parents=True)  # a run with a checkpoint claims the workdir
   (wd / "metrics.jsonl").write_text("{}\n")
+  (wd / "predictions.png").write_bytes(b"old plot")
   with pytest.raises(UserError, match=r"config\.train\.lr differ.*--config.overwrite=True") as e:
     checkpoint.prepare_workdir(wd, _cfg(lr=0.2))
   assert "\n" not in str(e.value)
@@ -139,6 +140,7 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
   over.overwrite = True
   checkpoint.prepare_workdir(wd, over)
   assert not (wd / "checkpoints").exists() and not (wd / "metrics.jsonl").exists()
+  assert not (wd / "predictions.png").exists()  # no stale plot of the replaced run
   assert json.loads((wd / "config.json").read_text())["train"]["lr"] == 0.2
 
 
@@ -160,3 +162,28 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     assert path.stat().st_mode & 0o777 == 0o640 and path.read_text() == "new\n"
   finally:
     os.umask(old_umask)
+
+
+def test_reconcile_best_with_the_step_resumed_from(tmp_path, rng):
+  """checkpoints/best made to agree with the bookkeeping of the step a run resumes from."""
+  from stjax.train import resume
+
+  mesh = _mesh()
+  said = []
+  ck = checkpoint.Checkpoints(tmp_path)
+  states = {s: _state(rng, mesh, s) for s in (10, 15, 20)}
+  ck.save_best(10, states[10], {"step": 10, "val": {"mae": 3.0}})
+  ck.save_best(20, states[20], {"step": 20, "val": {"mae": 2.0}})
+  # Resumed at 15 (e.g. last/20 was unreadable): best/20 belongs to steps that will be redone.
+  assert resume.reconcile_best(ck, 15, states[15], 10, 3.0, said.append) == (10, 3.0)
+  assert ck.best_steps() == [10] and said == [
+    "checkpoint: removed best step 20, made after step 15 which the run resumes from"
+  ]
+  # Killed between last/15 and best/15: best/15 is saved again from the restored state.
+  assert resume.reconcile_best(ck, 15, states[15], 15, 2.5, said.append) == (15, 2.5)
+  assert ck.best_steps() == [10, 15]
+  _equal(ck.restore_best(checkpoint.abstract_like(states[15]))[0], states[15])
+  # The named best is gone and older than the resume step: the newest kept one, with its own MAE.
+  ck.delete_best(15)
+  assert resume.reconcile_best(ck, 15, states[15], 12, 2.7, said.append) == (10, 3.0)
+  assert said[-1] == "checkpoint: best step 12 is gone; continuing from best step 10"

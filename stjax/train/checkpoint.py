@@ -183,11 +183,23 @@ def _late_callback(e: BaseException | None) -> bool:
   return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
 
 
+class _DropOrbaxOrphanTasks(logging.Filter):
+  """asyncio's 'Task exception was never retrieved' for orbax's own write/read tasks."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (
+      message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message
+    )
+
+
 def _ignore_late_callbacks() -> None:
-  """When an orbax save or restore fails, tensorstore still completes the other reads and writes
-  of that call and posts them to orbax's event loop, closed by then; Python prints each failed post
-  as a RuntimeError('Event loop is closed') traceback (dozens, from tensorstore's threads, through
-  sys.excepthook or sys.unraisablehook). Those, and only those, are dropped (installed once)."""
+  """When an orbax save or restore fails, its other tensorstore reads and writes still complete
+  afterwards: they post to orbax's event loop, closed by then (RuntimeError('Event loop is
+  closed'), through sys.excepthook or sys.unraisablehook), and their failed asyncio tasks are
+  logged as 'Task exception was never retrieved' when collected: dozens of tracebacks about the
+  one failure the caller already reports in one line. Those, and only those, are dropped (the
+  hooks and the filter are installed once per process)."""
   if getattr(sys.excepthook, "stjax_drops_late_callbacks", False):
     return
   previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
@@ -202,6 +214,7 @@ def _ignore_late_callbacks() -> None:
 
   excepthook.stjax_drops_late_callbacks = True
   sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+  logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanTasks())
 
 
 def abstract_like(tree) -> Any:
