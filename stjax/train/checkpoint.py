@@ -18,9 +18,7 @@ restart repairs a missing best from `last` (stjax/train/resume.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import pathlib
 import shutil
@@ -33,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from stjax.errors import UserError
 from stjax.kernels import default_kernel_config
+from stjax.train.orbax_quiet import quiet_orbax
 from stjax.train.safe_write import atomic_write_text, reason, user_errors
 
 # Config fields that may change between a run and its restart (dotted paths under `config`): they
@@ -155,68 +154,6 @@ def prepare_workdir(workdir: str | os.PathLike, config) -> pathlib.Path:
   return workdir
 
 
-class _DropOrbaxLogs(logging.Filter):
-  """Drops orbax's own logs: tracebacks from its writer threads (the failure reaches the caller
-  as an exception, which becomes one line) and its notes on read-only managers."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return f"{os.sep}orbax{os.sep}" not in record.pathname
-
-
-@contextlib.contextmanager
-def _quiet_orbax():
-  """Orbax logs off for a save or restore, unless INFO logs were asked for (--verbosity=0)."""
-  _ignore_late_callbacks()
-  absl_logger = logging.getLogger("absl")
-  if absl_logger.getEffectiveLevel() <= logging.INFO:
-    yield
-    return
-  drop = _DropOrbaxLogs()
-  absl_logger.addFilter(drop)
-  try:
-    yield
-  finally:
-    absl_logger.removeFilter(drop)
-
-
-def _late_callback(e: BaseException | None) -> bool:
-  return isinstance(e, RuntimeError) and str(e) == "Event loop is closed"
-
-
-class _DropOrbaxOrphanTasks(logging.Filter):
-  """asyncio's 'Task exception was never retrieved' for orbax's own write/read tasks."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    message = record.getMessage()
-    return not (
-      message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message
-    )
-
-
-def _ignore_late_callbacks() -> None:
-  """When an orbax save or restore fails, its other tensorstore reads and writes still complete
-  afterwards: they post to orbax's event loop, closed by then (RuntimeError('Event loop is
-  closed'), through sys.excepthook or sys.unraisablehook), and their failed asyncio tasks are
-  logged as 'Task exception was never retrieved' when collected: dozens of tracebacks about the
-  one failure the caller already reports in one line. Those, and only those, are dropped (the
-  hooks and the filter are installed once per process)."""
-  if getattr(sys.excepthook, "stjax_drops_late_callbacks", False):
-    return
-  previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
-
-  def excepthook(kind, value, traceback) -> None:
-    if not _late_callback(value):
-      previous_excepthook(kind, value, traceback)
-
-  def unraisablehook(unraisable) -> None:
-    if not _late_callback(unraisable.exc_value):
-      previous_unraisablehook(unraisable)
-
-  excepthook.stjax_drops_late_callbacks = True
-  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
-  logging.getLogger("asyncio").addFilter(_DropOrbaxOrphanTasks())
-
-
 def abstract_like(tree) -> Any:
   """ShapeDtypeStructs (with shardings) of a tree of arrays: an orbax restore target."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
@@ -254,7 +191,7 @@ class Checkpoints:
         enable_async_checkpointing=False,
       )
 
-    with user_errors(root, "create the checkpoints folder"), _quiet_orbax():
+    with user_errors(root, "create the checkpoints folder"), quiet_orbax():
       self._last = ocp.CheckpointManager(
         root / "last", options=options(max(1, keep)), item_names=("state", "data", "meta")
       )
@@ -286,7 +223,7 @@ class Checkpoints:
 
   def _save(self, manager, step: int, args) -> None:
     try:
-      with _quiet_orbax():
+      with quiet_orbax():
         if step in manager.all_steps():  # from an interrupted run that is now redoing this step
           manager.delete(step)
         manager.save(step, args=args, force=True)
@@ -344,7 +281,7 @@ class Checkpoints:
 
   def _read(self, manager, step: int, args) -> Any:
     try:
-      with _quiet_orbax():
+      with quiet_orbax():
         return manager.restore(step, args=args)
     except Exception as e:  # whatever a truncated/missing file raises (ValueError, OSError, ...)
       raise DamagedCheckpoint(manager.directory / str(step), reason(e)) from None
