@@ -89,7 +89,11 @@ def test_failed_save_keeps_last_good_checkpoint(tmp_path, rng, monkeypatch):
   with pytest.raises(UserError) as e:
     ck.save(6, _state(rng, mesh, 6), {"i": 6}, {"m": 6})
   msg = str(e.value)
-  assert "\n" not in msg and "No space left on device" in msg and "step 5) is intact" in msg
+  assert (
+    "\n" not in msg
+    and "No space left on device" in msg
+    and msg.endswith("can resume from " + str(ck.root / "last" / "5"))
+  )
   assert calls["n"] >= 1
   monkeypatch.undo()
   # keep=1, yet the failed save deleted nothing: step 5 restores bit-exact, also after a restart.
@@ -98,6 +102,21 @@ def test_failed_save_keeps_last_good_checkpoint(tmp_path, rng, monkeypatch):
   restored, data_state, meta = restarted.restore(checkpoint.abstract_like(good))
   _equal(restored, good)
   assert data_state == {"i": 5} and meta == {"m": 5}
+
+
+def test_saving_an_existing_step_replaces_it(tmp_path, rng):
+  """A step on disk from an interrupted run (e.g. best/S saved, then killed before last/S) is
+  replaced when the run redoes that step (was: StepAlreadyExistsError on every restart)."""
+  mesh = _mesh()
+  ck = checkpoint.Checkpoints(tmp_path)
+  old, new = _state(rng, mesh, 12), _state(rng, mesh, 12)
+  ck.save_best(12, old, {"step": 12, "run": "interrupted"})
+  ck.close()
+  again = checkpoint.Checkpoints(tmp_path)
+  again.save_best(12, new, {"step": 12, "run": "redone"})
+  state, meta = again.restore_best(checkpoint.abstract_like(new))
+  _equal(state, new)
+  assert meta["run"] == "redone" and again.best_steps() == [12]
 
 
 def _cfg(lr=0.1):
@@ -110,8 +129,9 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
   checkpoint.prepare_workdir(wd, _cfg())
   assert json.loads((wd / "config.json").read_text())["train"] == {"lr": 0.1, "hw": [1, 2]}
   checkpoint.prepare_workdir(wd, _cfg())  # same config: resume is allowed
-  (wd / "checkpoints").mkdir()
+  (wd / "checkpoints" / "last" / "10").mkdir(parents=True)  # a run with a checkpoint claims the workdir
   (wd / "metrics.jsonl").write_text("{}\n")
+  (wd / "predictions.png").write_bytes(b"old plot")
   with pytest.raises(UserError, match=r"config\.train\.lr differ.*--config.overwrite=True") as e:
     checkpoint.prepare_workdir(wd, _cfg(lr=0.2))
   assert "\n" not in str(e.value)
@@ -120,6 +140,7 @@ def test_prepare_workdir_refuses_a_different_config(tmp_path):
   over.overwrite = True
   checkpoint.prepare_workdir(wd, over)
   assert not (wd / "checkpoints").exists() and not (wd / "metrics.jsonl").exists()
+  assert not (wd / "predictions.png").exists()  # no stale plot of the replaced run
   assert json.loads((wd / "config.json").read_text())["train"]["lr"] == 0.2
 
 
@@ -131,6 +152,38 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     raise OSError(errno.ENOSPC, "No space left on device")
 
   monkeypatch.setattr(os, "fsync", boom)
-  with pytest.raises(OSError):
+  with pytest.raises(UserError, match=r"results\.json: cannot write \(No space left on device\)$"):
     checkpoint.atomic_write_text(path, "new" * 1000)
   assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+  monkeypatch.undo()
+  old_umask = os.umask(0o027)
+  try:  # the usual permissions (0666 minus the umask), not mkstemp's 0600
+    checkpoint.atomic_write_text(path, "new\n")
+    assert path.stat().st_mode & 0o777 == 0o640 and path.read_text() == "new\n"
+  finally:
+    os.umask(old_umask)
+
+
+def test_reconcile_best_with_the_step_resumed_from(tmp_path, rng):
+  """checkpoints/best made to agree with the bookkeeping of the step a run resumes from."""
+  from stjax.train import resume
+
+  mesh = _mesh()
+  said = []
+  ck = checkpoint.Checkpoints(tmp_path)
+  states = {s: _state(rng, mesh, s) for s in (10, 15, 20)}
+  ck.save_best(10, states[10], {"step": 10, "val": {"mae": 3.0}})
+  ck.save_best(20, states[20], {"step": 20, "val": {"mae": 2.0}})
+  # Resumed at 15 (e.g. last/20 was unreadable): best/20 belongs to steps that will be redone.
+  assert resume.reconcile_best(ck, 15, states[15], 10, 3.0, said.append) == (10, 3.0)
+  assert ck.best_steps() == [10] and said == [
+    "checkpoint: removed best step 20, made after step 15 which the run resumes from"
+  ]
+  # Killed between last/15 and best/15: best/15 is saved again from the restored state.
+  assert resume.reconcile_best(ck, 15, states[15], 15, 2.5, said.append) == (15, 2.5)
+  assert ck.best_steps() == [10, 15]
+  _equal(ck.restore_best(checkpoint.abstract_like(states[15]))[0], states[15])
+  # The named best is gone and older than the resume step: the newest kept one, with its own MAE.
+  ck.delete_best(15)
+  assert resume.reconcile_best(ck, 15, states[15], 12, 2.7, said.append) == (10, 3.0)
+  assert said[-1] == "checkpoint: best step 12 is gone; continuing from best step 10"

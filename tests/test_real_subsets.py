@@ -68,7 +68,12 @@ def test_reader_options_from_the_command_line(shared_data):
   assert bundle.dataset.values.shape == (7156, 170, 1) and not bundle.nonnegative  # not a registry name
   c.nonnegative = "yes"
   assert build_data(c).nonnegative
-  assert reader_options(c.reader) == {"step_minutes": 5, "start": "2016-08-07T03:40", "channels": ("flow",)}
+  assert reader_options(c) == {
+    "name": "mine",
+    "step_minutes": 5,
+    "start": "2016-08-07T03:40",
+    "channels": ("flow",),
+  }
   c.reader.tod_channel = "x"
   with pytest.raises(UserError, match="config.data.reader.tod_channel"):
     build_data(c)

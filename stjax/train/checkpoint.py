@@ -3,14 +3,17 @@
 Layout in the workdir:
 
   checkpoints/last/<step>/{state,data,meta}   every `checkpoint_every_steps` (keep last K)
-  checkpoints/best/<step>/{state,meta}        the step with the best validation MAE (keep 1)
+  checkpoints/best/<step>/{state,meta}        the step with the best validation MAE, and the one before
+  checkpoints/quarantine/<last|best>-<step>   steps never to resume from (unreadable, or diverged)
   config.json                                 the resolved config the checkpoints belong to
+  .lock                                       held by the run training in this workdir
 
 `state` is the whole `TrainState` (params, optimizer state, model state collections, step, RNG),
 `data` the training iterator position, `meta` the loop's bookkeeping (best validation so far,
 patience counter, wall time). Orbax writes each step into a temporary folder and renames it when
 complete, so a crash or a full disk mid-save leaves the previous checkpoints as they were; old
-steps are deleted only after a newer one is complete.
+steps are deleted only after a newer one is complete. The loop saves `last` before `best`, and a
+restart repairs a missing best from `last` (stjax/train/resume.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
+import sys
 from typing import Any
 
 import jax
@@ -28,24 +31,49 @@ import orbax.checkpoint as ocp
 
 from stjax.errors import UserError
 from stjax.kernels import default_kernel_config
+from stjax.train.orbax_quiet import quiet_orbax
+from stjax.train.safe_write import atomic_write_text, reason, user_errors
 
-# Config fields that may change between a run and its restart without refusing to resume.
-_RESUMABLE_FIELDS = ("overwrite", "kernels")  # may differ on resume (kernels: same maths)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` via a temporary file in the same folder and a rename."""
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
+# Config fields that may change between a run and its restart (dotted paths under `config`): they
+# change neither the shapes of the saved state nor what its numbers mean. Everything else (model,
+# data, seed, batch size, optimizer kind, betas, weight decay, clipping, trainability, mesh) is
+# part of the run's identity and refused, since the saved state was made under it.
+_RESUMABLE_FIELDS = (
+  "overwrite",
+  "kernels",  # implementations of the same maths
+  # The learning-rate schedule: a function of the step count kept in the optimizer state.
+  "optim.learning_rate",
+  "optim.schedule",
+  "optim.warmup_steps",
+  "optim.min_lr_ratio",
+  "optim.milestones",
+  "optim.decay_factor",
+  # Length and cadence of the run (the data order does not depend on them).
+  "train.max_steps",
+  "train.num_epochs",
+  "train.eval_every_steps",
+  "train.checkpoint_every_steps",
+  "train.keep_checkpoints",
+  "train.log_every_steps",
+  "train.patience",
+  "train.progress_bar",
+  "train.plot_nodes",
+  "train.plot_node_ids",
+  "data.nonnegative",  # clips forecasts at evaluation only
+)
+# What a run writes into its workdir besides config.json (removed by --config.overwrite=True).
+RUN_OUTPUTS = (
+  "checkpoints",
+  "metrics.jsonl",
+  "tensorboard",
+  "results.json",
+  "results.md",
+  "predictions.png",
+  "training_curves.png",
+  "run.json",  # the run's data facts (stjax.data.run_data), rewritten at the start of a run
+  "scaler.npz",
+  "graph.npz",
+)
 
 
 def config_to_dict(config) -> dict[str, Any]:
@@ -62,11 +90,39 @@ def _diff(a: Any, b: Any, prefix: str = "config") -> list[str]:
   return [] if a == b else [prefix]
 
 
+def _resumable(path: str) -> bool:
+  return any(path == f"config.{f}" or path.startswith(f"config.{f}.") for f in _RESUMABLE_FIELDS)
+
+
+def _value_at(tree: dict, path: str) -> Any:
+  for k in path.split(".")[1:]:
+    tree = tree.get(k, "<missing>") if isinstance(tree, dict) else "<missing>"
+  return tree
+
+
+def has_checkpoint(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir` holds a completed checkpoint of checkpoints/last (a run to resume)."""
+  last = pathlib.Path(workdir) / "checkpoints" / "last"
+  return last.is_dir() and any(p.name.isdigit() for p in last.iterdir())
+
+
+def _remove_outputs(workdir: pathlib.Path) -> None:
+  for name in RUN_OUTPUTS:
+    p = workdir / name
+    with user_errors(p, "remove it"):
+      if p.is_dir():
+        shutil.rmtree(p)
+      elif p.exists():
+        p.unlink()
+
+
 def prepare_workdir(workdir: str | os.PathLike, config) -> pathlib.Path:
   """Creates the workdir or checks that it belongs to this config; writes config.json.
 
-  A workdir that holds a run of a different config is refused unless `config.overwrite`, in which
-  case that run's outputs and checkpoints are removed first. Returns the workdir path.
+  A workdir whose checkpoints were made under a different config is refused (naming the fields)
+  unless `config.overwrite`, in which case that run's outputs and checkpoints are removed first;
+  fields in `_RESUMABLE_FIELDS` may differ (one line lists the changes). A workdir without a
+  checkpoint claims nothing: its outputs are replaced. Returns the workdir path.
   """
   workdir = pathlib.Path(workdir)
   new = config_to_dict(config)
@@ -76,26 +132,29 @@ def prepare_workdir(workdir: str | os.PathLike, config) -> pathlib.Path:
       old = json.loads(old_path.read_text())
     except json.JSONDecodeError as e:
       raise UserError(f"{old_path}: not valid JSON ({e}); use a new --workdir") from None
-    for k in _RESUMABLE_FIELDS:
-      old.pop(k, None)
-    differ = _diff(old, {k: v for k, v in new.items() if k not in _RESUMABLE_FIELDS})
-    if differ:
+    differ = _diff(old, new)
+    fixed = [p for p in differ if not _resumable(p)]
+    if fixed and has_checkpoint(workdir):
       if not config.get("overwrite", False):
-        shown = ", ".join(differ[:5]) + (f" (+{len(differ) - 5} more)" if len(differ) > 5 else "")
+        shown = ", ".join(fixed[:5]) + (f" (+{len(fixed) - 5} more)" if len(fixed) > 5 else "")
         raise UserError(
           f"--workdir {workdir} holds a run of a different config ({shown} differ); "
           "use a new --workdir or pass --config.overwrite=True to replace it"
         )
-      for name in ("checkpoints", "metrics.jsonl", "results.json", "results.md", "tensorboard", "plots"):
-        p = workdir / name
-        if p.is_dir():
-          shutil.rmtree(p)
-        elif p.exists():
-          p.unlink()
-  try:
+      _remove_outputs(workdir)
+    elif fixed:  # a run that never saved a checkpoint (e.g. it failed during setup)
+      print(
+        f"stjax: warning: --workdir {workdir}: replacing a run of another config that saved no checkpoint",
+        file=sys.stderr,
+      )
+      _remove_outputs(workdir)
+    else:
+      changed = [p for p in differ if p not in ("config.overwrite",) and not p.startswith("config.kernels")]
+      if changed and has_checkpoint(workdir):
+        shown = ", ".join(f"{p} ({_value_at(old, p)} -> {_value_at(new, p)})" for p in changed)
+        print(f"Resuming with changed {shown}", flush=True)
+  with user_errors(workdir, "create it"):
     workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"--workdir {workdir}: cannot create it ({e.strerror})") from None
   atomic_write_text(old_path, json.dumps(new, indent=2, sort_keys=True) + "\n")
   return workdir
 
@@ -105,8 +164,22 @@ def abstract_like(tree) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+class DamagedCheckpoint(UserError):
+  """A checkpoint step that cannot be read back (a truncated or missing file, bad JSON)."""
+
+  def __init__(self, path: pathlib.Path, why: str):
+    self.path, self.why = path, why
+    super().__init__(f"checkpoint: {path} cannot be read ({why})")
+
+
 class Checkpoints:
-  """The last-K and best checkpoints of one workdir."""
+  """The last-K and best checkpoints of one workdir.
+
+  Saves are idempotent: a step already on disk (left by an interrupted run) is replaced. A failed
+  save (full disk, read-only folder) removes its temporary folder and raises one line naming the
+  checkpoint the run can resume from. `best` keeps the best step and the one before it, so a
+  resume that falls back one checkpoint still finds the best its bookkeeping names.
+  """
 
   def __init__(self, workdir: str | os.PathLike, keep: int = 3, read_only: bool = False):
     root = pathlib.Path(workdir).resolve() / "checkpoints"
@@ -123,10 +196,11 @@ class Checkpoints:
         enable_async_checkpointing=False,
       )
 
-    self._last = ocp.CheckpointManager(
-      root / "last", options=options(max(1, keep)), item_names=("state", "data", "meta")
-    )
-    self._best = ocp.CheckpointManager(root / "best", options=options(1), item_names=("state", "meta"))
+    with user_errors(root, "create the checkpoints folder"), quiet_orbax():
+      self._last = ocp.CheckpointManager(
+        root / "last", options=options(max(1, keep)), item_names=("state", "data", "meta")
+      )
+      self._best = ocp.CheckpointManager(root / "best", options=options(2), item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
     return self._last.latest_step()
@@ -137,6 +211,9 @@ class Checkpoints:
   def all_steps(self) -> list[int]:
     return list(self._last.all_steps())
 
+  def best_steps(self) -> list[int]:
+    return list(self._best.all_steps())
+
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
     """Saves `state` + iterator position + loop bookkeeping as checkpoint `step` (blocking)."""
     args = ocp.args.Composite(
@@ -145,52 +222,96 @@ class Checkpoints:
     self._save(self._last, step, args)
 
   def save_best(self, step: int, state, meta: dict) -> None:
-    """Replaces the best checkpoint with `state` at `step` (the old one goes once this is done)."""
+    """Saves the best checkpoint `state` at `step` (older best steps go once this one is complete)."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     self._save(self._best, step, args)
 
   def _save(self, manager, step: int, args) -> None:
-    last_good = manager.latest_step()
     try:
-      manager.save(step, args=args, force=True)
-      manager.wait_until_finished()
-    except OSError as e:
+      with quiet_orbax():
+        if step in manager.all_steps():  # from an interrupted run that is now redoing this step
+          manager.delete(step)
+        manager.save(step, args=args, force=True)
+        manager.wait_until_finished()
+    except (OSError, ValueError) as e:  # tensorstore reports a full disk as ValueError
+      for tmp in manager.directory.glob("*.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+      manager.reload()
+      resume = self._last.latest_step()
       kept = (
-        f"the last good checkpoint (step {last_good}) is intact"
-        if last_good is not None
-        else "no earlier checkpoint exists"
+        f"the run can resume from {self.root / 'last' / str(resume)}"
+        if resume is not None
+        else "no checkpoint to resume from was saved yet"
       )
       raise UserError(
-        f"checkpoint: saving step {step} under {manager.directory} failed ({e.strerror or e}); {kept}"
+        f"checkpoint: saving step {step} under {manager.directory} failed ({reason(e)}); {kept}"
       ) from None
 
   def restore(self, abstract_state, step: int | None = None) -> tuple[Any, dict, dict]:
-    """(state, data_state, meta) of checkpoint `step` (default latest), placed like `abstract_state`."""
+    """(state, data_state, meta) of checkpoint `step` (default latest), placed like `abstract_state`.
+    DamagedCheckpoint if it cannot be read."""
     step = self._last.latest_step() if step is None else step
     if step is None:
       raise UserError(f"checkpoint: no checkpoint under {self.root / 'last'}")
-    out = self._last.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore(),
-      ),
+    args = ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()
     )
+    out = self._read(self._last, step, args)
     return out["state"], out["data"], out["meta"]
 
   def restore_best(self, abstract_state) -> tuple[Any, dict]:
-    """(state, meta) of the best checkpoint."""
-    step = self._best.latest_step()
-    if step is None:
+    """(state, meta) of the newest readable best checkpoint; a damaged newer one is skipped with
+    one line on stderr saying which and why."""
+    steps = sorted(self._best.all_steps(), reverse=True)
+    if not steps:
       raise UserError(
         f"checkpoint: no best checkpoint under {self.root / 'best'} (did the run reach its first validation?)"
       )
-    out = self._best.restore(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
-    )
-    return out["state"], out["meta"]
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    damaged = []
+    for step in steps:
+      try:
+        out = self._read(self._best, step, args)
+      except DamagedCheckpoint as e:
+        damaged.append(e)
+        continue
+      for e in damaged:
+        print(f"stjax: warning: {e}; using best step {step} instead", file=sys.stderr, flush=True)
+      return out["state"], out["meta"]
+    raise UserError("; ".join(str(e) for e in damaged))
+
+  def best_meta(self, step: int) -> dict:
+    """The `meta` item of best checkpoint `step` (DamagedCheckpoint if unreadable)."""
+    return self._read(self._best, step, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def _read(self, manager, step: int, args) -> Any:
+    try:
+      with quiet_orbax():
+        return manager.restore(step, args=args)
+    except Exception as e:  # whatever a truncated/missing file raises (ValueError, OSError, ...)
+      raise DamagedCheckpoint(manager.directory / str(step), reason(e)) from None
+
+  def delete_best(self, step: int) -> None:
+    self._best.delete(step)
+
+  def quarantine(self, kind: str, step: int) -> pathlib.Path:
+    """Moves checkpoint `kind` ("last" or "best") `step` to checkpoints/quarantine/<kind>-<step>
+    (kept for inspection, never resumed from); returns where it went."""
+    manager = self._last if kind == "last" else self._best
+    target = self.root / "quarantine" / f"{kind}-{step}"
+    n = 1
+    while target.exists():
+      target, n = self.root / "quarantine" / f"{kind}-{step}.{n}", n + 1
+    if jax.process_index() == 0:
+      with user_errors(target, "move a checkpoint there"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (manager.directory / str(step)).rename(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"stjax.checkpoint: quarantined {kind} {step}")
+    manager.reload()
+    return target
 
   def close(self) -> None:
     self._last.close()

@@ -6,13 +6,15 @@ r"""The command line of `python -m stjax.train --config=configs/X.py[:variant]` 
 Any config field can be overridden with `--config.a.b=value`; unknown fields are refused. Without
 --workdir a new timestamped folder under runs/ is used. Re-running the same command in the same
 workdir resumes from its last checkpoint; a different config there is refused unless
-`--config.overwrite=True`. Outputs: docs/training.md.
+`--config.overwrite=True`. SIGTERM or Ctrl-C saves a checkpoint at the next step boundary and exits
+with 128 + the signal (143 / 130). Outputs and failures: docs/training.md.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -31,8 +33,6 @@ def default_workdir(config_path: str) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with config errors (bad file, unknown or mistyped override) as one line."""
-  import sys
-
   from stjax.errors import UserError
 
   try:
@@ -67,12 +67,17 @@ def main(argv) -> None:
 
     from stjax.errors import UserError
     from stjax.train.loop import train_and_evaluate
+    from stjax.train.signals import TrainingStopped
 
     if not _WORKDIR.value and jax.process_count() > 1:
       raise UserError("--workdir: required when training on several hosts (all must use the same)")
 
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
-    train_and_evaluate(_CONFIG.value, workdir)
+    try:
+      train_and_evaluate(_CONFIG.value, workdir)
+    except TrainingStopped as e:  # SIGTERM (preemption) or Ctrl-C: saved, resumable
+      print(f"stjax: {e}", file=sys.stderr, flush=True)
+      sys.exit(e.exit_code)  # 128 + signal: 143 for SIGTERM, 130 for SIGINT
     print(f"Outputs in {workdir}", flush=True)
 
   run()

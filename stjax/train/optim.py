@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -288,9 +289,18 @@ def make_schedule(cfg, steps_per_epoch: int | None = None, total_steps: int | No
   if cfg.schedule == "warmup_cosine":
     if not total_steps:
       raise ValueError("make_schedule: warmup_cosine needs total_steps")
-    return optax.warmup_cosine_decay_schedule(
-      0.0, lr, int(cfg.warmup_steps), max(int(total_steps), 1), end_value=lr * float(cfg.min_lr_ratio)
-    )
+    total, warmup = max(int(total_steps), 1), int(cfg.warmup_steps)
+    if warmup < 0:
+      raise UserError(f"config.optim.warmup_steps: must be >= 0, got {warmup}")
+    if warmup >= total:  # e.g. a short smoke run of a long config: keep one step of decay
+      print(
+        f"stjax: note: config.optim.warmup_steps: {warmup} warmup steps do not fit the run's {total} "
+        f"steps; warming up over {total - 1}",
+        file=sys.stderr,
+        flush=True,
+      )
+      warmup = total - 1
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total, end_value=lr * float(cfg.min_lr_ratio))
   if cfg.schedule == "multistep":
     if not steps_per_epoch:
       raise ValueError("make_schedule: multistep needs steps_per_epoch")

@@ -11,8 +11,7 @@ from stjax import baselines, distributed
 from stjax.errors import UserError
 from stjax.metrics import null_mask
 from stjax.tables import markdown_table, metric_value
-from stjax.train import checkpoint as ckpt_lib
-from stjax.train import optim
+from stjax.train import jsonl, optim, safe_write
 from stjax.train.evaluation import evaluate_split
 from stjax.train.experiment import Experiment
 
@@ -40,8 +39,8 @@ def finalize(exp: Experiment, checkpoints, workdir: pathlib.Path, *, steps: int,
   table = results_table(results, exp.bundle.protocol)
   if distributed.is_main_process():
     print(table, flush=True)
-    ckpt_lib.atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
-    ckpt_lib.atomic_write_text(workdir / "results.md", results_markdown(results, exp, table))
+    safe_write.atomic_write_text(workdir / "results.json", json.dumps(results, indent=2) + "\n")
+    safe_write.atomic_write_text(workdir / "results.md", results_markdown(results, exp, table))
     _plots(workdir, trace, nodes, exp.bundle.protocol.null_rule)
   return results
 
@@ -125,13 +124,11 @@ def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...], nu
     axes[0, 0].legend(loc="upper right")
     axes[-1, 0].set_xlabel("test window")
     fig.tight_layout()
-    fig.savefig(workdir / "predictions.png", dpi=100)
-    plt.close(fig)
-  records = (
-    [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    if (workdir / "metrics.jsonl").exists()
-    else []
-  )
+    try:
+      safe_write.atomic_save_figure(fig, workdir / "predictions.png", dpi=100)
+    finally:
+      plt.close(fig)
+  records = jsonl.read(workdir / "metrics.jsonl")
   if records:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([r["step"] for r in records], [r["train_loss"] for r in records], label="train loss")
@@ -140,4 +137,7 @@ def _plots(workdir: pathlib.Path, trace: dict | None, nodes: tuple[int, ...], nu
     ax.set_xlabel("step")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(workdir / "training_curves.png", dpi=100)
+    try:
+      safe_write.atomic_save_figure(fig, workdir / "training_curves.png", dpi=100)
+    finally:
+      plt.close(fig)
