@@ -239,6 +239,30 @@ def test_temporal_stream_is_bert_on_prototypes_of_its_word_table(source, tiny_be
   assert not grads["embeddings/word_embeddings/embedding"].any()
 
 
+def test_pfa_policy_knows_bert_blocks(tiny_bert):
+  """pfa(1) on a 2-layer BERT: the last layer's attention trains, the first's does not, the
+  feed-forward projections and the word table never, LayerNorms, positions, token types and
+  everything outside the LM do; pfa(3) is one line."""
+  config = tiny_config(tiny_bert[2], lora_rank=0)
+  model, _, batch, _ = _build(config)
+  inputs = {k: batch[k] for k in ("x", "tod", "dow")}
+  params = nn.meta.unbox(jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, inputs)))[
+    "params"
+  ]
+  mask = _flat(optim.trainable_mask(params, "pfa(1)"))
+  frozen = {k for k, v in mask.items() if not v}
+  attention = ("attention/self/query", "attention/self/key", "attention/self/value", "attention/output/dense")
+  want = {"llm/embeddings/word_embeddings/embedding"}
+  want |= {f"llm/layer_0/{p}/{leaf}" for p in attention for leaf in ("kernel", "bias")}
+  want |= {f"llm/layer_{i}/{p}/{leaf}" for i in range(2) for p in ADAPTED[4:] for leaf in ("kernel", "bias")}
+  assert frozen == want
+  assert mask["llm/layer_1/attention/self/query/kernel"] and mask["llm/layer_0/output/LayerNorm/scale"]
+  assert mask["llm/embeddings/position_embeddings/embedding"]
+  with pytest.raises(UserError) as e:
+    optim.trainable_mask(params, "pfa(3)")
+  assert_one_line(e, "pfa(3) needs at least 3 LLM blocks, the model has 2")
+
+
 XLA_NODES_BUG = (
   "XLA SPMD (jax 0.10.2): with fsdp x nodes x tensor and the temporal head's kernel split by size, "
   "the patch-embedding kernel gradient is all-reduced over all 8 devices (4x); see "
