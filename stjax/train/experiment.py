@@ -80,11 +80,13 @@ def with_resolved_kernels(config, mesh) -> ml_collections.ConfigDict:
   return config
 
 
-def build_experiment(config) -> Experiment:
+def build_experiment(config, devices=None) -> Experiment:
   """Data, model, mesh, optimizer and the sharded state initialiser for `config`. The
-  experiment's config is `config` with its kernel choices resolved (`with_resolved_kernels`)."""
+  experiment's config is `config` with its kernel choices resolved (`with_resolved_kernels`).
+  `devices`: the mesh's devices (default all of this cluster's; `stjax.perf.compile_only` passes
+  compile-only TPU devices, so kernels resolve for TPU and the step compiles for it)."""
   validate_config(config)
-  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
+  mesh, rules = sharding.make_mesh(config.mesh, devices), sharding.logical_rules(config.mesh)
   config = with_resolved_kernels(config, mesh)
   # --- data ---
   bundle = build_data(config.data)
@@ -129,6 +131,7 @@ def build_experiment(config) -> Experiment:
 
   def init_fn():
     params, model_state = split_variables(nn.meta.unbox(init_variables(params_rng)))
+    params = optim.store_frozen(params, trainable, config.train.frozen_dtype)
     return TrainState(
       step=jnp.int32(0), params=params, opt_state=tx.init(params), model_state=model_state, rng=dropout_rng
     )
@@ -138,7 +141,7 @@ def build_experiment(config) -> Experiment:
   def init_state():
     with _Context(mesh, rules):
       state = jit_init()
-      return _load_pretrained(config, state, tx, state_shardings)
+      return _load_pretrained(config, state, tx, state_shardings, trainable)
 
   abstract_state = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(init_fn), state_shardings
@@ -149,12 +152,14 @@ def build_experiment(config) -> Experiment:
   )
 
 
-def _load_pretrained(config, state: TrainState, tx, shardings: TrainState) -> TrainState:
-  """Merges pretrained language-model weights into params["llm"] when the model config asks,
-  then re-initialises the optimizer state from the merged params (lookahead keeps a copy)."""
+def _load_pretrained(config, state: TrainState, tx, shardings: TrainState, trainable) -> TrainState:
+  """Merges pretrained language-model weights into params["llm"] when the model config asks (frozen
+  ones stored in `config.train.frozen_dtype`), then re-initialises the optimizer state from the
+  merged params (lookahead keeps a copy)."""
   if not config.model.get("pretrained", ""):
     return state
   params = pretrained.merge_pretrained(config.model, jax.device_get(state.params))
+  params = optim.store_frozen(params, trainable, config.train.frozen_dtype)
   params = jax.device_put(params, shardings.params)
   opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
   return state.replace(params=params, opt_state=opt_state)
