@@ -389,6 +389,8 @@ def _main(argv) -> None:
         note = f"{config.data.name} (real data)"
       devices = hbm = None
       if target is None:
+        if config.kernels.get("attention", "auto") == "auto":
+          config.kernels.attention = "xla"  # GPU's auto may be cuDNN, which XLA CPU cannot compile
         accelerator = resolve_kernels(config.kernels, backend="gpu", num_devices=jax.device_count())
         config.kernels = ml_collections.ConfigDict(dataclasses.asdict(accelerator))  # as on the target
         note += f"; kernels as on an accelerator ({', '.join(f'{k}={v}' for k, v in config.kernels.items())})"

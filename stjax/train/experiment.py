@@ -73,7 +73,13 @@ def with_resolved_kernels(config, mesh) -> ml_collections.ConfigDict:
   """A copy of `config` whose `kernels` section holds the choices `auto` resolves to on `mesh`
   (its devices' platform and size): what the run executes, as its config.json records."""
   devices = mesh.devices.flat
-  kernels = resolve_kernels(config.get("kernels"), backend=devices[0].platform, num_devices=mesh.size)
+  kernels = resolve_kernels(
+    config.get("kernels"),
+    backend=devices[0].platform,
+    num_devices=mesh.size,
+    attention_dropout=float(config.model.get("attention_dropout", 0.0)),
+    dtype=config.model.get("dtype", "float32"),
+  )
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.kernels = ml_collections.ConfigDict(dataclasses.asdict(kernels))

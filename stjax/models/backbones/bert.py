@@ -258,6 +258,7 @@ class BertSelfAttention(LoRAProjections):
       dropout_rng=rng,
       mask=mask,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
     return o.reshape(b, s, -1)
 

@@ -231,6 +231,7 @@ class GPT2Attention(LoRAProjections):
       deterministic=deterministic,
       dropout_rng=rng,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
 
   def out(self, o: jax.Array, *, deterministic: bool) -> jax.Array:

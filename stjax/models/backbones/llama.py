@@ -331,6 +331,7 @@ class LlamaAttention(_LlamaProjections):
       deterministic=deterministic,
       dropout_rng=rng,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
 
   def out(self, o: jax.Array) -> jax.Array:
