@@ -26,13 +26,14 @@ OUT = ROOT / "docs" / "scaling_tpu.json"
 BF16 = ("--config.train.compute_dtype=bfloat16", "--config.model.dtype=bfloat16")
 FROZEN = ("--config.train.frozen_dtype=bfloat16",)
 REMAT = ("--config.model.remat=block",)
-SPLASH = ("--config.kernels.attention=splash",)
+XLA = ("--config.kernels.attention=xla",)  # the "before" attention (dense, blockwise above 64 MiB)
 LEVERS = {
-  "none": (),
-  "bf16": BF16,
-  "bf16+frozen": BF16 + FROZEN,
-  "bf16+frozen+remat": BF16 + FROZEN + REMAT,
-  "all+splash": BF16 + FROZEN + REMAT + SPLASH,
+  "none": XLA,
+  "bf16": BF16 + XLA,
+  "bf16+frozen": BF16 + FROZEN + XLA,
+  "bf16+frozen+remat": BF16 + FROZEN + REMAT + XLA,
+  # auto attention: splash on TPU unless the model has attention dropout (STH-SepNet, ST-LLM: xla)
+  "all": BF16 + FROZEN + REMAT,
 }
 PAPER = {  # config file, paper batch
   "st_link_metrla": ("configs/st_link_metrla.py", 64),
@@ -62,12 +63,13 @@ def cells(kind: str) -> list[tuple[str, list[str]]]:
   )
   large = ("--nodes=8600", "--config.mesh.nodes=8", "--config.mesh.data=1")
   targets = [
-    cell("target/st_link_pemsbay/v5e-1/b64/all+splash", pemsbay, "v5e-1", 64, "all+splash"),
+    cell("target/st_link_pemsbay/v5e-1/b64/all", pemsbay, "v5e-1", 64, "all"),
     cell("target/st_link_pemsbay/v5e-1/b64/bf16+frozen+remat", pemsbay, "v5e-1", 64, "bf16+frozen+remat"),
     cell("target/sth_sepnet_pems03/v5e-1/b32/none", sth03, "v5e-1", 32, "none"),
     cell("target/sth_sepnet_pems03/v5e-1/b32/bf16+frozen+remat", sth03, "v5e-1", 32, "bf16+frozen+remat"),
     cell("target/sth_sepnet_metrla/v5e-1/b32/none", sthmetr, "v5e-1", 32, "none"),
-    cell("target/st_link_largest/v5e-8/nodes8/b16/all+splash", pemsbay, "v5e-8", 16, "all+splash", *large),
+    cell("target/sth_sepnet_metrla/v5e-1/b32/bf16+frozen+remat", sthmetr, "v5e-1", 32, "bf16+frozen+remat"),
+    cell("target/st_link_largest/v5e-8/nodes8/b16/all", pemsbay, "v5e-8", 16, "all", *large),
     cell(
       "target/st_link_largest/v5e-8/nodes8/b16/bf16+frozen+remat",
       pemsbay,
@@ -83,9 +85,9 @@ def cells(kind: str) -> list[tuple[str, list[str]]]:
   table = []
   for name, (config, batch) in PAPER.items():
     for tpu in TPUS:
-      for levers in ("none", "all+splash"):
+      for levers in ("none", "all"):
         table.append(cell(f"table/{name}/{tpu}/{levers}", config, tpu, batch, levers, max_batch=True))
-  for levers in ("none", "all+splash"):
+  for levers in ("none", "all"):
     for name in ("st_link_pemsbay", "sth_sepnet_pems03"):
       config = PAPER[name][0]
       table.append(
@@ -96,11 +98,34 @@ def cells(kind: str) -> list[tuple[str, list[str]]]:
   return table
 
 
+def markdown(records: list[dict]) -> str:
+  """The measured cells: HBM per chip, verdict, largest batch, FLOPs, compile wall time."""
+  gib = lambda n: "?" if n is None else f"{n / 2**30:.2f}"  # noqa: E731
+  rows = [
+    "| cell | chip x mesh | kernels (attention, experts) | levers | batch | HBM / chip (GiB) | of | fits | largest batch | model FLOPs / step | compile |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in records:
+    lv = r["levers"]
+    levers = ", ".join(f"{k}={v}" for k, v in lv.items() if v not in ("float32", "none")) or "none"
+    mesh = "x".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1"
+    largest = r.get("max_batch")
+    largest = "-" if largest is None else f"{largest} ({r['max_batch_first_failure'] or 'limit'} fails)"
+    approx = "" if r.get("memory_per_device") else " (compiler refused: temps + state)"
+    rows.append(
+      f"| {r['label']} | {r['target']}, {mesh} | {r['kernels']['attention']}, {r['kernels']['experts']} | {levers} | "
+      f"{r['batch_size']} | {gib(r['hbm_per_device_bytes'])}{approx} | {gib(r['hbm_capacity_bytes'])} | "
+      f"{'yes' if r['fits'] else 'NO'} | {largest} | {r.get('flops_per_step', float('nan')):.3g} | {r['wall_s']:.0f} s |"
+    )
+  return "\n".join(rows)
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cells", choices=("targets", "table"), default="targets")
   parser.add_argument("--only", default="", help="run only labels containing this text")
   parser.add_argument("--list", action="store_true", help="print the cells and their commands")
+  parser.add_argument("--table", action="store_true", help="print the measured cells as a markdown table")
   parser.add_argument("--timeout", type=int, default=7200, help="seconds per cell")
   parser.add_argument(
     "--out", type=pathlib.Path, default=OUT, help="the JSON file (default docs/scaling_tpu.json)"
@@ -108,6 +133,9 @@ def main() -> int:
   args = parser.parse_args()
   out_file = args.out
   todo = [(label, a) for label, a in cells(args.cells) if args.only in label]
+  if args.table:
+    print(markdown(json.loads(out_file.read_text()) if out_file.exists() else []))
+    return 0
   if args.list:
     for label, a in todo:
       print(f"{label}\n  python -m stjax.compile_only {' '.join(a)}")

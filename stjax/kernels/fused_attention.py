@@ -41,12 +41,12 @@ def splash_block(length: int) -> int:
   return next(b for b in _BLOCKS if _round_up(length, b) <= 1.1 * tight)
 
 
-def _axis_sizes() -> dict[str, int]:
+def axis_sizes() -> dict[str, int]:
   mesh = jax.sharding.get_abstract_mesh()
   return {} if mesh.empty else dict(zip(mesh.axis_names, mesh.axis_sizes))
 
 
-def _dividing(axes, size: int, sizes: Mapping[str, int]):
+def dividing_axes(axes, size: int, sizes: Mapping[str, int]):
   """`axes` (a mesh axis name, tuple of names or None) if the mesh splits `size` evenly over them
   (axes of size 1 dropped), else None (that dimension stays whole in the shard_map)."""
   names = tuple(a for a in ((axes,) if isinstance(axes, str) else tuple(axes or ())) if sizes.get(a, 1) > 1)
@@ -71,17 +71,17 @@ def splash_attention(
   "kv_heads"} (from the logical axis rules, `attend`); None or no mesh: one device.
   interpret: run the Pallas kernel in the interpreter (any backend; `config.kernels.pallas`).
   """
-  sizes = _axis_sizes()
+  sizes = axis_sizes()
   if not partition or not sizes or math.prod(sizes.values()) == 1:
     with jax.named_scope(SPLASH_SCOPE):
       return _splash_local(q, k, v, causal, interpret)
   P = jax.sharding.PartitionSpec
   b, q_len, heads, _ = q.shape
   kv_heads = k.shape[2]
-  batch = _dividing(partition.get("batch"), b, sizes)
-  seq = _dividing(partition.get("seq"), q_len, sizes)
-  head_axes = _dividing(partition.get("heads"), heads, sizes)
-  kv_axes = _dividing(partition.get("kv_heads", partition.get("heads")), kv_heads, sizes)
+  batch = dividing_axes(partition.get("batch"), b, sizes)
+  seq = dividing_axes(partition.get("seq"), q_len, sizes)
+  head_axes = dividing_axes(partition.get("heads"), heads, sizes)
+  kv_axes = dividing_axes(partition.get("kv_heads", partition.get("heads")), kv_heads, sizes)
   if head_axes != kv_axes:  # query heads of one K/V head must stay on its device
     head_axes = kv_axes = None
   if causal and seq is not None:

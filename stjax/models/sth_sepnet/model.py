@@ -178,6 +178,7 @@ _LLM_FIELDS = (
   "n_head",
   "attention_dropout",
   "dtype",
+  "remat",
   "pretrained",
 )
 _NOT_MODULE_FIELDS = ("name",) + _LLM_FIELDS
