@@ -16,7 +16,7 @@ import pytest
 from helpers import TINY_ST_LINK, load_config
 
 from stjax.errors import UserError
-from stjax.perf import compile_only, tpu
+from stjax.perf import compile_only, sizing, tpu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = TINY_ST_LINK  # the tiny ST-LINK experiment
@@ -71,7 +71,7 @@ def test_standin_has_the_registry_shape():
   from stjax.data import build_data
 
   config = load_config(ROOT / "configs" / "st_link_pemsbay.py")
-  note = compile_only.standin_data(config)
+  note = sizing.standin_data(config)
   assert "pems-bay" in note and "325 nodes" in note
   bundle = build_data(config.data)
   assert (bundle.spec.num_nodes, bundle.spec.input_len, bundle.spec.output_len) == (325, 12, 12)
@@ -118,16 +118,16 @@ def test_out_of_memory_messages_and_batch_bisection():
     calls.append(b)
     return b <= 100
 
-  assert compile_only.largest_batch(fits, 64, 8) == (96, 104)  # multiples of 8
-  assert compile_only.largest_batch(lambda b: b <= 20, 64, 4) == (20, 24)
-  assert compile_only.largest_batch(lambda b: False, 64, 8) == (0, 8)
+  assert sizing.largest_batch(fits, 64, 8) == (96, 104)  # multiples of 8
+  assert sizing.largest_batch(lambda b: b <= 20, 64, 4) == (20, 24)
+  assert sizing.largest_batch(lambda b: False, 64, 8) == (0, 8)
 
 
 def test_model_flops_count_every_sample():
   """The FLOP count (a CPU lowering with dense attention, no compile) grows with the batch."""
   config = load_config(CONFIG)
-  compile_only.standin_data(config)
-  small, large = compile_only.model_flops(config, 8), compile_only.model_flops(config, 16)
+  sizing.standin_data(config)
+  small, large = sizing.model_flops(config, 8), sizing.model_flops(config, 16)
   assert 1.9 < large / small < 2.0  # per-sample work plus a little batch-independent work
 
 

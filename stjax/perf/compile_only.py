@@ -123,68 +123,18 @@ def _reexec(count: int, on_tpu: bool) -> None:
   os.execve(sys.executable, [sys.executable, "-m", "stjax.compile_only"] + sys.argv[1:], env)
 
 
-def standin_data(config, nodes: int | None = None, rows: int | None = None) -> str:
-  """Replaces a registry dataset by synthetic values of its shape (in place); returns a note.
-  `nodes`: another node count (e.g. LargeST-California's 8600); `rows`: the largest batch the
-  stand-in must hold (default the configured batch sizes)."""
-  from stjax.data import registry, windows
-  from stjax.errors import UserError
-
-  d = config.data
-  if nodes is not None and nodes < 1:
-    raise UserError(f"--nodes: must be >= 1, got {nodes}")
-  if d.name == "synthetic":
-    if nodes:
-      d.synthetic.num_nodes = nodes
-    return f"synthetic ({d.synthetic.num_nodes} nodes{'' if nodes else ', as configured'})"
-  info = registry.get(d.name)
-  num_nodes = nodes or info.nodes
-  protocol = d.protocol or info.protocol
-  steps_per_day = int(round(24 * 60 / info.step_minutes))
-  rows = max(rows or 0, config.train.batch_size, config.train.eval_batch_size or 0)
-  fresh = windows.default_data_config()
-  fresh.name, fresh.protocol = "synthetic", protocol
-  fresh.input_len, fresh.output_len = d.input_len, d.output_len
-  fresh.synthetic.update(
-    num_nodes=num_nodes,
-    step_minutes=info.step_minutes,
-    missing_rate=0.0,
-    num_steps=2 * steps_per_day + 4 * rows + 200,
-  )
-  with config.unlocked():
-    config.data = fresh
-  size = f"{num_nodes} nodes ({info.nodes} in {info.name})" if nodes else f"{num_nodes} nodes"
-  return (
-    f"stand-in for {info.name}: {size}, {info.step_minutes:g}-min steps, {protocol} "
-    "protocol, 1 channel (synthetic values; no file read)"
-  )
-
-
-def _abstract_batch(exp, batch_size: int) -> dict:
-  import jax
-
-  from stjax.data.windows import TRAIN_KEYS
-
-  example = exp.bundle.splits["train"].batch([0])
-  shardings = exp.batch_shardings
-  return {
-    k: jax.ShapeDtypeStruct((batch_size,) + example[k].shape[1:], example[k].dtype, sharding=shardings[k])
-    for k in TRAIN_KEYS
-  }
-
-
 def analyse(config, note: str = "", devices=None, hbm_bytes: int | None = None, flops: bool = True) -> dict:
   """Compiles the train step of `config` over `devices` (default: this process's, the simulated
   CPU path); returns the report dict. `hbm_bytes`: one device's memory (TPU), which decides `fits`;
   an out-of-memory refusal of the compiler is `fits: false`, not an error."""
   import jax
 
-  from stjax.perf import bench, tpu
+  from stjax.perf import bench, sizing, tpu
   from stjax.train.experiment import build_experiment
 
   exp = build_experiment(config, devices)
   b = config.train.batch_size
-  batch = _abstract_batch(exp, b)
+  batch = sizing.abstract_batch(exp, b)
   params = exp.abstract_state.params
   report = {
     "config_model": config.model.name,
@@ -195,13 +145,13 @@ def analyse(config, note: str = "", devices=None, hbm_bytes: int | None = None, 
     "mesh": {k: int(v) for k, v in exp.mesh.shape.items()},
     "kernels": dict(exp.config.kernels),
     "compute_dtype": config.train.compute_dtype,
-    "levers": levers_of(exp.config),
+    "levers": sizing.levers_of(exp.config),
     "batch_size": b,
     "batch_x": list(batch["x"].shape),
     "params": sum(int(x.size) for x in jax.tree.leaves(params)),
-    "param_bytes_per_device": _shard_bytes(params),
-    "state_bytes_per_device": _shard_bytes(exp.abstract_state),
-    "batch_bytes_per_device": _shard_bytes(batch),
+    "param_bytes_per_device": sizing.shard_bytes(params),
+    "state_bytes_per_device": sizing.shard_bytes(exp.abstract_state),
+    "batch_bytes_per_device": sizing.shard_bytes(batch),
     "hbm_capacity_bytes": hbm_bytes,
   }
   try:
@@ -236,77 +186,9 @@ def analyse(config, note: str = "", devices=None, hbm_bytes: int | None = None, 
   if hbm_bytes is not None and report["hbm_per_device_bytes"] is not None:
     report["headroom_bytes"] = hbm_bytes - report["hbm_per_device_bytes"]
   if flops:
-    report["flops_per_step"] = model_flops(exp.config, b)
+    report["flops_per_step"] = sizing.model_flops(exp.config, b)
     report["flops_per_device"] = report["flops_per_step"] / report["devices"]
   return report
-
-
-def model_flops(config, batch_size: int) -> float:
-  """FLOPs of one global train step: the step built for ONE CPU device with dense-score attention and
-  dense experts, lowered (not compiled) and costed by XLA (see the module docstring)."""
-  import jax
-
-  from stjax.train.experiment import build_experiment
-  from stjax.train.step import compile_train_step
-
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for axis in ("data", "fsdp", "nodes", "tensor"):
-      config.mesh[axis] = 1
-    config.kernels.update(attention="xla_dense", experts="dense", leading_sum="xla")
-  exp = build_experiment(config, [jax.devices("cpu")[0]])
-  batch = _abstract_batch(exp, batch_size)
-  with exp.context():
-    cost = compile_train_step(exp).lower(exp.abstract_state, batch).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"]) if cost and "flops" in cost else float("nan")
-
-
-def levers_of(config) -> dict:
-  """The memory levers a config sets (docs/scaling.md)."""
-  return {
-    "compute_dtype": config.train.compute_dtype,
-    "model_dtype": config.model.get("dtype", "float32"),
-    "frozen_dtype": config.train.get("frozen_dtype", "float32"),
-    "remat": config.model.get("remat", "none"),
-  }
-
-
-def largest_batch(fits, start: int, multiple: int, limit: int = 1 << 16) -> tuple[int, int | None]:
-  """(largest batch b that fits, smallest tried that does not or None) over multiples of `multiple`,
-  by doubling/halving from `start` then bisecting; `fits(b) -> bool` compiles. 0 if none fits."""
-  start = max(multiple, start // multiple * multiple)
-  lo, hi = 0, None
-  b = start
-  while True:  # bracket
-    if fits(b):
-      lo = b
-      if b * 2 > limit:
-        return lo, None
-      b *= 2
-      if hi is not None and b >= hi:
-        break
-    else:
-      hi = b
-      if lo or b == multiple:
-        break
-      b = max(multiple, b // 2 // multiple * multiple)
-  while hi is not None and hi - lo > multiple:  # bisect
-    mid = (lo + hi) // 2 // multiple * multiple
-    if mid <= lo:
-      break
-    if fits(mid):
-      lo = mid
-    else:
-      hi = mid
-  return lo, hi
-
-
-def _shard_bytes(tree) -> int:
-  """Bytes one device holds of a tree of ShapeDtypeStructs with shardings."""
-  import jax
-
-  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def format_report(r: dict) -> str:
@@ -362,7 +244,7 @@ def _main(argv) -> None:
 
   from stjax.errors import UserError, cli_entry
   from stjax.kernels import resolve_kernels
-  from stjax.perf import tpu
+  from stjax.perf import sizing, tpu
   from stjax.sharding import MESH_AXES
   from stjax.train import cli as train_cli
 
@@ -382,7 +264,7 @@ def _main(argv) -> None:
           config.mesh[axis] = sizes.get(axis, 1)
       rows = 1 << 12 if FLAGS.max_batch else None
       if FLAGS.data == "standin":
-        note = standin_data(config, FLAGS.nodes, rows)
+        note = sizing.standin_data(config, FLAGS.nodes, rows)
       elif FLAGS.nodes:
         raise UserError("--nodes: only with --data=standin (the real data has its own nodes)")
       else:
@@ -411,7 +293,7 @@ def _main(argv) -> None:
           print(f"  batch {b}: {'fits' if tried[b] else 'does not fit'}", flush=True)
         return tried[b]
 
-      report["max_batch"], report["max_batch_first_failure"] = largest_batch(
+      report["max_batch"], report["max_batch_first_failure"] = sizing.largest_batch(
         fits, config.train.batch_size, shards, limit=rows
       )
       report["max_batch_compiles"] = len(tried)
