@@ -51,6 +51,19 @@ def test_remat_trains_like_no_remat(remat):
   assert exp.config.model.remat == remat
 
 
+def test_sth_sepnet_remat_of_llm_blocks_and_spatial_layers():
+  """STH-SepNet: remat covers the GPT-2 blocks and the spatial layers (whose edge gathers dominate
+  its memory); parameter names and training losses are unchanged."""
+  from test_kernels import _tiny_sth_sepnet
+
+  base, exp0, _, _ = _train(_tiny_sth_sepnet())
+  config = _tiny_sth_sepnet()
+  config.model.remat = "full"
+  losses, exp1, _, _ = _train(config)
+  assert jax.tree.structure(exp1.abstract_state.params) == jax.tree.structure(exp0.abstract_state.params)
+  np.testing.assert_allclose(losses, base, rtol=1e-6)
+
+
 def test_bert_remat_gradients_equal():
   """BERT layers under remat: the same outputs and parameter gradients as without (dropout on,
   same key: the recomputed forward draws the same masks)."""

@@ -25,7 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.n_head = 12  # GPT-2 heads
   c.attention_dropout = 0.1  # dropout on GPT-2 attention probabilities
   c.dtype = "float32"  # GPT-2 compute dtype: "float32" | "bfloat16"
-  c.remat = "none"  # LLM blocks rematerialised in the backward: none | block (keep matmul outputs) |
+  c.remat = "none"  # LLM blocks and spatial layers rematerialised in the backward: none | block (keep matmul outputs) |
   # full (keep only block inputs) | a jax.checkpoint_policies name; a memory lever (docs/scaling.md).
   c.lora_rank = 4  # LoRA rank on attention and MLP projections (0 = none)
   c.lora_alpha = 4.0  # LoRA scale alpha / rank (4 / 4 = 1)

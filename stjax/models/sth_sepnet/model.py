@@ -80,6 +80,7 @@ class STHSepNetConfig:
   fusion_hidden: int
   calendar_dim: int
   node_input_dim: int
+  remat: str = "none"  # LLM blocks and spatial layers rematerialised (backbones.decoder.remat_policy)
 
 
 class STHSepNet(nn.Module):
@@ -178,7 +179,6 @@ _LLM_FIELDS = (
   "n_head",
   "attention_dropout",
   "dtype",
-  "remat",
   "pretrained",
 )
 _NOT_MODULE_FIELDS = ("name",) + _LLM_FIELDS
