@@ -26,6 +26,7 @@ OUT = ROOT / "docs" / "scaling_tpu.json"
 BF16 = ("--config.train.compute_dtype=bfloat16", "--config.model.dtype=bfloat16")
 FROZEN = ("--config.train.frozen_dtype=bfloat16",)
 REMAT = ("--config.model.remat=block",)
+REMAT_FULL = ("--config.model.remat=full",)
 XLA = ("--config.kernels.attention=xla",)  # the "before" attention (dense, blockwise above 64 MiB)
 LEVERS = {
   "none": XLA,
@@ -34,6 +35,8 @@ LEVERS = {
   "bf16+frozen+remat": BF16 + FROZEN + REMAT + XLA,
   # auto attention: splash on TPU unless the model has attention dropout (STH-SepNet, ST-LLM: xla)
   "all": BF16 + FROZEN + REMAT,
+  "bf16+frozen+remat_full": BF16 + FROZEN + REMAT_FULL + XLA,
+  "all_full": BF16 + FROZEN + REMAT_FULL,
 }
 PAPER = {  # config file, paper batch
   "st_link_metrla": ("configs/st_link_metrla.py", 64),
@@ -79,20 +82,51 @@ def cells(kind: str) -> list[tuple[str, list[str]]]:
       *large,
     ),
     cell("target/st_link_pemsbay/v5e-1/b64/none", pemsbay, "v5e-1", 64, "none"),
+    cell(
+      "target/sth_sepnet_pems03/v5e-1/b32/bf16+frozen+remat_full",
+      sth03,
+      "v5e-1",
+      32,
+      "bf16+frozen+remat_full",
+    ),
+    cell("target/st_link_largest/v5e-8/nodes8/b16/all_full", pemsbay, "v5e-8", 16, "all_full", *large),
+    cell(
+      "target/sth_sepnet_metrla/v5e-1/b32/bf16+frozen+remat_full",
+      sthmetr,
+      "v5e-1",
+      32,
+      "bf16+frozen+remat_full",
+    ),
+    cell(
+      "target/st_link_largest/v5e-8/nodes8/b16/bf16+frozen+remat_full",
+      pemsbay,
+      "v5e-8",
+      16,
+      "bf16+frozen+remat_full",
+      *large,
+    ),
+    cell("target/st_link_pemsbay/v5e-1/max/all_full", pemsbay, "v5e-1", 64, "all_full", max_batch=True),
   ]
   if kind == "targets":
     return targets
-  table = []
+  table = []  # per config and chip: every lever added in turn at the paper batch, then --max_batch
   for name, (config, batch) in PAPER.items():
     for tpu in TPUS:
-      for levers in ("none", "all"):
-        table.append(cell(f"table/{name}/{tpu}/{levers}", config, tpu, batch, levers, max_batch=True))
-  for levers in ("none", "all"):
-    for name in ("st_link_pemsbay", "sth_sepnet_pems03"):
-      config = PAPER[name][0]
+      for levers in ("none", "bf16", "bf16+frozen", "bf16+frozen+remat", "all"):
+        table.append(cell(f"table/{name}/{tpu}/b{batch}/{levers}", config, tpu, batch, levers))
+      for levers in ("none", "all_full"):
+        table.append(cell(f"table/{name}/{tpu}/max/{levers}", config, tpu, batch, levers, max_batch=True))
+  for name in ("st_link_pemsbay", "sth_sepnet_pems03"):
+    for levers in ("none", "all_full"):
       table.append(
         cell(
-          f"table/{name}_largest/v5e-8/nodes8/{levers}", config, "v5e-8", 8, levers, *large, max_batch=True
+          f"table/{name}_largest/v5e-8/nodes8/max/{levers}",
+          PAPER[name][0],
+          "v5e-8",
+          8,
+          levers,
+          *large,
+          max_batch=True,
         )
       )
   return table
