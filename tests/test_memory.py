@@ -91,7 +91,7 @@ def test_dead_slots_are_reseeded_with_worst_served_queries(rng):
   np.testing.assert_array_equal(new["memory"]["idle_steps"], 0)
 
 
-@pytest.mark.parametrize("kernel", ["dense", "grouped"])
+@pytest.mark.parametrize("kernel", ["dense", "grouped", "ragged"])
 def test_expert_mixture_matches_numpy(rng, kernel):
   mix = ExpertMixture(num_experts=4, top_k=2, hidden=5, features=3, kernel=kernel, block_rows=4)
   z = jnp.asarray(rng.normal(size=(7, 6)), jnp.float32)
@@ -130,12 +130,14 @@ def test_min_rows_kernel_and_auto_resolution():
   assert resolve_kernels(auto, backend="tpu", num_devices=1).experts == "dense"
 
 
-def test_grouped_dispatch_gradients_equal_dense(rng):
-  """Grouped dispatch (blocks of 8 rows, padded runs, gather-transposes) = dense: outputs and all grads."""
+@pytest.mark.parametrize("other", ["grouped", "ragged"])
+def test_grouped_dispatch_gradients_equal_dense(rng, other):
+  """Grouped dispatch (blocks of 8 rows, padded runs, gather-transposes) and ragged dispatch
+  (jax.lax.ragged_dot over expert-sorted rows) = dense: outputs and all grads."""
   z = jnp.asarray(rng.normal(size=(3, 11, 10)), jnp.float32)
   cot = jnp.asarray(rng.normal(size=(3, 11, 6)), jnp.float32)
   results = []
-  for kernel in ("dense", "grouped"):
+  for kernel in ("dense", other):
     mix = ExpertMixture(num_experts=5, top_k=2, hidden=7, features=6, kernel=kernel, block_rows=8)
     params = mix.init(jax.random.key(0), z)["params"]
     params = (

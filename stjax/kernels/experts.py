@@ -4,6 +4,11 @@
   on accelerators).
 - `grouped_experts`: only the chosen (token, expert) pairs, in blocks of rows that each belong to
   one expert (about k/E of the dense FLOPs plus gathers; best on one CPU device).
+- `ragged_experts`: the chosen pairs sorted by expert and multiplied with `jax.lax.ragged_dot`
+  (k/E of the dense FLOPs, no padding rows). XLA's TPU compiler lowers ragged_dot to its native
+  grouped matmul (a `ragged-dot-metadata` call in the compiled HLO), so the Pallas megablox `gmm`
+  (which needs 128-multiple tiles) is not used. Under a mesh it runs in `shard_map` over the batch
+  axes, so each device sorts only its own rows (a global sort would be replicated).
 
 `uses_grouped(choice, ...)` turns a resolved `config.kernels.experts` choice into one of the two
 for a call's shapes (`min_rows`: grouped when it computes fewer rows than dense).
@@ -11,11 +16,15 @@ for a call's shapes (`min_rows`: grouped when it computes fewer rows than dense)
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-EXPERT_KERNELS = ("dense", "grouped", "min_rows")
+from stjax.kernels.fused_attention import axis_sizes, dividing_axes
+
+EXPERT_KERNELS = ("dense", "grouped", "min_rows", "ragged")
 
 
 def uses_grouped(choice: str, tokens: int, top_k: int, num_experts: int, block_rows: int) -> bool:
@@ -134,3 +143,38 @@ def _take_rows_bwd(res, dy):
 
 
 _take_rows.defvjp(_take_rows_fwd, _take_rows_bwd)
+
+
+def ragged_experts(z, top_i, gates, w1, b1, w2, b2, batch_axes=None):
+  """sum_k gates[..., k] * FFN_{top_i[..., k]}(z) over expert-sorted rows with `jax.lax.ragged_dot`.
+
+  Args:
+    z: [B, ..., dz]; top_i: [B, ..., k] int chosen experts; gates: [B, ..., k].
+    w1: [E, dz, H]; b1: [E, H]; w2: [E, H, F]; b2: [E, F].
+    batch_axes: mesh axes of the batch axis (the logical rule of "batch"); under a mesh that divides
+      B the call runs per device in `shard_map`, weights replicated (their gradients summed).
+  Returns: [B, ..., F].
+  """
+  sizes = axis_sizes()
+  axes = dividing_axes(batch_axes, z.shape[0], sizes) if sizes and math.prod(sizes.values()) > 1 else None
+  if axes is None:
+    return _ragged_local(z, top_i, gates, w1, b1, w2, b2)
+  spec, rep = jax.sharding.PartitionSpec(axes), jax.sharding.PartitionSpec()
+  return jax.shard_map(
+    _ragged_local, in_specs=(spec, spec, spec, rep, rep, rep, rep), out_specs=spec, check_vma=False
+  )(z, top_i, gates, w1, b1, w2, b2)
+
+
+def _ragged_local(z, top_i, gates, w1, b1, w2, b2):
+  lead, dz, k, e = z.shape[:-1], z.shape[-1], top_i.shape[-1], w1.shape[0]
+  flat_e = top_i.reshape(-1)  # pair p = token * k + j
+  order = jnp.argsort(flat_e, stable=True)  # pairs grouped by expert
+  token = order // k
+  sorted_e = flat_e[order]
+  group_sizes = jnp.bincount(flat_e, length=e).astype(jnp.int32)
+  xs = z.reshape(-1, dz)[token]  # [T k, dz]
+  hid = jax.nn.gelu(jax.lax.ragged_dot(xs, w1, group_sizes) + b1[sorted_e])
+  ys = jax.lax.ragged_dot(hid, w2, group_sizes) + b2[sorted_e]  # [T k, F]
+  weighted = ys * gates.reshape(-1)[order][:, None].astype(ys.dtype)
+  out = jnp.zeros((math.prod(lead), ys.shape[-1]), ys.dtype).at[token].add(weighted)
+  return out.reshape(*lead, -1)

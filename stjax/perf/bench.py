@@ -109,15 +109,18 @@ def dense_attention_step(exp: Any, *args) -> Any:
 def step_flops(compiled: Any, compile_dense: Callable[[], Any]) -> float | None:
   """Model FLOPs per device of a compiled step.
 
-  XLA's cost analysis counts a loop body once, so when the step runs the blockwise attention (a
-  scan over key blocks; its ops carry the named scope `BLOCKWISE_SCOPE`), `compile_dense()` (the
+  XLA's cost analysis counts a loop body once and nothing inside custom calls, so when the step
+  runs the blockwise attention (a scan over key blocks; its ops carry the named scope
+  `BLOCKWISE_SCOPE`) or a fused kernel (splash, cuDNN: their scopes), `compile_dense()` (the
   same step with dense-score attention, see `dense_attention_step`) is compiled only to be
   costed: the model's FLOPs, without the backward's recomputation of the probabilities (as MFU is
   usually defined).
   """
   from stjax.kernels.attention import BLOCKWISE_SCOPE
+  from stjax.kernels.fused_attention import CUDNN_SCOPE, SPLASH_SCOPE
 
-  if BLOCKWISE_SCOPE not in compiled.as_text():
+  text = compiled.as_text()
+  if not any(scope in text for scope in (BLOCKWISE_SCOPE, SPLASH_SCOPE, CUDNN_SCOPE)):
     return xla_flops(compiled)
   return xla_flops(compile_dense())
 

@@ -24,7 +24,10 @@ def default_train_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3  # how many of the latest checkpoints to keep.
   c.patience = 10  # stop after this many validations without a better val MAE; 0 = never stop.
   c.log_every_steps = 50  # write train scalars (metrics.jsonl, TensorBoard) every N steps.
-  c.compute_dtype = "float32"  # "float32" or "bfloat16" forward/backward (params stay float32).
+  c.compute_dtype = "float32"  # "float32" or "bfloat16" forward/backward (params stay float32); with
+  # config.model.dtype = "bfloat16" the LLM computes in bf16 too (bf16 end to end; loss and metrics float32).
+  c.frozen_dtype = "float32"  # "bfloat16": params the trainability mask freezes are STORED in bf16 (no
+  # float32 copy; they never change); a memory lever (docs/scaling.md). Trainable params stay float32.
   c.plot_nodes = 4  # how many nodes predictions.png shows: the busiest (largest mean training target).
   c.plot_node_ids = ()  # node indices to show instead, e.g. (0, 17); () = the busiest `plot_nodes`.
   c.progress_bar = True  # tqdm progress bar on process 0.
@@ -86,8 +89,9 @@ def validate_config(config) -> None:
           f"from stjax's default_{name}_config())"
         )
   t = config.train
-  if t.compute_dtype not in ("float32", "bfloat16"):
-    raise UserError(f"config.train.compute_dtype: {t.compute_dtype!r} is not float32 or bfloat16")
+  for field in ("compute_dtype", "frozen_dtype"):
+    if t[field] not in ("float32", "bfloat16"):
+      raise UserError(f"config.train.{field}: {t[field]!r} is not float32 or bfloat16")
   for field in ("batch_size", "num_epochs"):
     if t[field] <= 0:
       raise UserError(f"config.train.{field}: must be positive, got {t[field]}")

@@ -74,23 +74,31 @@ def with_resolved_kernels(config, mesh) -> ml_collections.ConfigDict:
   """A copy of `config` whose `kernels` section holds the choices `auto` resolves to on `mesh`
   (its devices' platform and size): what the run executes, as its config.json records."""
   devices = mesh.devices.flat
-  kernels = resolve_kernels(config.get("kernels"), backend=devices[0].platform, num_devices=mesh.size)
+  kernels = resolve_kernels(
+    config.get("kernels"),
+    backend=devices[0].platform,
+    num_devices=mesh.size,
+    attention_dropout=float(config.model.get("attention_dropout", 0.0)),
+    dtype=config.model.get("dtype", "float32"),
+  )
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.kernels = ml_collections.ConfigDict(dataclasses.asdict(kernels))
   return config
 
 
-def build_experiment(config, bundle=None, num_train_windows: int | None = None) -> Experiment:
+def build_experiment(config, bundle=None, num_train_windows: int | None = None, devices=None) -> Experiment:
   """Data, model, mesh, optimizer and the sharded state initialiser for `config`. The
   experiment's config is `config` with its kernel choices resolved (`with_resolved_kernels`).
 
   `bundle`: data to use instead of reading config.data (a run folder's stored scaler and protocol,
   see stjax.train.run_folder); it may lack a training split, and then `num_train_windows` (the
   count the run's schedule was built from) sizes the optimizer schedule.
+  `devices`: the mesh's devices (default all of this cluster's; `stjax.perf.compile_only` passes
+  compile-only TPU devices, so kernels resolve for TPU and the step compiles for it).
   """
   validate_config(config)
-  mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
+  mesh, rules = sharding.make_mesh(config.mesh, devices), sharding.logical_rules(config.mesh)
   config = with_resolved_kernels(config, mesh)
   # --- data ---
   bundle = build_data(config.data) if bundle is None else bundle
@@ -139,6 +147,7 @@ def build_experiment(config, bundle=None, num_train_windows: int | None = None) 
 
   def init_fn():
     params, model_state = split_variables(nn.meta.unbox(init_variables(params_rng)))
+    params = optim.store_frozen(params, trainable, config.train.frozen_dtype)
     return TrainState(
       step=jnp.int32(0), params=params, opt_state=tx.init(params), model_state=model_state, rng=dropout_rng
     )
@@ -148,7 +157,7 @@ def build_experiment(config, bundle=None, num_train_windows: int | None = None) 
   def init_state():
     with _Context(mesh, rules):
       state = jit_init()
-      return _load_pretrained(config, state, tx, state_shardings)
+      return _load_pretrained(config, state, tx, state_shardings, trainable)
 
   abstract_state = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), jax.eval_shape(init_fn), state_shardings
@@ -172,12 +181,14 @@ def _example(bundle) -> dict:
   }
 
 
-def _load_pretrained(config, state: TrainState, tx, shardings: TrainState) -> TrainState:
-  """Merges pretrained language-model weights into params["llm"] when the model config asks,
-  then re-initialises the optimizer state from the merged params (lookahead keeps a copy)."""
+def _load_pretrained(config, state: TrainState, tx, shardings: TrainState, trainable) -> TrainState:
+  """Merges pretrained language-model weights into params["llm"] when the model config asks (frozen
+  ones stored in `config.train.frozen_dtype`), then re-initialises the optimizer state from the
+  merged params (lookahead keeps a copy)."""
   if not config.model.get("pretrained", ""):
     return state
   params = pretrained.merge_pretrained(config.model, jax.device_get(state.params))
+  params = optim.store_frozen(params, trainable, config.train.frozen_dtype)
   params = jax.device_put(params, shardings.params)
   opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
   return state.replace(params=params, opt_state=opt_state)

@@ -163,6 +163,17 @@ def trainable_mask(params: Any, policy: Any) -> Any:
   return jax.tree_util.tree_map_with_path(by_rules, params)
 
 
+def store_frozen(params: Any, mask: Any, dtype: str) -> Any:
+  """params with the floating leaves that `mask` freezes cast to `dtype` (their storage dtype:
+  "bfloat16" halves them, and frozen leaves carry no optimizer state, so no float32 copy remains)."""
+  if dtype == "float32":
+    return params
+  target = jnp.dtype(dtype)
+  return jax.tree.map(
+    lambda p, t: p if t or not jnp.issubdtype(p.dtype, jnp.floating) else p.astype(target), params, mask
+  )
+
+
 def count_params(params: Any, mask: Any) -> tuple[int, int]:
   """(total, trainable) numbers of scalars."""
   sizes = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: int(x.size), params))

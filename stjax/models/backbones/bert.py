@@ -39,7 +39,13 @@ from stjax.kernels import Kernels
 from stjax.kernels.broadcast import over_leading
 from stjax.layers import attention
 from stjax.layers.dropout import Dropout
-from stjax.models.backbones.decoder import COMPUTE_DTYPES, ConfigMixin, LoRAProjections
+from stjax.models.backbones.decoder import (
+  COMPUTE_DTYPES,
+  ConfigMixin,
+  LoRAProjections,
+  remat_block,
+  remat_policy,
+)
 
 # Every projection of a BERT layer (regex over module paths; `output/dense` is both the attention
 # output and the FFN output projection).
@@ -66,9 +72,11 @@ class BertConfig(ConfigMixin):
   lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
   lora_targets: str = BERT_LORA_TARGETS  # regex over module paths, e.g. "self/query"
   kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention, leading sums
+  remat: str = "none"  # per-block rematerialisation: none | block | full | a jax.checkpoint_policies name
 
   def __post_init__(self):
     self._coerce_kernels()
+    remat_policy(self.remat)
     for name in (
       "vocab_size",
       "hidden_size",
@@ -250,6 +258,7 @@ class BertSelfAttention(LoRAProjections):
       dropout_rng=rng,
       mask=mask,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
     return o.reshape(b, s, -1)
 
@@ -308,7 +317,8 @@ class BertLayer(nn.Module):
     self.intermediate = BertIntermediate(self.config)
     self.output = BertOutput(self.config, in_axis="mlp")
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool = True) -> jax.Array:
+    """Positional arguments, so `remat_block` can mark `deterministic` static."""
     a = self.attention(x, mask, deterministic=deterministic)
     return self.output(self.intermediate(a), a, deterministic=deterministic)
 
@@ -332,7 +342,8 @@ class Bert(nn.Module):
           f"backbone bert: no pluggable parts ({name}); SE-Attention and MRFFN need gpt2 or llama"
         )
     self.embeddings = BertEmbeddings(self.config)
-    self.layer = [BertLayer(self.config) for _ in range(self.config.num_hidden_layers)]
+    layer_cls = remat_block(BertLayer, self.config.remat, deterministic_argnum=3)
+    self.layer = [layer_cls(self.config) for _ in range(self.config.num_hidden_layers)]
 
   def __call__(
     self,
@@ -371,5 +382,5 @@ class Bert(nn.Module):
         )
       mask = (jnp.asarray(attention_mask) != 0)[:, None, None, :]  # [batch, heads=1, q=1, k]
     for layer in self.layer:
-      x = layer(x, mask, deterministic=deterministic)
+      x = layer(x, mask, deterministic)
     return (x, jnp.zeros((), jnp.float32)) if return_aux else x

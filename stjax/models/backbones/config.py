@@ -61,6 +61,7 @@ def llm_config(
     causal=causal,
     dtype=mc.dtype,
     kernels=kernels,
+    remat=mc.get("remat", "none"),
   )
 
 
@@ -121,6 +122,7 @@ def backbone_config(
       lora_rank=0,
       lora_alpha=None,
       kernels=kernels,
+      remat=gpt2.remat,
     )
   return base.replace(
     num_hidden_layers=gpt2.n_layer,
@@ -130,6 +132,7 @@ def backbone_config(
     lora_rank=0,
     lora_alpha=None,
     kernels=kernels,
+    remat=gpt2.remat,
   )
 
 

@@ -14,13 +14,43 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stjax.errors import UserError
 from stjax.kernels import Kernels
 from stjax.layers.lora import LoRADense, lora_applies
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# `remat` of a backbone config: what each block keeps for the backward pass (the rest is recomputed).
+REMAT_NAMED = {
+  "block": "dots_with_no_batch_dims_saveable",  # outputs of the weight matmuls (q/k/v, MLP, projections)
+  "full": "nothing_saveable",  # only the block's input: the whole block is recomputed
+}
 
 # attention_factory / extra_ffn_factory of a trunk: block index -> (() -> module) | None
 BlockFactory = Callable[[int], Callable[[], nn.Module] | None]
+
+
+def remat_policy(name: str):
+  """`remat` -> (None for "none", else a `jax.checkpoint` policy): "block", "full", or the name of
+  any policy in `jax.checkpoint_policies` (e.g. "dots_saveable"). UserError naming the field otherwise."""
+  if name == "none":
+    return None
+  policy = getattr(jax.checkpoint_policies, REMAT_NAMED.get(name, name), None)
+  known = [n for n in dir(jax.checkpoint_policies) if n.endswith("saveable") and not n.startswith("save_")]
+  if policy is None or name.startswith("_") or (name not in REMAT_NAMED and name not in known):
+    raise UserError(
+      f"config.model.remat: {name!r} is not none, block, full or a jax.checkpoint_policies name ({', '.join(known)})"
+    )
+  return policy
+
+
+def remat_block(block_cls: type[nn.Module], name: str, deterministic_argnum: int = 2) -> type[nn.Module]:
+  """`block_cls` rematerialised per `remat_policy(name)` (unchanged for "none"); its call takes
+  `deterministic` positionally at `deterministic_argnum` (self = 0), static. Parameter names do not
+  change, so checkpoints and converted weights fit either way."""
+  policy = remat_policy(name)
+  if policy is None:
+    return block_cls
+  return nn.remat(block_cls, policy=policy, static_argnums=(deterministic_argnum,))
 
 
 class ConfigMixin:
@@ -99,9 +129,10 @@ class PreNormBlock(nn.Module):
     return self.extra_ffn_factory() if self.extra_ffn_factory else None
 
   def __call__(
-    self, x: jax.Array, *, deterministic: bool, attention_kwargs: Mapping[str, Any] | None = None
+    self, x: jax.Array, deterministic: bool = True, attention_kwargs: Mapping[str, Any] | None = None
   ) -> tuple[jax.Array, jax.Array]:
-    """x: [batch, seq, embed] -> (x [batch, seq, embed], aux_loss scalar float32)."""
+    """x: [batch, seq, embed] -> (x [batch, seq, embed], aux_loss scalar float32). Positional
+    arguments, so `remat_block` can mark `deterministic` static."""
     norm_1, attn, norm_2, mlp = self.parts()
     a = attn(norm_1(x), deterministic=deterministic, **dict(attention_kwargs or {}))
     x = x + a
@@ -133,7 +164,9 @@ class DecoderTrunk(nn.Module):
   extra_ffn_factory: BlockFactory | None = None
 
   def make_blocks(self, block_cls: type[nn.Module], num_blocks: int) -> list[nn.Module]:
-    """`num_blocks` blocks with their per-index factories (call in `setup`, assign to a field)."""
+    """`num_blocks` blocks with their per-index factories (call in `setup`, assign to a field),
+    rematerialised as `config.remat` asks."""
+    block_cls = remat_block(block_cls, self.config.remat)
     return [
       block_cls(
         self.config,
@@ -184,7 +217,7 @@ class DecoderTrunk(nn.Module):
     x = self.add_positions(x, deterministic=deterministic)
     aux = jnp.zeros((), jnp.float32)
     for block in blocks:
-      x, block_aux = block(x, deterministic=deterministic, attention_kwargs=attention_kwargs)
+      x, block_aux = block(x, deterministic, attention_kwargs)
       aux = aux + block_aux
     x = final_norm(x)
     return (x, aux) if return_aux else x

@@ -44,6 +44,7 @@ from stjax.models.backbones.decoder import (
   DecoderTrunk,
   LoRAProjections,
   PreNormBlock,
+  remat_policy,
 )
 
 # HF activation names that mean tanh-approximated GELU.
@@ -71,9 +72,11 @@ class GPT2Config(ConfigMixin):
   lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
   lora_targets: str = DEFAULT_LORA_TARGETS  # regex over module paths, e.g. "attn/c_attn"
   kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention, leading sums
+  remat: str = "none"  # per-block rematerialisation: none | block | full | a jax.checkpoint_policies name
 
   def __post_init__(self):
     self._coerce_kernels()
+    remat_policy(self.remat)
     if self.n_embd % self.n_head:
       raise UserError(f"GPT2Config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
     if self.dtype not in COMPUTE_DTYPES:
@@ -228,6 +231,7 @@ class GPT2Attention(LoRAProjections):
       deterministic=deterministic,
       dropout_rng=rng,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
 
   def out(self, o: jax.Array, *, deterministic: bool) -> jax.Array:

@@ -50,6 +50,7 @@ from stjax.models.backbones.decoder import (
   DecoderTrunk,
   LoRAProjections,
   PreNormBlock,
+  remat_policy,
 )
 
 # Every projection of a Llama block (regex over module paths).
@@ -84,9 +85,11 @@ class LlamaConfig(ConfigMixin):
   lora_alpha: float | None = None  # LoRA alpha (scale alpha/rank); None = rank (scale 1)
   lora_targets: str = LLAMA_LORA_TARGETS  # regex over module paths, e.g. "self_attn/q_proj"
   kernels: Kernels = Kernels()  # resolved kernel choices (stjax.kernels): attention
+  remat: str = "none"  # per-block rematerialisation: none | block | full | a jax.checkpoint_policies name
 
   def __post_init__(self):
     self._coerce_kernels()
+    remat_policy(self.remat)
     for name in (
       "vocab_size",
       "hidden_size",
@@ -328,6 +331,7 @@ class LlamaAttention(_LlamaProjections):
       deterministic=deterministic,
       dropout_rng=rng,
       kernel=cfg.kernels.attention,
+      pallas_interpret=cfg.kernels.pallas == "interpret",
     )
 
   def out(self, o: jax.Array) -> jax.Array:

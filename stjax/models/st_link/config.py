@@ -25,6 +25,8 @@ def default_config() -> ml_collections.ConfigDict:
     0.0  # dropout on attention probabilities; > 0 rules out the blockwise linear-memory path.
   )
   c.dtype = "float32"  # compute dtype of the LLM: float32 | bfloat16 (params stay float32).
+  c.remat = "none"  # LLM blocks rematerialised in the backward: none | block (keep matmul outputs) |
+  # full (keep only block inputs) | a jax.checkpoint_policies name; a memory lever (docs/scaling.md).
   # Tokens.
   c.patch_len = 3  # steps per patch; must divide T_in (12 -> 4 patches; ST-SSL's 19 steps need 1).
   c.embed_dim = 64  # width of the time-of-day, day-of-week and node embeddings.

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stjax.kernels.experts import dense_experts, grouped_experts, uses_grouped
+from stjax.kernels.experts import dense_experts, grouped_experts, ragged_experts, uses_grouped
 
 MEMORY = "memory"  # the variable collection of MRFFN state
 
@@ -148,7 +148,7 @@ class ExpertMixture(nn.Module):
     top_k: experts per token (2 in ST-LINK).
     hidden: hidden width of each expert.
     features: output width (the model width d).
-    kernel: dense | grouped | min_rows (stjax.kernels.experts).
+    kernel: dense | grouped | min_rows | ragged (stjax.kernels.experts).
     block_rows: rows per block of the grouped kernel.
   """
 
@@ -183,7 +183,10 @@ class ExpertMixture(nn.Module):
     b2 = self.param("b2", nn.initializers.zeros, (e, self.features))
     zc = z.astype(self.dtype)
     w1, b1, w2, b2 = (w.astype(self.dtype) for w in (w1, b1, w2, b2))
-    if uses_grouped(self.kernel, zc.size // dz, self.top_k, e, self.block_rows):
+    if self.kernel == "ragged":  # per device under a mesh: the batch axis's mesh axes from the rules
+      batch_axes = dict(nn.get_logical_axis_rules()).get("batch")
+      out = ragged_experts(zc, top_i, top_gates.astype(self.dtype), w1, b1, w2, b2, batch_axes)
+    elif uses_grouped(self.kernel, zc.size // dz, self.top_k, e, self.block_rows):
       out = grouped_experts(
         zc.reshape(-1, dz),
         top_i.reshape(-1, self.top_k),
@@ -216,7 +219,7 @@ class MRFFN(nn.Module):
     memory_size, key_dim, top_k, tau, alpha, reseed_after: see `MemoryRetrieval` (values are d wide).
     num_experts, expert_top_k, expert_hidden: see `ExpertMixture`.
     aux_weight: weight of the load-balancing loss in the returned aux loss.
-    expert_kernel: dense | grouped | min_rows (see `ExpertMixture`; same result).
+    expert_kernel: dense | grouped | min_rows | ragged (see `ExpertMixture`; same result).
   """
 
   features: int

@@ -20,6 +20,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.dropout = 0.1  # GPT-2 embedding and residual dropout (HF default, kept by ST-LLM).
   c.attention_dropout = 0.1  # GPT-2 attention-probability dropout (HF default, kept by ST-LLM).
   c.dtype = "float32"  # compute dtype of GPT-2: float32 | bfloat16.
+  c.remat = "none"  # LLM blocks rematerialised in the backward: none | block (keep matmul outputs) |
+  # full (keep only block inputs) | a jax.checkpoint_policies name; a memory lever (docs/scaling.md).
   c.embed_dim = 256  # D = gpt_channel: width of E_P, E_T and E_S.
   c.causal = True  # ST-LLM keeps GPT-2's causal mask (node i sees nodes <= i).
   return c

@@ -83,6 +83,7 @@ class STHSepNetConfig:
   calendar_dim: int
   node_input_dim: int
   spatial_variant: str = "stjax"
+  remat: str = "none"  # LLM blocks rematerialised (backbones.decoder.remat_policy)
 
 
 class STHSepNet(nn.Module):
