@@ -132,7 +132,7 @@ def analyse(config, note: str = "", devices=None, hbm_bytes: int | None = None, 
   from stjax.perf import bench, sizing, tpu
   from stjax.train.experiment import build_experiment
 
-  exp = build_experiment(config, devices)
+  exp = build_experiment(config, devices=devices)
   b = config.train.batch_size
   batch = sizing.abstract_batch(exp, b)
   params = exp.abstract_state.params

@@ -69,7 +69,7 @@ def model_flops(config, batch_size: int) -> float:
     for axis in ("data", "fsdp", "nodes", "tensor"):
       config.mesh[axis] = 1
     config.kernels.update(attention="xla_dense", experts="dense", leading_sum="xla")
-  exp = build_experiment(config, [jax.devices("cpu")[0]])
+  exp = build_experiment(config, devices=[jax.devices("cpu")[0]])
   batch = abstract_batch(exp, batch_size)
   with exp.context():
     cost = compile_train_step(exp).lower(exp.abstract_state, batch).cost_analysis()
