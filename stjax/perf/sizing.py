@@ -61,14 +61,17 @@ def abstract_batch(exp, batch_size: int) -> dict:
 
 
 def model_flops(config, batch_size: int) -> float:
-  """FLOPs of one global train step: the step built for ONE CPU device with dense-score attention and
-  dense experts, lowered (not compiled) and costed by XLA (see the module docstring)."""
+  """Model FLOPs of one global train step: the step built for ONE CPU device with dense-score
+  attention, dense experts and no remat (recomputation is not model work), lowered (not compiled)
+  and costed by XLA: its cost analysis counts a scan body once and nothing inside custom calls."""
 
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for axis in ("data", "fsdp", "nodes", "tensor"):
       config.mesh[axis] = 1
     config.kernels.update(attention="xla_dense", experts="dense", leading_sum="xla")
+    if "remat" in config.model:
+      config.model.remat = "none"  # model FLOPs: the backward's recomputation is not counted
   exp = build_experiment(config, devices=[jax.devices("cpu")[0]])
   batch = abstract_batch(exp, batch_size)
   with exp.context():
