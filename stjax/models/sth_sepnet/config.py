@@ -12,13 +12,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.name = "sth_sepnet"
   # --- temporal stream (LLM) ---
   c.use_llm = True  # False = "w/o LLM" ablation (spatial forecast only)
-  c.pretrained = "gpt2"  # GPT-2 checkpoint (stjax folder, HF folder or hub id) merged into
-  # params["llm"] by the trainer (stjax.models.backbones.config);
+  c.pretrained = "gpt2"  # checkpoint of `backbone` (stjax folder, HF folder or hub id) merged
+  # into params["llm"] by the trainer (stjax.models.backbones.config);
   # "" = random LM (tests only; warns)
-  c.backbone = "gpt2"  # "gpt2" | "llama" (Llama 3.2 1B geometry, llm_layers blocks;
-  # GPT-2's geometry fields below then do not apply)
-  c.llm_layers = 6  # GPT-2 blocks kept; never more than the pretrained depth (the
-  # loader refuses; released scripts ask 32 of 12, see docs)
+  c.backbone = "gpt2"  # "gpt2" | "llama" | "bert" (Llama and BERT: geometry of `pretrained`,
+  # else Llama 3.2 1B / bert-base; llm_layers blocks; GPT-2's geometry
+  # fields below then do not apply; docs/bert.md)
+  c.llm_layers = 6  # LM blocks kept; never more than the pretrained depth (one-line
+  # error; released scripts ask 32 of 12, see docs)
   c.vocab_size = 50257  # GPT-2 geometry; must match `pretrained` (checked on load)
   c.n_positions = 1024  # GPT-2 position-table size
   c.n_embd = 768  # GPT-2 width d_llm

@@ -6,7 +6,7 @@
     -> frozen LM with LoRA -> first d_ff features of every patch token -> flatten -> Dense(T_out)
     -> [B, T_out, N, C] (the same forecast for every node).
 
-The LM is any backbone of `stjax.models.backbones` (GPT-2, Llama), built by the parent model so
+The LM is any backbone of `stjax.models.backbones` (GPT-2, Llama, BERT), built by the parent model so
 its parameters live at `params["llm"]`; this module only calls it and reads its token table.
 """
 
