@@ -281,10 +281,22 @@ XLA_NODES_BUG = (
     ),
   ],
 )
-def test_sharded_step_matches_single_device(mesh_sizes, tiny_bert):
+def test_sharded_step_matches_single_device(mesh_sizes, one_device_steps):
   """Two LoRA train steps of STH-SepNet on the pretrained tiny BERT: 8 simulated devices (BERT's
   tables and projections split over fsdp/tensor, every leaf >= 64 elements split, nodes over
   `nodes`) equal one device."""
+  args, single = one_device_steps
+  multi, params = _run_step(*_setup(mesh_sizes), *args)
+  _assert_same(single, multi, rtol=1e-4, atol=1e-5)
+  if mesh_sizes.get("tensor", 1) > 1:  # the BERT weights really are split
+    split = params["llm"]["layer_0"]["intermediate"]["dense"]["kernel"].sharding.spec
+    assert any(axis is not None for axis in split), split
+
+
+@pytest.fixture(scope="module")
+def one_device_steps(tiny_bert):
+  """(the `_run_step` arguments, its result on one device): two LoRA steps of the tiny model, in
+  which every LoRA B left zero and no other BERT weight moved."""
   config = tiny_config(tiny_bert[2])
   model, variables, batch, bundle = _build(config)
   trainable = optim.trainable_mask(variables["params"], "lora")
@@ -294,17 +306,13 @@ def test_sharded_step_matches_single_device(mesh_sizes, tiny_bert):
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.masked(optax.adamw(1e-2, eps=1e-4), trainable))
   args = (batch, variables, tx, bundle.target_scaler, trainable, model, 64, bundle.protocol)
   single, _ = _run_step(*_setup({"data": 1}), *args)
-  multi, params = _run_step(*_setup(mesh_sizes), *args)
-  _assert_same(single, multi, rtol=1e-4, atol=1e-5)
-  if mesh_sizes.get("tensor", 1) > 1:  # the BERT weights really are split
-    split = params["llm"]["layer_0"]["intermediate"]["dense"]["kernel"].sharding.spec
-    assert any(axis is not None for axis in split), split
   s_llm = _flat(single[0].params["llm"])
   for key, value in _flat(variables["params"]["llm"]).items():
     if key.endswith("/lora_b"):
       assert s_llm[key].any(), key
     elif not _is_lora(key):
       np.testing.assert_array_equal(s_llm[key], value, err_msg=key)
+  return args, single
 
 
 @pytest.mark.xfail(

@@ -44,7 +44,8 @@ from stjax.models.sth_sepnet.temporal import TemporalStream, num_patches
 class STHSepNetConfig:
   """The module's own fields, all from `config.model`: their defaults and meaning are in
   `stjax.models.sth_sepnet.config.default_config` (one place).
-  The language model's geometry arrives separately as a `GPT2Config` (`llm_config`)."""
+  The language model's geometry arrives separately as its backbone config (`llm_config`: a
+  `GPT2Config`, `LlamaConfig` or `BertConfig`)."""
 
   use_llm: bool
   lora_rank: int

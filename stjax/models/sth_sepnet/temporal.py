@@ -9,7 +9,7 @@
 With `prompt_ids` [B, L] (optional), the LM input is [prompt token embeddings ; patch tokens], as
 in the released code, and the head still reads the last P (patch) tokens.
 
-The LM is any backbone of `stjax.models.backbones` (GPT-2, Llama), built by the parent model so
+The LM is any backbone of `stjax.models.backbones` (GPT-2, Llama, BERT), built by the parent model so
 its parameters live at `params["llm"]`; this module only calls it and reads its token table.
 """
 
