@@ -99,7 +99,7 @@ def test_two_hosts_train_like_one_host_and_one_device(runs):
   # Both processes joined one 8-device cluster and trained on the 8-device data mesh.
   assert "[0] Model st_link" in log and "'data': 8" in log and "[1] Model st_link" not in log
   # Host 0 alone wrote the outputs, once: one record per step, one results table.
-  assert log.count("MAE ") == 1 and log.count("[0] MAE ") == 1
+  assert log.count("| MAE | model |") == 1 and log.count("[0] | MAE | model |") == 1
   results = [json.loads((dirs[k] / "results.json").read_text())["test"]["mae"] for k in dirs]
   np.testing.assert_allclose(results, results[0], rtol=1e-4)
 
