@@ -101,6 +101,10 @@ class TemporalStream(nn.Module):
     h = nn.Conv(
       self.d_model, (3,), padding="CIRCULAR", use_bias=False, kernel_init=kaiming, name="patch_embedding"
     )(patches)
+    # The node mean removed the node axis: the tokens are split over the batch only. Saying so
+    # also steers XLA's SPMD partitioner around a wrong gradient (jax 0.10.2: on a fsdp x nodes x
+    # tensor mesh it all-reduced this conv kernel's gradient over every device, 4x too large).
+    h = nn.with_logical_constraint(h, ("batch", None, None))  # [B*C, P, d_model]
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if self.reprogramming:
       table = jax.lax.stop_gradient(token_table_module(self.llm).embedding)
