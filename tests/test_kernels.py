@@ -200,3 +200,64 @@ def test_splash_trains_like_xla_on_a_mesh():
   splash_losses, choice = _losses(config, {"attention": "splash"})
   assert choice["attention"] == "splash" and choice["pallas"] == "interpret"
   np.testing.assert_allclose(splash_losses, xla_losses, rtol=2e-5)
+
+
+def _backbone_outputs(make, x):
+  """Outputs of a backbone built with the xla and with the splash kernel, same params."""
+  xla, splash = make(Kernels(attention="xla")), make(Kernels(attention="splash", pallas="interpret"))
+  params = xla.init(jax.random.key(0), x)
+  return np.asarray(xla.apply(params, x)), np.asarray(splash.apply(params, x))
+
+
+@pytest.mark.parametrize("family", ["gpt2_causal", "llama_gqa", "bert", "st_link_se_dual"])
+def test_splash_serves_every_backbone(family):
+  """GPT-2 with ST-LLM's causal mask, Llama (GQA 4 heads over 2 K/V heads, causal), BERT (full, no
+  padding mask) and ST-LINK's SE-Attention in dual mode (q, k rotated before the kernel, doubled
+  heads): splash (Pallas interpret mode) gives the xla kernel's outputs."""
+  from stjax.models.backbones.bert import Bert, BertConfig
+  from stjax.models.backbones.gpt2 import GPT2, GPT2Config
+  from stjax.models.backbones.llama import Llama, LlamaConfig
+
+  x = jax.random.normal(jax.random.key(1), (2, 12, 16))
+  if family == "st_link_se_dual":
+    config = load_config(TINY_ST_LINK)
+    config.model.se_mode, config.model.dropout = "dual", 0.0
+    outs = []
+    for kernels in ({"attention": "xla"}, {"attention": "splash"}):
+      config.kernels.update(kernels)
+      exp = build_experiment(config)
+      batch = exp.bundle.splits["train"].batch(np.arange(2))
+      inputs = {k: batch[k] for k in ("x", "tod", "dow") if k in batch}
+      variables = exp.model.init(jax.random.key(0), inputs, train=False)
+      outs.append(np.asarray(exp.model.apply(variables, inputs, train=False)[0]))
+    xla_out, splash_out = outs
+  else:
+    make = {
+      "gpt2_causal": lambda k: GPT2(
+        GPT2Config(vocab_size=8, n_positions=16, n_embd=16, n_layer=2, n_head=2, kernels=k)
+      ),
+      "llama_gqa": lambda k: Llama(
+        LlamaConfig(
+          vocab_size=8,
+          hidden_size=16,
+          intermediate_size=32,
+          num_hidden_layers=2,
+          num_attention_heads=4,
+          num_key_value_heads=2,
+          head_dim=4,
+          kernels=k,
+        )
+      ),
+      "bert": lambda k: Bert(
+        BertConfig(
+          vocab_size=8,
+          hidden_size=16,
+          num_hidden_layers=2,
+          num_attention_heads=2,
+          intermediate_size=32,
+          kernels=k,
+        )
+      ),
+    }[family]
+    xla_out, splash_out = _backbone_outputs(make, x)
+  np.testing.assert_allclose(splash_out, xla_out, rtol=2e-5, atol=2e-6)
