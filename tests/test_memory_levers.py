@@ -51,17 +51,37 @@ def test_remat_trains_like_no_remat(remat):
   assert exp.config.model.remat == remat
 
 
-def test_sth_sepnet_remat_of_llm_blocks():
-  """STH-SepNet: remat covers the language model's blocks; parameter names and training losses are
-  unchanged."""
+@pytest.mark.parametrize("variant", ["stjax", "released"])
+def test_sth_sepnet_remat_of_llm_blocks_and_spatial_layers(variant):
+  """STH-SepNet: remat covers the language model's blocks and the spatial layers (both spatial
+  variants); parameter names and training losses are unchanged, and the backward really
+  recomputes (a remat in the program)."""
   from test_kernels import _tiny_sth_sepnet
 
-  base, exp0, _, _ = _train(_tiny_sth_sepnet())
-  config = _tiny_sth_sepnet()
-  config.model.remat = "full"
-  losses, exp1, _, _ = _train(config)
+  def tiny(remat):
+    config = _tiny_sth_sepnet()
+    config.model.spatial_variant = variant
+    config.model.remat = remat
+    return config
+
+  base, exp0, _, _ = _train(tiny("none"))
+  losses, exp1, _, _ = _train(tiny("full"))
   assert jax.tree.structure(exp1.abstract_state.params) == jax.tree.structure(exp0.abstract_state.params)
   np.testing.assert_allclose(losses, base, rtol=1e-6)
+  config = tiny("full")
+  assert _remats_in_step(tiny("none")) == 0
+  assert _remats_in_step(config) == config.model.llm_layers + config.model.num_layers
+
+
+def _remats_in_step(config) -> int:
+  """Rematerialised calls (`remat2` equations of the backward) in the jaxpr of one train step of `config`."""
+  exp = build_experiment(config)
+  step = compile_train_step(exp)
+  with exp.context():
+    state = exp.init_state()
+    host = exp.bundle.splits["train"].batch(np.arange(8))
+    jaxpr = step.trace(state, {k: jax.device_put(host[k]) for k in TRAIN_KEYS}).jaxpr
+  return str(jaxpr).count("remat2[")
 
 
 def test_bert_remat_gradients_equal():

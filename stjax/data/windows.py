@@ -16,6 +16,7 @@ import numpy as np
 
 from stjax.data import registry, synthetic
 from stjax.data.dataset import Dataset
+from stjax.data.missing import check_fill, fill_last
 from stjax.data.protocols import Protocol, get_protocol
 from stjax.errors import UserError
 
@@ -240,6 +241,7 @@ def bundle_from_dataset(
   scaler: Scaler | None = None,
   times: dict[str, np.ndarray] | None = None,
   nonnegative: bool = False,
+  fill_missing: str = "none",
 ) -> DataBundle:
   """Splits, fits the scaler on training data, scales inputs once and builds the sources.
 
@@ -249,6 +251,8 @@ def bundle_from_dataset(
     times: {split: current steps [S]} to use instead of the protocol's chronological split (a file
       that holds one split only); needs `scaler`, since there is no training split to fit on.
     nonnegative: forecasts are clipped at 0 (count data; `nonnegative_of(config.data)`).
+    fill_missing: "none" | "last": input zeros take the last non-zero reading (stjax.data.missing);
+      the targets keep their zeros.
   """
   if times is None:
     times = protocol.split_times(dataset.num_steps)
@@ -262,7 +266,11 @@ def bundle_from_dataset(
   out_ch = _channels(protocol.target_channels, dataset, "target_channels", protocol.name)
   if scaler is None:
     scaler = Scaler.fit(dataset.values, weights, protocol.scaler_rule, in_ch, dataset.name)
-  x = scaler.target(in_ch).transform(dataset.values[:, :, in_ch]).astype(np.float32)
+  in_scaler = scaler.target(in_ch)
+  raw = dataset.values[:, :, in_ch]
+  if check_fill(fill_missing) == "last":
+    raw = fill_last(raw, in_scaler.mean)
+  x = in_scaler.transform(raw).astype(np.float32)
   if out_ch == list(range(dataset.num_channels)):
     y = dataset.values
   elif len(out_ch) == 1:
@@ -311,6 +319,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.reader = default_reader_config()  # how to read `path` (files without dates need step_minutes
   # and start); set fields override the registry's own options for `name`
   c.nonnegative = "auto"  # clip forecasts at 0: auto (= the registry says the values are counts) | yes | no
+  c.fill_missing = "none"  # input readings of 0 (missing in DCRNN-style data): "none" (fed as 0) |
+  # "last" (the node's last non-zero reading; targets keep their 0s, masked as before)
   s = c.synthetic = ml_collections.ConfigDict()
   s.num_nodes = 48  # sensors on a generated road-like kNN graph
   s.num_steps = 8064  # time steps (8064 x 5 min = 28 days)
@@ -384,7 +394,9 @@ def _read(config: ml_collections.ConfigDict) -> Dataset:
 def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   """config.data -> DataBundle (see `default_data_config` for the fields)."""
   dataset, protocol = read_data(config)
-  return bundle_from_dataset(dataset, protocol, nonnegative=nonnegative_of(config))
+  return bundle_from_dataset(
+    dataset, protocol, nonnegative=nonnegative_of(config), fill_missing=config.get("fill_missing", "none")
+  )
 
 
 def read_data(config: ml_collections.ConfigDict) -> tuple[Dataset, Protocol]:

@@ -30,8 +30,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.n_head = 12  # LM heads
   c.attention_dropout = 0.1  # dropout on the LM's attention probabilities
   c.dtype = "float32"  # LM compute dtype: "float32" | "bfloat16"
-  c.remat = "none"  # LLM blocks rematerialised in the backward: none | block (keep matmul outputs) |
-  # full (keep only block inputs) | a jax.checkpoint_policies name; a memory lever (docs/scaling.md).
+  c.remat = "none"  # LLM blocks and spatial layers rematerialised in the backward: none | block (keep
+  # matmul outputs) | full (keep only block/layer inputs) | a jax.checkpoint_policies name; a memory
+  # lever (docs/scaling.md).
   c.lora_rank = 4  # LoRA rank on the LM's attention and MLP projections (0 = none)
   c.lora_alpha = 4.0  # LoRA scale alpha / rank (4 / 4 = 1)
   c.patch_len = 16  # patch length (TimeLLM / released code)

@@ -84,7 +84,8 @@ class STHSepNetConfig:
   calendar_dim: int
   node_input_dim: int
   spatial_variant: str = "stjax"
-  remat: str = "none"  # LLM blocks rematerialised (backbones.decoder.remat_policy)
+  remat: str = "none"  # spatial layers rematerialised (backbones.decoder.remat_policy); the LLM
+  # blocks read the same field from the backbone config
 
 
 class STHSepNet(nn.Module):

@@ -28,6 +28,7 @@ from flax import linen as nn
 from stjax.graph import AdaptiveGraph, EdgeList, HypergraphAttention, HypergraphConv, KNNHypergraph, MixProp
 from stjax.kernels.broadcast import over_leading
 from stjax.layers.dropout import Dropout
+from stjax.models.backbones.decoder import remat_policy
 from stjax.models.sth_sepnet.released import ReleasedHypergraph, ReleasedHypergraphAttention
 
 INCEPTION_KERNELS = (2, 3, 6, 7)
@@ -87,9 +88,9 @@ class NodeLayerNorm(nn.Module):
     ) + over_leading(bias, lead, self.leading_sum)
 
 
-def _over_window(features: int, name: str):
+def _over_window(features: int, name: str, parent=None):
   """MTGNN's Conv(kernel=(1, L)) over the whole remaining window = Dense over (L * C)."""
-  dense = nn.Dense(features, name=name)
+  dense = nn.Dense(features, name=name) if parent is None else nn.Dense(features, name=name, parent=parent)
   return lambda x: dense(x.reshape(x.shape[0], x.shape[1], -1))
 
 
@@ -163,42 +164,64 @@ class SpatialStream(nn.Module):
         name="hypergraph",
       )(update=train)
 
+    # Each layer's gathers over edges and hyperedges ([B, N, k, T, C] per MixProp hop) dominate the
+    # step's memory: `config.model.remat` recomputes them in the backward, layer by layer. The lifted
+    # function creates its modules in this module's scope, so parameter names do not change.
+    policy = remat_policy(cfg.remat)
+    layer = (
+      _spatial_layer if policy is None else nn.remat(_spatial_layer, policy=policy, static_argnums=(6, 7))
+    )
     for i in range(cfg.num_layers):
-      residual = x
-      gated = jnp.tanh(DilatedInception(cfg.conv_channels, name=f"filter_{i}")(x)) * jax.nn.sigmoid(
-        DilatedInception(cfg.conv_channels, name=f"gate_{i}")(x)
-      )
-      x = Dropout(cfg.spatial_dropout)(gated, deterministic=det)
-      skip = skip + _over_window(cfg.skip_channels, f"skip_{i + 1}")(x)
-      x1 = MixProp(
-        cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=f"mixprop_{i}"
-      )(x, graph)
-      if self.static_graph is None:
-        x1 = x1 + MixProp(
-          cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=f"mixprop_t_{i}"
-        )(x, graph.transpose())
-      if incidence is not None:
-        if released:
-          conv = ReleasedHypergraphAttention(cfg.hypergraph_dropout, name=f"hypergraph_conv_{i}")
-        elif cfg.hypergraph_conv == "hgat":
-          conv = HypergraphAttention(
-            cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1, name=f"hypergraph_conv_{i}"
-          )
-        else:
-          conv = HypergraphConv(cfg.residual_channels, node_axis=1, name=f"hypergraph_conv_{i}")
-        x2 = conv(x, incidence, deterministic=det)
-        gamma = (
-          shared_gamma if released else self.param(f"gamma_{i}", nn.initializers.constant(cfg.gamma_init), ())
-        )
-        x = gamma * x1 + (1.0 - gamma) * x2
+      x, skip, gamma = layer(self, x, skip, graph, incidence, shared_gamma, i, det)
+      if gamma is not None:
         logs["gamma"] = logs.get("gamma", 0.0) + gamma / cfg.num_layers
-      else:
-        x = x1
-      x = x + residual[:, :, -x.shape[2] :]
-      x = NodeLayerNorm(leading_sum=self.leading_sum, name=f"norm_{i}")(x)
 
     skip = skip + _over_window(cfg.skip_channels, "skip_end")(x)
     y = jax.nn.relu(nn.Dense(cfg.end_channels, name="end_1")(jax.nn.relu(skip)))
     y = nn.Dense(self.output_len * self.out_channels, name="end_2")(y)  # [B, N, T_out * C_out]
     y = y.reshape(b, n, self.output_len, self.out_channels)
     return jnp.transpose(y, (0, 2, 1, 3)), logs
+
+
+def _spatial_layer(mdl: SpatialStream, x, skip, graph, incidence, shared_gamma, i: int, det: bool):
+  """Layer i of `mdl` (its modules named as its own): x [B, N, T, C], skip [B, N, S] ->
+  (x [B, N, T - 6, C], skip, this layer's gamma or None when there is no hypergraph)."""
+  cfg = mdl.config
+  residual = x
+  gated = jnp.tanh(DilatedInception(cfg.conv_channels, name=f"filter_{i}", parent=mdl)(x)) * jax.nn.sigmoid(
+    DilatedInception(cfg.conv_channels, name=f"gate_{i}", parent=mdl)(x)
+  )
+  x = Dropout(cfg.spatial_dropout, parent=mdl)(gated, deterministic=det)
+  skip = skip + _over_window(cfg.skip_channels, f"skip_{i + 1}", parent=mdl)(x)
+
+  def mixprop(name):
+    return MixProp(
+      cfg.residual_channels, cfg.mixprop_depth, cfg.mixprop_beta, node_axis=1, name=name, parent=mdl
+    )
+
+  x1 = mixprop(f"mixprop_{i}")(x, graph)
+  if mdl.static_graph is None:
+    x1 = x1 + mixprop(f"mixprop_t_{i}")(x, graph.transpose())
+  gamma = None
+  if incidence is not None:
+    name = f"hypergraph_conv_{i}"
+    if cfg.spatial_variant == "released":
+      conv = ReleasedHypergraphAttention(cfg.hypergraph_dropout, name=name, parent=mdl)
+    elif cfg.hypergraph_conv == "hgat":
+      conv = HypergraphAttention(
+        cfg.residual_channels, cfg.hypergraph_dropout, node_axis=1, name=name, parent=mdl
+      )
+    else:
+      conv = HypergraphConv(cfg.residual_channels, node_axis=1, name=name, parent=mdl)
+    x2 = conv(x, incidence, deterministic=det)
+    gamma = (
+      shared_gamma
+      if shared_gamma is not None
+      else mdl.param(f"gamma_{i}", nn.initializers.constant(cfg.gamma_init), ())
+    )
+    x = gamma * x1 + (1.0 - gamma) * x2
+  else:
+    x = x1
+  x = x + residual[:, :, -x.shape[2] :]
+  x = NodeLayerNorm(leading_sum=mdl.leading_sum, name=f"norm_{i}", parent=mdl)(x)
+  return x, skip, gamma
