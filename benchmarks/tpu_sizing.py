@@ -57,7 +57,11 @@ TPUS = ("v5e-1", "v5e-8", "v5p-8", "v6e-8")
 # (BERT-base): sized as the random BERT their geometry fields give, the same shapes (weights do not
 # change a compile).
 GEOMETRY_ONLY = ("--config.model.pretrained=",)
-BERT_CONFIGS = ("configs/sth_sepnet_pems03.py", "configs/sth_sepnet_metrla.py", "configs/sth_sepnet_bike_inflow.py")
+BERT_CONFIGS = (
+  "configs/sth_sepnet_pems03.py",
+  "configs/sth_sepnet_metrla.py",
+  "configs/sth_sepnet_bike_inflow.py",
+)
 
 
 def cell(label, config, tpu, batch, levers, *extra, max_batch=False):

@@ -5,8 +5,8 @@ import pytest
 
 from stjax.data import build_data
 from stjax.data.missing import fill_last
-from stjax.errors import UserError
 from stjax.data.windows import default_data_config
+from stjax.errors import UserError
 
 
 def _reference(values: np.ndarray, fallback: np.ndarray) -> np.ndarray:
