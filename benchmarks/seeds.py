@@ -3,6 +3,7 @@ r"""Several seeds of one training config, and a mean +- std table of their test 
     python benchmarks/seeds.py run --config=configs/sth_sepnet_metrla.py:cpu --seeds=0,1,2 \
         --workdir=runs/bert_minilm -- --config.model.backbone=bert --config.model.pretrained=FOLDER
     python benchmarks/seeds.py table runs/bert_minilm runs/bert_random
+    python benchmarks/seeds.py plot runs/bert_minilm runs/bert_random --out=horizons.png
 
 `run` trains the config once per seed, one after the other, with the same command as a user
 (`python -m stjax.train --config=CONFIG --workdir=WORKDIR/seedK --config.seed=K
@@ -14,7 +15,10 @@ resumes with the same command. A failed run stops the sweep (its log says why).
 
 `table` reads WORKDIR/seed*/results.json (and the cost files) of every WORKDIR given and prints
 a markdown table: one row per seed, then per WORKDIR the mean +- sample std (ddof 1) over its
-seeds of the test MAE / RMSE / MAPE % and the validation MAE, the total wall and CPU time.
+seeds of the test MAE / RMSE / MAPE %, the test MAE at horizons 3 / 6 / 12 (`--horizons`) and the
+validation MAE, the total wall and CPU time; below it the naive baselines (last value, historical
+average) on the same test windows. `plot` draws test MAE against the horizon for every WORKDIR
+(mean +- std over its seeds) with both baselines dashed.
 `run` prints the same table for its WORKDIR at the end.
 """
 
@@ -31,6 +35,7 @@ import time
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("mae", "rmse", "mape")  # test metrics summarised, in this order
+BASELINES = ("last_value", "historical_average")  # naive baselines of results.json, in this order
 
 
 def _children_cpu_s() -> float:
@@ -83,6 +88,7 @@ def read_runs(workdir: pathlib.Path) -> list[dict]:
         "seed": seed,
         "test": data["test"],
         "val": data["val"],
+        "baselines": data.get("baselines", {}),
         "steps": data["steps"],
         "best_step": data.get("best_step"),
         "wall_s": cost.get("wall_s", data.get("wall_time_s")),
@@ -102,11 +108,28 @@ def _total(values: list[float | None]) -> str:
   return "-" if any(v is None for v in values) else f"{sum(values):.0f}"
 
 
-def table(workdirs: list[pathlib.Path]) -> str:
-  """The markdown table of every seed and the mean +- std of each workdir."""
+def horizon_mae(metrics: dict, horizon: int) -> float | None:
+  """The MAE at one horizon (1-based) of a results.json metrics dict; None where not reported."""
+  for row in metrics.get("per_horizon", []):
+    if row["horizon"] == horizon:
+      return row["mae"]
+  return None
+
+
+def _cells(values: list[float | None], digits: int = 3, bold: bool = False) -> str:
+  if any(v is None for v in values):
+    return "-"
+  text = _mean_std(values, digits)
+  return f"**{text}**" if bold else text
+
+
+def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) -> str:
+  """The markdown table of every seed, the mean +- std of each workdir and, below it, the naive
+  baselines on the same test windows (mean over its seeds: the same data give the same numbers)."""
+  h_head = "".join(f" MAE @{h} |" for h in horizons)
   lines = [
-    "| run | seed | steps (best) | wall s | CPU s | test MAE | test RMSE | test MAPE % | val MAE |",
-    "|---|---|---|---|---|---|---|---|---|",
+    f"| run | seed | steps (best) | wall s | CPU s | test MAE | test RMSE | test MAPE % |{h_head} val MAE |",
+    "|---|---|---|---|---|---|---|---|" + "---|" * len(horizons) + "---|",
   ]
   for workdir in workdirs:
     runs = read_runs(workdir)
@@ -116,16 +139,78 @@ def table(workdirs: list[pathlib.Path]) -> str:
       wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
       cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.0f}"
       metrics = " | ".join(f"{r['test'][m]:.3f}" for m in METRICS)
+      at_h = "".join(f" {_cells([horizon_mae(r['test'], h)])} |" for h in horizons)
       lines.append(
         f"| {workdir.name} | {r['seed']} | {r['steps']} ({r['best_step']}) | {wall} | {cpu} | "
-        f"{metrics} | {r['val']['mae']:.3f} |"
+        f"{metrics} |{at_h} {r['val']['mae']:.3f} |"
       )
-    metrics = " | ".join(f"**{_mean_std([r['test'][m] for r in runs], 3)}**" for m in METRICS)
+    metrics = " | ".join(_cells([r["test"][m] for r in runs], bold=True) for m in METRICS)
+    at_h = "".join(f" {_cells([horizon_mae(r['test'], h) for r in runs], bold=True)} |" for h in horizons)
     lines.append(
       f"| {workdir.name} | mean +- std ({len(runs)}) | | {_total([r['wall_s'] for r in runs])} | "
-      f"{_total([r['cpu_s'] for r in runs])} | {metrics} | {_mean_std([r['val']['mae'] for r in runs], 3)} |"
+      f"{_total([r['cpu_s'] for r in runs])} | {metrics} |{at_h} {_mean_std([r['val']['mae'] for r in runs], 3)} |"
     )
+    for name in BASELINES:
+      if not all(name in r["baselines"] for r in runs):
+        continue
+      tests = [r["baselines"][name] for r in runs]
+      metrics = " | ".join(f"{statistics.mean(t[m] for t in tests):.3f}" for m in METRICS)
+      at_h = "".join(f" {_baseline_at(tests, h)} |" for h in horizons)
+      lines.append(f"| {workdir.name} | {name.replace('_', ' ')} | | | | {metrics} |{at_h} |")
   return "\n".join(lines)
+
+
+def _baseline_at(tests: list[dict], horizon: int) -> str:
+  values = [horizon_mae(t, horizon) for t in tests]
+  return "-" if any(v is None for v in values) else f"{statistics.mean(values):.3f}"
+
+
+def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
+  """Test MAE against the horizon: each workdir's mean over its seeds (band: +- std) and the naive
+  baselines of the first workdir (dashed), written to `out` (PNG)."""
+  import matplotlib  # late: only the plot needs it
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  for workdir in workdirs:
+    runs = read_runs(workdir)
+    if not runs:
+      raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
+    hs = [row["horizon"] for row in runs[0]["test"].get("per_horizon", [])]
+    if not hs:
+      raise SystemExit(f"{workdir}: results.json has no per-horizon metrics to plot")
+    per_seed = [[horizon_mae(r["test"], h) for h in hs] for r in runs]
+    mean = [statistics.mean(col) for col in zip(*per_seed)]
+    std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
+    line = ax.plot(hs, mean, marker="o", label=f"{workdir.name} ({len(runs)} seeds)")[0]
+    ax.fill_between(
+      hs,
+      [m - s for m, s in zip(mean, std)],
+      [m + s for m, s in zip(mean, std)],
+      color=line.get_color(),
+      alpha=0.2,
+    )
+  first = read_runs(workdirs[0])[0]
+  for name, style in zip(BASELINES, ("--", ":")):
+    if name in first["baselines"]:
+      hs = [row["horizon"] for row in first["baselines"][name].get("per_horizon", [])]
+      ax.plot(
+        hs,
+        [horizon_mae(first["baselines"][name], h) for h in hs],
+        style,
+        color="gray",
+        label=name.replace("_", " "),
+      )
+  ax.set_xlabel("horizon (steps ahead)")
+  ax.set_ylabel("test MAE")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
   run.add_argument("overrides", nargs="*", help="--config.a.b=value overrides (after --); {seed} = K")
   tab = sub.add_parser("table", help="print the mean +- std table of finished sweeps")
   tab.add_argument("workdirs", nargs="+", type=pathlib.Path)
+  tab.add_argument("--horizons", default="3,6,12", help="horizons whose test MAE gets a column")
+  fig = sub.add_parser("plot", help="plot test MAE per horizon of finished sweeps and the baselines")
+  fig.add_argument("workdirs", nargs="+", type=pathlib.Path)
+  fig.add_argument("--out", required=True, type=pathlib.Path, help="the PNG to write")
   args = parser.parse_args(argv)
   if args.command == "run":
     try:
@@ -146,8 +235,15 @@ def main(argv: list[str] | None = None) -> None:
       parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     run_seeds(args.config, seeds, args.workdir, args.overrides)
     print(table([args.workdir]))
+  elif args.command == "plot":
+    plot(args.workdirs, args.out)
+    print(f"wrote {args.out}")
   else:
-    print(table(args.workdirs))
+    try:
+      horizons = tuple(int(h) for h in args.horizons.split(",") if h)
+    except ValueError:
+      parser.error(f"--horizons: expected comma-separated integers, got {args.horizons!r}")
+    print(table(args.workdirs, horizons))
 
 
 if __name__ == "__main__":
