@@ -21,7 +21,12 @@ from typing import Any, Callable, NamedTuple
 import flax.linen as nn
 import numpy as np
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.errors import (
+  HfHubHTTPError,
+  HFValidationError,
+  LocalEntryNotFoundError,
+  RepositoryNotFoundError,
+)
 from safetensors.numpy import save_file
 
 from stjax.convert import checkpoint_io, weights_io
@@ -122,6 +127,11 @@ def download(repo_id: str) -> pathlib.Path:
     ) from None
   except HFValidationError:
     raise UserError(f"{repo_id}: no such folder, and not a valid Hugging Face hub id") from None
+  except RepositoryNotFoundError:  # the hub's 401/404 answer carries no more than "404 Client Error."
+    raise UserError(
+      f"{repo_id}: no such folder, and no such Hugging Face hub repository (or it is private or gated: "
+      "log in with `hf auth login` or set HF_TOKEN)"
+    ) from None
   except HfHubHTTPError as e:
     raise UserError(f"{repo_id}: Hugging Face hub error: {str(e).splitlines()[0]}") from None
   return folder
