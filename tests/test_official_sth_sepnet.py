@@ -1,5 +1,6 @@
 """Official STH-SepNet checkpoints: import, parity with the official code's outputs part by part,
-the released variant's random HGAT, the prompt, the CLI and bad files.
+the released variant's random HGAT, the prompt, the run folder the CLI writes (stjax.predict and
+stjax.evaluate on it) and bad files.
 
 Fixtures (official/sth_sepnet in the real-data folder, STJAX_SHARED_DATA; README there): the official PyTorch code (github
 jiawenchen10/ST-SepNet e1b4a02) run in eval mode on CPU in float32 with a tiny random GPT-2
@@ -11,10 +12,13 @@ scale (|y| <~ 2): the same maths in a different summation order, never a differe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -24,15 +28,18 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from stjax import predict
 from stjax.convert import __main__ as convert_cli
 from stjax.convert import official_sth_sepnet as official
 from stjax.convert import official_sth_sepnet_prompt as prompt_lib
 from stjax.convert.official_sth_sepnet_table import head_rows, name_table
+from stjax.data import run_data
 from stjax.errors import UserError
 from stjax.graph import AdaptiveGraph, EdgeList, MixProp, blockwise_top_k
 from stjax.models import build_model
 from stjax.models.sth_sepnet.fusion import ReleasedGate
 from stjax.models.sth_sepnet.released import ReleasedHypergraph, hgat_collection
+from stjax.train import run_convert, run_folder
 
 TOL = 1e-5
 HGAT_NAMES = {"w_self": "W_self", "w_neigh": "W_neigh", "w_concat": "W_concat", "attention": "attention"}
@@ -385,25 +392,189 @@ def test_prompt_builder_and_tokenizer(fx):
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI
+# CLI: `import-sth-sepnet` writes a run folder; stjax.evaluate / stjax.predict read it
+
+MEAN = 50.0 + np.arange(20)  # a per-node scaler for the fixture batch (already scaled)
+STD = 10.0 + 0.5 * np.arange(20)
+SCALER_FLAGS = ["--scaler-mean=" + ",".join(map(str, MEAN)), "--scaler-std=" + ",".join(map(str, STD))]
 
 
-def test_cli_writes_a_folder_that_reproduces_the_gnn_only_output(fx, tmp_path, capsys):
-  bounds = tmp_path / "bounds.json"
-  bounds.write_text(json.dumps(fx["bounds"]))
-  out = tmp_path / "imported"
-  argv = ["import-sth-sepnet", f"--checkpoint={fx['dir'] / 'checkpoint'}", f"--output={out}", "--n-head=2"]
-  assert convert_cli.main(argv + ["--gnn-only", f"--bounds={bounds}"]) == 0
-  printed = capsys.readouterr().out
-  assert "GNN-only" in printed and "not in the checkpoint: the LLM prompt" in printed
-  mc, params, state, geometry = official.load_import(out)
-  assert mc == fx["gnn"].model_config and geometry == fx["gnn"].geometry
-  loaded = official.Imported(mc, params, state, geometry, ())
-  pred, _ = run(loaded, fx["inputs"])
-  assert maxdiff(pred, np.load(fx["dir"] / "output_gnn_only.npz")["output"]) <= TOL
-  with pytest.raises(SystemExit) as e:
-    convert_cli.main(argv)  # the folder exists now
-  assert e.value.code == 2 and "not an empty folder" in capsys.readouterr().err
+def import_argv(fx, out, *extra) -> list[str]:
+  return [
+    "import-sth-sepnet",
+    f"--checkpoint={fx['dir'] / 'checkpoint'}",
+    f"--output={out}",
+    "--n-head=2",
+    *extra,
+  ]
+
+
+def write_windows(path, x, y, mean, std) -> None:
+  """Scaled x, y [B, T, N] -> an stjax.predict/evaluate windows file in original units (5-minute
+  steps, a time-of-day and a day-of-week channel)."""
+  b, t, n = x.shape
+  pos = np.arange(t)[None] + 100 * np.arange(b)[:, None] + 288 * 6  # crosses a week boundary
+  calendar = [np.broadcast_to(c[..., None], (b, t, n)) for c in ((pos % 288) / 288, (pos // 288) % 7)]
+  np.savez(
+    path, x=np.stack([x * std + mean, *calendar], -1).astype(np.float32), y=(y * std + mean)[..., None]
+  )
+
+
+def write_series(path, values) -> None:
+  """A node-column CSV with a date column, 5-minute steps."""
+  stamps = np.datetime64("2024-01-01T00:00") + np.arange(len(values)) * np.timedelta64(5, "m")
+  rows = [
+    f"{t}," + ",".join(format(float(v), ".9g") for v in row) for t, row in zip(stamps.astype(str), values)
+  ]
+  path.write_text("\n".join(["date," + ",".join(f"n{i}" for i in range(values.shape[1]))] + rows) + "\n")
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def gnn_run(fx, tmp_path_factory):
+  """The fixture checkpoint imported GNN-only with a given per-node scaler and the fixture's clamp."""
+  root = tmp_path_factory.mktemp("sepnet_run")
+  (root / "bounds.json").write_text(json.dumps(fx["bounds"]))
+  argv = import_argv(fx, root / "run", "--gnn-only", f"--bounds={root / 'bounds.json'}", *SCALER_FLAGS)
+  r = cli("stjax.convert", *argv)
+  assert r.returncode == 0, r.stderr[-2000:]
+  write_windows(root / "windows.npz", fx["batch"]["x_enc"], fx["batch"]["batch_y"][:, -48:], MEAN, STD)
+  return {"run": root / "run", "windows": root / "windows.npz", "printed": r.stdout}
+
+
+def test_import_writes_a_run_folder(fx, gnn_run):
+  run = run_data.load(gnn_run["run"])
+  assert (run.protocol.name, run.protocol.input_len, run.protocol.output_len, run.num_nodes) == (
+    "sthsepnet",
+    48,
+    48,
+    20,
+  )
+  np.testing.assert_array_equal(run.scaler.mean[:, 0], MEAN.astype(np.float32))
+  np.testing.assert_array_equal(run.scaler.std[:, 0], STD.astype(np.float32))
+  assert (run.step_minutes, run.adjacency, run.channels) == (5.0, None, ("value",))
+  config = json.loads((gnn_run["run"] / "config.json").read_text())
+  assert (config["model"]["spatial_variant"], config["model"]["fusion"]) == ("released", "released")
+  assert config["model"]["use_hypergraph"] is False and config["data"]["protocol"] == "sthsepnet"
+  meta = json.loads((gnn_run["run"] / "imported.json").read_text())
+  assert meta["hypergraph"] is False and meta["clamp"] == "given (--bounds)" and len(meta["sha256"]) == 64
+  assert meta["geometry"] == dataclasses.asdict(fx["gnn"].geometry)
+  printed = gnn_run["printed"]
+  assert "GNN-only" in printed and "feed no prompt" in printed and "wrote run folder" in printed
+
+
+def test_predict_and_evaluate_cli_give_the_official_prompt_free_output(fx, gnn_run, tmp_path):
+  """stjax.predict on the run folder = the converted model's own output = the official parts
+  composed (the official prompt-free temporal output and GNN-only spatial output, through the
+  fusion gate checked above): the CLI path feeds no prompt, so these are the outputs it can match."""
+  out = tmp_path / "pred.npz"
+  argv = ["--workdir", str(gnn_run["run"]), "--windows", str(gnn_run["windows"]), "--output", str(out)]
+  assert predict.main(argv) == 0
+  got = (np.load(out)["prediction"][..., 0] - MEAN) / STD  # back to scaled units
+  direct, _ = run(fx["gnn"], {"x": fx["inputs"]["x"]})
+  t, s = fx["temporal"]["temporal_out_noprompt"], fx["spatial_gnn_only"]["sthgnn_out"]
+  official_parts = ReleasedGate().apply(
+    {"params": fx["gnn"].params["fusion"], "bounds": fx["gnn"].model_state["bounds"]["fusion"]},
+    jnp.broadcast_to(jnp.asarray(t)[:, :, None], s.shape),
+    jnp.asarray(s),
+  )
+  diffs = {"direct": maxdiff(got, direct), "official parts": maxdiff(got, np.asarray(official_parts)[..., 0])}
+  print("stjax.predict (scaled) max |diff|:", {k: f"{v:.1e}" for k, v in diffs.items()})
+  assert max(diffs.values()) <= TOL
+  r = cli("stjax.evaluate", f"--workdir={gnn_run['run']}", f"--windows={gnn_run['windows']}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  average = re.search(r"^\| average \| ([\d.]+) \| ([\d.]+) \|", r.stdout, re.M)
+  y = np.load(gnn_run["windows"])["y"][..., 0]
+  pred = np.load(out)["prediction"][..., 0]
+  mae, rmse = np.abs(pred - y).mean(), np.sqrt(((pred - y) ** 2).mean())  # sthsepnet: pooled, unmasked
+  assert abs(float(average[1]) - mae) <= 1e-4 and abs(float(average[2]) - rmse) <= 1e-4, r.stdout
+
+
+def test_import_with_data_fits_scaler_and_clamp_on_the_train_rows(fx, tmp_path, rng):
+  """--data: the per-node scaler and the output clamp come from the first 70 % of the rows (the
+  released TSLib loader's train part); the full model (HGAT) forecasts with one fixed draw."""
+  values = rng.normal(50.0, 10.0, (600, 20)) + np.arange(20)
+  write_series(tmp_path / "series.csv", values)
+  out = tmp_path / "run"
+  assert convert_cli.main(import_argv(fx, out, f"--data={tmp_path / 'series.csv'}")) == 0
+  train = values[:420]  # int(0.7 * 600) rows, as the released loader
+  mean, std = train.mean(0), train.std(0)
+  loaded = run_folder.load_run(out, need_data=False)
+  np.testing.assert_allclose(loaded.run.scaler.mean[:, 0], mean, rtol=1e-6)
+  np.testing.assert_allclose(loaded.run.scaler.std[:, 0], std, rtol=1e-6)
+  assert np.abs(loaded.run.scaler.mean[:, 0] - values.mean(0)).max() > 1e-2  # not fitted on val/test
+  bounds = jax.device_get(loaded.state.model_state["bounds"]["fusion"])
+  scaled = (train - mean) / std
+  np.testing.assert_allclose(bounds["lower"][:, 0], scaled.min(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(bounds["upper"][:, 0], scaled.max(0), rtol=1e-5, atol=1e-6)
+  m32, s32 = loaded.run.scaler.mean[:, 0], loaded.run.scaler.std[:, 0]
+  write_windows(tmp_path / "w.npz", fx["batch"]["x_enc"], fx["batch"]["batch_y"][:, -48:], m32, s32)
+  assert (
+    predict.main(
+      ["--workdir", str(out), "--windows", str(tmp_path / "w.npz"), "--output", str(tmp_path / "p.npz")]
+    )
+    == 0
+  )
+  got = (np.load(tmp_path / "p.npz")["prediction"][..., 0] - m32) / s32
+  imported = official.with_bounds(fx["full"], bounds["lower"][:, 0], bounds["upper"][:, 0])
+  direct, _ = run(imported, {"x": fx["inputs"]["x"]})  # no rng: the fixed HGAT draw
+  print(f"full model (fixed HGAT draw) via stjax.predict: max |diff| {maxdiff(got, direct):.1e}")
+  assert maxdiff(got, direct) <= TOL
+
+
+def test_scaler_flag_values_from_text_or_files(tmp_path):
+  np.save(tmp_path / "m.npy", MEAN)
+  (tmp_path / "m.json").write_text(json.dumps(list(MEAN)))
+  (tmp_path / "m.txt").write_text("\n".join(map(str, MEAN)))
+  assert run_convert.parse_values("1.5", "--scaler-mean") == [1.5]
+  assert run_convert.parse_values(",".join(map(str, MEAN)), "--scaler-mean") == list(MEAN)
+  for name in ("m.npy", "m.json", "m.txt"):
+    assert run_convert.parse_values(str(tmp_path / name), "--scaler-mean") == list(MEAN), name
+  (tmp_path / "bad.txt").write_text("1 2 x")
+  with pytest.raises(UserError, match="bad.txt: expected numbers"):
+    run_convert.parse_values(str(tmp_path / "bad.txt"), "--scaler-mean")
+
+
+def test_import_bad_inputs_are_one_line_exit_2_and_write_nothing(fx, shared_data, tmp_path, capsys):
+  (tmp_path / "cut").write_bytes((fx["dir"] / "checkpoint").read_bytes()[:100_000])
+  write_series(tmp_path / "n21.csv", np.full((600, 21), 5.0) + np.arange(600)[:, None] % 7)
+  (tmp_path / "bad.json").write_text("[1, 2]")
+  (tmp_path / "taken").mkdir()
+  (tmp_path / "taken" / "file").write_text("x")
+  one = ["--scaler-mean=0", "--scaler-std=1"]
+  cases = [
+    ([], "give the scaler, or the data"),
+    ([*one, f"--data={tmp_path / 'n21.csv'}"], "give the scaler, or the data"),
+    (["--scaler-mean=0"], "give both"),
+    (["--scaler-mean=1,2,3", "--scaler-std=1"], r"--scaler-mean: 3 values; give one, or one per node \(20\)"),
+    (["--scaler-mean=0", "--scaler-std=0"], "--scaler-std: values must be finite and > 0"),
+    (["--scaler-mean=nope", "--scaler-std=1"], "--scaler-mean: 'nope' is neither numbers"),
+    ([*one, "--step-minutes=7"], "7 minutes does not divide a day"),
+    ([f"--data={tmp_path / 'n21.csv'}", "--step-minutes=5"], "--step-minutes: only with"),
+    ([f"--data={tmp_path / 'n21.csv'}"], "num_nodes is 21 but the official checkpoint was trained with 20"),
+    ([*one, f"--bounds={tmp_path / 'bad.json'}"], "expected JSON"),
+    ([*one, "--bounds=" + str(tmp_path / "nope.json")], "expected JSON"),
+  ]
+  cut = ["import-sth-sepnet", f"--checkpoint={tmp_path / 'cut'}", f"--output={tmp_path / 'out'}", *one]
+  st_llm = shared_data / "official" / "st_llm" / "small" / "best_model.pth"
+  checks = [(import_argv(fx, tmp_path / "out", *args), message) for args, message in cases]
+  checks.append((cut, "truncated or corrupt"))
+  if st_llm.is_file():
+    checks.append(
+      ([*cut[:1], f"--checkpoint={st_llm}", *cut[2:]], "official ST-LLM checkpoint .*not STH-SepNet")
+    )
+  checks.append((import_argv(fx, tmp_path / "taken", *one), "output exists and is not an empty folder"))
+  before = set(os.listdir(tmp_path))
+  for argv, message in checks:
+    with pytest.raises(SystemExit) as e:
+      convert_cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and re.search(message, err), (argv, err)
+    assert set(os.listdir(tmp_path)) == before, argv  # no output folder, no temporary left behind
+  assert os.listdir(tmp_path / "taken") == ["file"]
 
 
 # ----------------------------------------------------------------------------------------------

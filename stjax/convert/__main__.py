@@ -4,12 +4,12 @@ python -m stjax.convert gpt2 --source=gpt2 --output=/ckpt/gpt2-6 --num-layers=6
 python -m stjax.convert llama --source=meta-llama/Llama-3.2-1B --output=/ckpt/llama-1b
 python -m stjax.convert bert --source=/models/all-MiniLM-L6-v2 --output=/ckpt/minilm
 python -m stjax.convert export --source=/ckpt/gpt2-6 --output=/hf/gpt2-6
-python -m stjax.convert import-sth-sepnet --checkpoint=checkpoint --output=/ckpt/sepnet-metr
 python -m stjax.convert import-st-llm --checkpoint=best_model.pth --output=runs/st_llm --scaler-mean=M --scaler-std=S
+python -m stjax.convert import-sth-sepnet --checkpoint=checkpoint --output=runs/sepnet --data=metr.csv
 python -m stjax.convert export-run --workdir=runs/st_llm --output=exported [--format=official]
 
-import-st-llm and export-run read and write run folders, so this entry point reaches up to
-stjax.train.run_convert (the one import across layers that pyproject.toml allows).
+import-st-llm, import-sth-sepnet and export-run read and write run folders, so this entry point
+reaches up to stjax.train.run_convert (the one import across layers that pyproject.toml allows).
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
   from stjax.convert import official_sth_sepnet  # lazily, like the converters below (fast --help)
 
   official_sth_sepnet.add_arguments(
-    sub.add_parser("import-sth-sepnet", help="official STH-SepNet checkpoint -> stjax STH-SepNet folder")
+    sub.add_parser(
+      "import-sth-sepnet",
+      help="official STH-SepNet checkpoint -> stjax run folder (evaluate / predict / export)",
+    )
   )
   st_llm = sub.add_parser(
     "import-st-llm", help="official ST-LLM best_model.pth -> stjax run folder (evaluate / predict / export)"
@@ -110,15 +113,15 @@ def main(argv: list[str] | None = None) -> int:
   export_run = sub.add_parser(
     "export-run", help="stjax run folder -> safetensors + JSON (+ HF backbone folder), or --format=official"
   )
-  export_run.add_argument("--workdir", required=True, help="run folder (stjax.train or import-st-llm)")
+  export_run.add_argument(
+    "--workdir", required=True, help="run folder (stjax.train, import-st-llm or import-sth-sepnet)"
+  )
   export_run.add_argument("--output", required=True, help="new folder for the export")
   export_run.add_argument(
     "--format", default="stjax", choices=("stjax", "official"), help="official: ST-LLM's best_model.pth"
   )
   args = parser.parse_args(argv)
-  if args.command == "import-sth-sepnet":
-    return official_sth_sepnet.import_sth_sepnet_cli(args)
-  if args.command in ("import-st-llm", "export-run"):
+  if args.command in ("import-st-llm", "import-sth-sepnet", "export-run"):
     return _run_folder_command(args)
 
   from stjax.convert import hf_bert, hf_gpt2, hf_llama
@@ -170,6 +173,8 @@ def _run_folder_command(args) -> int:
     )
     print(f"evaluate: python -m stjax.evaluate --workdir={path} --data=TEST_FILE (or --windows=FILE.npz)")
     return 0
+  if args.command == "import-sth-sepnet":
+    return _import_sth_sepnet(args, run_convert)
   summary = run_convert.export_run(args.workdir, args.output, args.format)
   print(
     f"exported {args.workdir} ({summary['tensors']} tensors) to {args.output}: {', '.join(summary['files'])}"
@@ -179,6 +184,37 @@ def _run_folder_command(args) -> int:
     print(
       f"backbone params/llm as a Hugging Face {backbone['family']} folder: {args.output}/{backbone['folder']}"
     )
+  return 0
+
+
+def _import_sth_sepnet(args, run_convert) -> int:
+  from stjax.convert import official_sth_sepnet
+
+  lo, hi = official_sth_sepnet.read_bounds(args.bounds)
+  values = lambda text, flag: None if text is None else run_convert.parse_values(text, flag)
+  path, imported = run_convert.import_sth_sepnet_run(
+    args.checkpoint,
+    args.output,
+    scaler_mean=values(args.scaler_mean, "--scaler-mean"),
+    scaler_std=values(args.scaler_std, "--scaler-std"),
+    data=args.data,
+    step_minutes=args.step_minutes,
+    bounds=None if args.bounds is None else (lo, hi),
+    hypergraph=not args.gnn_only,
+    n_head=args.n_head,
+    stride=args.stride,
+    hyperedge_size=args.hyperedge_size,
+  )
+  g = imported.geometry
+  print(
+    f"imported {args.checkpoint}: STH-SepNet, {g.num_nodes} nodes, {g.seq_len} -> {g.seq_len} steps, "
+    f"GPT-2 {g.llm_layers} blocks x {g.n_embd}, {g.num_layers} spatial layers, "
+    f"{'GNN-only' if args.gnn_only else 'GNN + hypergraph (HGAT)'}"
+  )
+  for note in imported.notes:
+    print(f"  {note}")
+  print(f"wrote run folder {path} (config.json, run.json, scaler.npz, imported.json, checkpoints/best)")
+  print(f"evaluate: python -m stjax.evaluate --workdir={path} --data=TEST_FILE (or --windows=FILE.npz)")
   return 0
 
 

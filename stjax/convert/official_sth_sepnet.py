@@ -5,12 +5,15 @@
     model = build_model(imported.model_config, imported.geometry.data_spec())
     pred, _ = model.apply({"params": params, **model_state}, batch)
 
+`python -m stjax.convert import-sth-sepnet` writes the import as a stjax run folder (scaler,
+protocol, checkpoint: `stjax.train.run_convert.import_sth_sepnet_run`); this module only reads.
+
 The imported model is `spatial_variant = "released"`, `fusion = "released"` (the released code's
 spatial stream and node-axis gate; stjax.models.sth_sepnet.released), GPT-2 without LoRA (the
 released LoRA never wraps GPT-2's Conv1D), `graph_refresh = 1` (top-k every call, as released).
 The name map and layouts: `stjax.convert.official_sth_sepnet_table`. `model_state` is the
 `bounds` collection: the per-node clamp of the released gate (the training data's min/max, not in
-the checkpoint: pass `min_values`/`max_values`, else no clamp).
+the checkpoint: pass `min_values`/`max_values` or use `with_bounds`, else no clamp).
 
 Not importable, because the checkpoint does not hold it: the released HGAT (the default
 `--adaptive_hyperhgnn hgat`) is created inside `forward` with fresh random weights on every call;
@@ -23,7 +26,6 @@ GNN-only model (the released Bike runs). The LLM prompt is an input (`batch["pro
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import os
 import pathlib
@@ -34,7 +36,7 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from stjax.convert import checkpoint_io, weights_io
+from stjax.convert import weights_io
 from stjax.convert.hf_common import set_path
 from stjax.convert.official_st_llm import GPT2_WIDTHS, default_n_head
 from stjax.convert.official_sth_sepnet_table import (
@@ -46,7 +48,7 @@ from stjax.convert.official_sth_sepnet_table import (
 )
 from stjax.errors import UserError
 
-FORMAT = "stjax.sth_sepnet.official"  # config.json format of an imported folder (`save_import`)
+NO_CLAMP = "not in the checkpoint: the output clamp (training min/max per node); no clamp applied"
 
 
 class Imported(NamedTuple):
@@ -183,16 +185,27 @@ def from_official(
   params: dict = {}
   for e in table:
     set_path(params, e.path, e.to_stjax(np.asarray(tensors[e.official], np.float32)))
-  n = geometry.num_nodes
+  imported = Imported(config, params, {}, geometry, _notes(tensors, table, hypergraph))
+  return with_bounds(imported, min_values, max_values)
+
+
+def with_bounds(
+  imported: Imported, min_values: Sequence[float] | None, max_values: Sequence[float] | None
+) -> Imported:
+  """`imported` with its output clamp (the `bounds` collection) set to the per-node training
+  min/max in scaled units (None: no clamp on that side)."""
+  n = imported.geometry.num_nodes
   lower = _bounds(min_values, n, -np.inf, "min_values")
   upper = _bounds(max_values, n, np.inf, "max_values")
   if np.any(lower > upper):
     raise UserError("min_values: some node's minimum exceeds its maximum")
-  state = {"bounds": {"fusion": {"lower": lower, "upper": upper}}}
-  return Imported(config, params, state, geometry, _notes(tensors, table, hypergraph, min_values is not None))
+  notes = tuple(note for note in imported.notes if note != NO_CLAMP)
+  if min_values is None and max_values is None:
+    notes += (NO_CLAMP,)
+  return imported._replace(model_state={"bounds": {"fusion": {"lower": lower, "upper": upper}}}, notes=notes)
 
 
-def _notes(tensors, table, hypergraph: bool, clamped: bool) -> tuple[str, ...]:
+def _notes(tensors, table, hypergraph: bool) -> tuple[str, ...]:
   reasons = collections.Counter(r for k in tensors if (r := ignored_reason(k, hypergraph)))
   notes = [
     f"imported {len(table)} tensors ({sum(int(np.size(tensors[e.official])) for e in table):,} values)"
@@ -204,8 +217,6 @@ def _notes(tensors, table, hypergraph: bool, clamped: bool) -> tuple[str, ...]:
       "the model draws them per call (or replays recorded ones, variables['hgat']), so its output "
       "is random like the released code's; hypergraph=False (--gnn-only) imports the deterministic GNN-only model"
     )
-  if not clamped:
-    notes.append("not in the checkpoint: the output clamp (training min/max per node); no clamp applied")
   notes.append("not in the checkpoint: the LLM prompt; pass its token ids as batch['prompt_ids']")
   return tuple(notes)
 
@@ -248,30 +259,11 @@ def import_sth_sepnet(path: str | os.PathLike, **kwargs) -> tuple[ml_collections
 
 
 # ----------------------------------------------------------------------------------------------
-# An imported model on disk, and the CLI entry
+# The CLI flags (`python -m stjax.convert import-sth-sepnet`, which writes a run folder)
 
 
-def save_import(imported: Imported, output: str | os.PathLike, source: str) -> pathlib.Path:
-  """Writes DIR/config.json ({"config": config.model, "geometry", "notes"}) and DIR/params/ (orbax:
-  the variables {"params": ..., "bounds": ...}), atomically."""
-  fields = {
-    "model": imported.model_config.to_dict(),
-    "geometry": dataclasses.asdict(imported.geometry),
-    "notes": list(imported.notes),
-  }
-  variables = {"params": imported.params, **imported.model_state}
-  return checkpoint_io.save(output, fields, variables, source, fmt=FORMAT)
-
-
-def load_import(folder: str | os.PathLike) -> tuple[ml_collections.ConfigDict, dict, dict, Geometry]:
-  """A folder written by `save_import` -> (config.model, params, model_state, geometry)."""
-  fields, variables = checkpoint_io.load(folder, fmt=FORMAT)
-  variables = dict(variables)
-  params = variables.pop("params")
-  return ml_collections.ConfigDict(fields["model"]), params, variables, Geometry(**fields["geometry"])
-
-
-def _read_bounds(path: str | None) -> tuple[list | None, list | None]:
+def read_bounds(path: str | None) -> tuple[list | None, list | None]:
+  """A `--bounds` JSON file {"min_values": [N], "max_values": [N]} -> (min_values, max_values)."""
   if not path:
     return None, None
   try:
@@ -286,7 +278,19 @@ def _read_bounds(path: str | None) -> tuple[list | None, list | None]:
 def add_arguments(parser) -> None:
   """The `import-sth-sepnet` flags (argparse)."""
   parser.add_argument("--checkpoint", required=True, help="the official STH-SepNet `checkpoint` file")
-  parser.add_argument("--output", required=True, help="new folder for the imported model")
+  parser.add_argument("--output", required=True, help="new folder for the run")
+  parser.add_argument(
+    "--scaler-mean",
+    help="the official StandardScaler's mean_: one number, or one per node (comma-separated or a .npy/.json/text file)",
+  )
+  parser.add_argument("--scaler-std", help="its scale_ (the per-node std), in the same form")
+  parser.add_argument(
+    "--data",
+    help="or the data it was trained on (registry name or series file): scaler and clamp fitted on its train rows",
+  )
+  parser.add_argument(
+    "--step-minutes", type=float, help="with --scaler-*: minutes per step of the data (not stored; default 5)"
+  )
   parser.add_argument(
     "--gnn-only", action="store_true", help="released Bike runs (no --hgcn_true): no hypergraph"
   )
@@ -298,30 +302,7 @@ def add_arguments(parser) -> None:
     "--hyperedge-size", type=int, default=3, help="--scale_hyperedges of the run (default 3)"
   )
   parser.add_argument(
-    "--bounds", default=None, help="JSON {min_values, max_values}: the run's per-node output clamp (optional)"
+    "--bounds",
+    default=None,
+    help="JSON {min_values, max_values}: the run's per-node output clamp (default: from --data, else none)",
   )
-
-
-def import_sth_sepnet_cli(args) -> int:
-  """`python -m stjax.convert import-sth-sepnet` (argparse namespace of `add_arguments`)."""
-  lo, hi = _read_bounds(args.bounds)
-  imported = load(
-    args.checkpoint,
-    hypergraph=not args.gnn_only,
-    n_head=args.n_head,
-    stride=args.stride,
-    hyperedge_size=args.hyperedge_size,
-    min_values=lo,
-    max_values=hi,
-  )
-  g = imported.geometry
-  path = save_import(imported, args.output, str(args.checkpoint))
-  print(
-    f"imported {args.checkpoint}: STH-SepNet, {g.num_nodes} nodes, {g.seq_len} -> {g.seq_len} steps, "
-    f"GPT-2 {g.llm_layers} blocks x {g.n_embd}, {g.num_layers} spatial layers, "
-    f"{'GNN-only' if args.gnn_only else 'GNN + hypergraph (HGAT)'}"
-  )
-  for note in imported.notes:
-    print(f"  {note}")
-  print(f"wrote {path} (config.json, params/)")
-  return 0

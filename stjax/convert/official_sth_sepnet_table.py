@@ -112,6 +112,21 @@ class Geometry:
       n_head=1,
     )
 
+  def check_spec(self, spec, where: str = "data") -> None:
+    """UserError when a dataset's DataSpec cannot feed this checkpoint (N, T_in = T_out, one channel)."""
+    want = {
+      "num_nodes": self.num_nodes,
+      "input_len": self.seq_len,
+      "output_len": self.seq_len,
+      "in_channels": 1,
+      "out_channels": 1,
+    }
+    for field, value in want.items():
+      if getattr(spec, field) != value:
+        raise UserError(
+          f"{where}: {field} is {getattr(spec, field)} but the official checkpoint was trained with {value}"
+        )
+
   def data_spec(self):
     """A stjax DataSpec of this shape (one input and target channel, no adjacency)."""
     from stjax.data.windows import DataSpec

@@ -1,10 +1,11 @@
 """Run folders from and to other formats (the library side of `python -m stjax.convert`).
 
-`import_st_llm_run`: the official ST-LLM `best_model.pth` -> a stjax run folder: config.json (the
-model config the checkpoint implies), checkpoints/best in the trainer's format, run.json +
-scaler.npz (the stllm protocol at the checkpoint's geometry; the scaler given, or fitted on the
-training split of the given data only), and imported.json (source file, sha256, geometry).
-`stjax.evaluate` and `stjax.predict` accept it like a trained run.
+`import_st_llm_run` / `import_sth_sepnet_run`: an official checkpoint (ST-LLM `best_model.pth`,
+STH-SepNet `checkpoint`) -> a stjax run folder: config.json (the model config the checkpoint
+implies), checkpoints/best in the trainer's format, run.json + scaler.npz (+ graph.npz when the
+data have a graph; the protocol at the checkpoint's geometry: stllm or sthsepnet; the scaler given,
+or fitted on the training split of the given data only), and imported.json (source file, sha256,
+geometry, what was not imported). `stjax.evaluate` and `stjax.predict` accept it like a trained run.
 
 `export_run`: a run folder -> `model.safetensors` (every parameter and model-state leaf, named by
 its path, e.g. `params/llm/h_0/attn/c_attn/kernel`), `data.safetensors` (scaler_mean, scaler_std
@@ -24,16 +25,17 @@ import hashlib
 import json
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from stjax.convert import checkpoint_io, official_st_llm
+from stjax.convert import checkpoint_io, official_st_llm, official_sth_sepnet
 from stjax.convert.hf_common import get_path, leaf_paths, plain
 from stjax.data import registry, run_data
 from stjax.data.protocols import get_protocol
-from stjax.data.windows import Scaler, bundle_from_dataset, read_data, reader_options
+from stjax.data.windows import DataBundle, Scaler, bundle_from_dataset, read_data, reader_options
 from stjax.errors import UserError
 from stjax.train import checkpoint
 from stjax.train.config import base_config
@@ -63,12 +65,8 @@ def import_st_llm_run(
       the scaler is fitted on its training split only, and its shape must match the checkpoint.
     n_head, unfrozen_layers: not stored in the checkpoint (see official_st_llm.model_config).
   """
-  given = scaler_mean is not None or scaler_std is not None
-  if given == (data is not None):
-    raise UserError("--scaler-mean/--scaler-std or --data: give the scaler, or the data it was fitted on")
-  if given and (scaler_mean is None or scaler_std is None):
-    raise UserError("--scaler-mean and --scaler-std: give both")
-  if given and not (np.isfinite([scaler_mean, scaler_std]).all() and scaler_std > 0):
+  _check_scaler_source(scaler_mean, scaler_std, data)
+  if data is None and not (np.isfinite([scaler_mean, scaler_std]).all() and scaler_std > 0):
     raise UserError(f"--scaler-std: must be a finite number > 0 (mean {scaler_mean}, std {scaler_std})")
   _check_output(output)
   imported = official_st_llm.load(checkpoint_path, n_head=n_head, unfrozen_layers=unfrozen_layers)
@@ -81,30 +79,217 @@ def import_st_llm_run(
   config.data.protocol = "stllm"
   config.data.input_len, config.data.output_len = g.input_len, g.output_len
   if data is None:
-    config.data.name = ""  # no data known: evaluate needs --data or --windows
-    run = _given_scaler_run(g, float(scaler_mean), float(scaler_std))
-    bundle = run.bundle({})
-  else:
-    if data in registry.DATASETS:
-      config.data.name = data
-    else:
-      path = pathlib.Path(data).expanduser().absolute()
-      config.data.name, config.data.path = path.stem, str(path)
-    dataset, protocol = read_data(config.data)
-    bundle = bundle_from_dataset(dataset, protocol)  # fitted on the training windows only
-    g.check_spec(bundle.spec, where=f"--data {data}")
-    run = run_data.from_bundle(
-      bundle, reader_options(config.data), fitted_on=f"the train windows of {data} (protocol stllm)"
+    run = _given_scaler_run(
+      config,
+      "st-llm-import",
+      24 * 60 / g.steps_per_day,
+      g.num_nodes,
+      [scaler_mean],
+      [scaler_std],
+      "given (--scaler-mean/--scaler-std: the official StandardScaler of x_train[..., 0])",
     )
-  exp = checkpoint_experiment(config, bundle, run.num_train_windows)
-  state = _with_params(exp, imported.params, checkpoint_path)
+  else:
+    run, _ = _fitted_run(config, data, lambda spec: g.check_spec(spec, where=f"--data {data}"))
   provenance = {
-    "source": str(pathlib.Path(checkpoint_path).expanduser().absolute()),
-    "sha256": _sha256(checkpoint_path),
     "format": "official ST-LLM best_model.pth (github ChenxiLiu-HNU/ST-LLM)",
     "geometry": dataclasses.asdict(g),
     "n_head": int(imported.model_config.n_head),
     "unfrozen_layers": int(imported.model_config.unfrozen_layers),
+  }
+  return _write_imported_run(output, config, run, imported.params, {}, checkpoint_path, provenance)
+
+
+def import_sth_sepnet_run(
+  checkpoint_path: str | os.PathLike,
+  output: str | os.PathLike,
+  *,
+  scaler_mean: Sequence[float] | None = None,
+  scaler_std: Sequence[float] | None = None,
+  data: str | None = None,
+  step_minutes: float | None = None,
+  bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+  hypergraph: bool = True,
+  n_head: int | None = None,
+  stride: int = 8,
+  hyperedge_size: int = 3,
+) -> tuple[pathlib.Path, official_sth_sepnet.Imported]:
+  """Official STH-SepNet checkpoint -> stjax run folder at `output`; returns (folder, the import).
+
+  The model is the released variant (`official_sth_sepnet.model_config`); the protocol sthsepnet
+  (48 -> 48 at the fixture geometry, TSLib borders, per-node scaler).
+
+  Args:
+    checkpoint_path: the official `checkpoint` file.
+    output: new (or empty) folder.
+    scaler_mean, scaler_std: the official StandardScaler (`mean_`, `scale_`): one value, or one
+      per node; or
+    data: the data it was trained on (a registry name or a series file): the scaler is fitted on
+      its training rows only (sklearn on data[:num_train], as released), its shape must match.
+    step_minutes: minutes per step when the scaler is given (not stored; default 5).
+    bounds: (min_values, max_values) [N] of the output clamp in scaled units; default: from `data`
+      (per-node min/max of the scaled training rows, the released run_main's), else no clamp.
+    hypergraph, n_head, stride, hyperedge_size: as `official_sth_sepnet.load`.
+  """
+  _check_scaler_source(scaler_mean, scaler_std, data)
+  if data is not None and step_minutes is not None:
+    raise UserError("--step-minutes: only with --scaler-mean/--scaler-std (--data has its own step)")
+  if step_minutes is not None and not (np.isfinite(step_minutes) and step_minutes > 0):
+    raise UserError(f"--step-minutes: must be a number > 0, got {step_minutes}")
+  _check_output(output)
+  lo, hi = bounds if bounds is not None else (None, None)
+  imported = official_sth_sepnet.load(
+    checkpoint_path,
+    hypergraph=hypergraph,
+    n_head=n_head,
+    stride=stride,
+    hyperedge_size=hyperedge_size,
+    min_values=lo,
+    max_values=hi,
+  )
+  g = imported.geometry
+  config = base_config(imported.model_config)
+  config.optim.name = "adam"  # the released optimizer (only used if training resumes from here)
+  config.data.protocol = "sthsepnet"
+  config.data.input_len = config.data.output_len = g.seq_len
+  config.data.nonnegative = "no"  # the released model does not clip its forecasts
+  clamp = "given (--bounds)" if bounds is not None else None
+  if data is None:
+    n = g.num_nodes
+    run = _given_scaler_run(
+      config,
+      "sth-sepnet-import",
+      5.0 if step_minutes is None else float(step_minutes),
+      n,
+      _per_node(scaler_mean, n, "--scaler-mean"),
+      _per_node(scaler_std, n, "--scaler-std"),
+      "given (--scaler-mean/--scaler-std: the official StandardScaler, per node)",
+    )
+  else:
+    run, bundle = _fitted_run(config, data, lambda spec: g.check_spec(spec, where=f"--data {data}"))
+    if bounds is None:
+      imported = official_sth_sepnet.with_bounds(imported, *_training_bounds(bundle))
+      clamp = f"the scaled train rows of {data} (per-node min/max, as released)"
+  notes = list(imported.notes) + [
+    "stjax.evaluate / stjax.predict feed no prompt (batch['prompt_ids']): their temporal branch is the "
+    "prompt-free one"
+  ]
+  if hypergraph:
+    notes.append("stjax.evaluate / stjax.predict use one fixed HGAT draw (no rng): deterministic")
+  imported = imported._replace(notes=tuple(notes))
+  provenance = {
+    "format": "official STH-SepNet checkpoint (github jiawenchen10/ST-SepNet)",
+    "geometry": dataclasses.asdict(g),
+    "n_head": int(imported.model_config.n_head),
+    "hypergraph": bool(hypergraph),
+    "clamp": clamp,
+    "notes": list(imported.notes),
+  }
+  path = _write_imported_run(
+    output, config, run, imported.params, imported.model_state, checkpoint_path, provenance
+  )
+  return path, imported
+
+
+def _check_scaler_source(mean, std, data) -> None:
+  given = mean is not None or std is not None
+  if given == (data is not None):
+    raise UserError("--scaler-mean/--scaler-std or --data: give the scaler, or the data it was fitted on")
+  if given and (mean is None or std is None):
+    raise UserError("--scaler-mean and --scaler-std: give both")
+
+
+def _per_node(values, n: int, flag: str) -> np.ndarray:
+  a = np.asarray(values, np.float64).reshape(-1)
+  if a.size not in (1, n):
+    raise UserError(f"{flag}: {a.size} values; give one, or one per node ({n})")
+  if not np.isfinite(a).all() or (flag == "--scaler-std" and not (a > 0).all()):
+    raise UserError(f"{flag}: values must be finite{' and > 0' if flag == '--scaler-std' else ''}")
+  return a
+
+
+def parse_values(text: str, flag: str) -> list[float]:
+  """A flag's numbers: `1.5`, `1,2,3`, or a .npy / .json (list) / text file holding them."""
+  try:
+    return [float(v) for v in text.split(",")]
+  except ValueError:
+    pass
+  path = pathlib.Path(text).expanduser()
+  if not path.is_file():
+    raise UserError(f"{flag}: {text!r} is neither numbers (comma-separated) nor a file")
+  try:
+    if path.suffix == ".npy":
+      values = np.load(path, allow_pickle=False)
+    elif path.suffix == ".json":
+      values = json.loads(path.read_text())
+    else:
+      values = path.read_text().replace(",", " ").split()
+    return [float(v) for v in np.asarray(values, np.float64).reshape(-1)]
+  except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+    raise UserError(f"{flag}: {path}: expected numbers ({type(e).__name__})") from None
+
+
+def _given_scaler_run(
+  config, name: str, step_minutes: float, num_nodes: int, mean, std, fitted_on: str
+) -> run_data.RunData:
+  """RunData of one value channel with a given scaler ([1 or N] values each), no data known."""
+  config.data.name = ""  # no data known: evaluate needs --data or --windows
+  steps_per_day = 24 * 60 / step_minutes
+  if abs(steps_per_day - round(steps_per_day)) > 1e-9:
+    raise UserError(f"--step-minutes: {step_minutes:g} minutes does not divide a day")
+  protocol = get_protocol(config.data.protocol).resolve(
+    round(steps_per_day), config.data.input_len, config.data.output_len
+  )
+  return run_data.RunData(
+    name=name,
+    channels=("value",),
+    step_minutes=step_minutes,
+    num_nodes=num_nodes,
+    node_ids=None,
+    protocol=protocol,
+    scaler=Scaler(np.asarray(mean, np.float32).reshape(-1, 1), np.asarray(std, np.float32).reshape(-1, 1)),
+    adjacency=None,
+    num_train_windows=None,
+    splits={},
+    reader={},
+    fitted_on=fitted_on,
+  )
+
+
+def _fitted_run(config, data: str, check) -> tuple[run_data.RunData, DataBundle]:
+  """config.data pointed at `data` (registry name or path), read and cut by config.data.protocol,
+  `check(spec)`ed; the RunData with the scaler fitted on the training split only, and the bundle."""
+  if data in registry.DATASETS:
+    config.data.name = data
+  else:
+    path = pathlib.Path(data).expanduser().absolute()
+    config.data.name, config.data.path = path.stem, str(path)
+  dataset, protocol = read_data(config.data)
+  bundle = bundle_from_dataset(dataset, protocol)  # fitted on the training split only
+  check(bundle.spec)
+  part = (
+    "rows" if protocol.split_rule == "tslib_borders" and protocol.scaler_rule == "per_node" else "windows"
+  )
+  fitted_on = f"the train {part} of {data} (protocol {protocol.name})"
+  return run_data.from_bundle(bundle, reader_options(config.data), fitted_on=fitted_on), bundle
+
+
+def _training_bounds(bundle: DataBundle) -> tuple[np.ndarray, np.ndarray]:
+  """Per-node min and max [N] of the scaled rows the scaler was fitted on (one channel): the
+  released run_main's `min_values` / `max_values` (np.min/max of the scaled train data_x)."""
+  ds, p = bundle.dataset, bundle.protocol
+  rows = p.scaler_weights(ds.num_steps, p.split_times(ds.num_steps)) > 0
+  scaled = bundle.scaler.transform(np.asarray(ds.values[rows], np.float64))[..., 0]  # [T_train, N]
+  return scaled.min(0), scaled.max(0)
+
+
+def _write_imported_run(output, config, run, params: dict, model_state: dict, source, provenance: dict):
+  """Writes the run folder of an imported checkpoint (see the module docstring), atomically."""
+  exp = checkpoint_experiment(config, run.bundle({}), run.num_train_windows)
+  state = _with_variables(exp, params, model_state, source)
+  provenance = {
+    "source": str(pathlib.Path(source).expanduser().absolute()),
+    "sha256": _sha256(source),
+    **provenance,
   }
   with checkpoint_io.atomic_directory(output) as tmp:
     text = json.dumps(checkpoint.config_to_dict(config), indent=2, sort_keys=True) + "\n"
@@ -119,42 +304,36 @@ def import_st_llm_run(
   return pathlib.Path(output).expanduser().absolute()
 
 
-def _given_scaler_run(g, mean: float, std: float) -> run_data.RunData:
-  protocol = get_protocol("stllm").resolve(g.steps_per_day, g.input_len, g.output_len)
-  return run_data.RunData(
-    name="st-llm-import",
-    channels=("value",),
-    step_minutes=24 * 60 / g.steps_per_day,
-    num_nodes=g.num_nodes,
-    node_ids=None,
-    protocol=protocol,
-    scaler=Scaler(np.full((1, 1), mean, np.float32), np.full((1, 1), std, np.float32)),
-    adjacency=None,
-    num_train_windows=None,
-    splits={},
-    reader={},
-    fitted_on="given (--scaler-mean/--scaler-std: the official StandardScaler of x_train[..., 0])",
-  )
-
-
-def _with_params(exp, params: dict, source) -> Any:
-  """A fresh TrainState of `exp` holding `params` (checked leaf by leaf), optimizer state re-made."""
-  state = exp.init_state()
-  want = plain(jax.tree.map(lambda a: a, state.params))
-  got = plain(params)
+def _check_tree(want: dict, got: dict, source, where: str) -> None:
   want_paths, got_paths = set(leaf_paths(want)), set(leaf_paths(got))
   for p in sorted(want_paths ^ got_paths):
     side = "missing from" if p in want_paths else "unknown to"
-    raise UserError(f"{source}: {'/'.join(p)} is {side} the stjax model built from its config")
+    raise UserError(f"{source}: {where}{'/'.join(p)} is {side} the stjax model built from its config")
   for p in sorted(want_paths):
     if np.shape(get_path(want, p)) != np.shape(get_path(got, p)):
       raise UserError(
-        f"{source}: {'/'.join(p)} has shape {np.shape(get_path(got, p))}, the model {np.shape(get_path(want, p))}"
+        f"{source}: {where}{'/'.join(p)} has shape {np.shape(get_path(got, p))}, "
+        f"the model {np.shape(get_path(want, p))}"
       )
+
+
+def _with_variables(exp, params: dict, model_state: dict, source) -> Any:
+  """A fresh TrainState of `exp` holding `params` and the collections of `model_state` (checked
+  leaf by leaf; other collections keep their init), optimizer state re-made."""
+  state = exp.init_state()
+  _check_tree(plain(state.params), plain(params), source, "")
+  collections = dict(state.model_state)
+  for name, tree in model_state.items():
+    if name not in collections:
+      raise UserError(f"{source}: collection {name!r} is unknown to the stjax model built from its config")
+    _check_tree(plain(collections[name]), plain(tree), source, f"{name}/")
+    collections[name] = jax.tree.map(lambda a: np.asarray(a, np.float32), plain(tree))
+  f32 = lambda tree: jax.tree.map(lambda a: np.asarray(a, np.float32), plain(tree))
   with exp.context():
-    new = jax.device_put(jax.tree.map(lambda a: np.asarray(a, np.float32), got), exp.state_shardings.params)
+    new = jax.device_put(f32(params), exp.state_shardings.params)
+    collections = jax.device_put(collections, exp.state_shardings.model_state)
     opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(new)
-  return state.replace(params=new, opt_state=opt_state)
+  return state.replace(params=new, opt_state=opt_state, model_state=collections)
 
 
 def _sha256(path) -> str:
