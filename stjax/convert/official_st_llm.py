@@ -54,10 +54,10 @@ import numpy as np
 from stjax.convert import hf_gpt2, weights_io
 from stjax.convert.hf_common import get_path, leaf_paths, plain, set_path
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
 
 GPT_PREFIX = "gpt.gpt2."
-LLM_KEY = "llm"
 INPUT_DIM = 3  # official x channels: value, time-of-day fraction, day-of-week
 GPT2_HEAD_DIM = 64  # every GPT-2 size: 768/12, 1024/16, 1280/20, 1600/25
 GPT2_WIDTHS = (768, 1024, 1280, 1600)

@@ -27,6 +27,7 @@ import numpy as np
 
 from stjax.convert import hf_gpt2
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
 
 LLM = "llm_model."
@@ -208,7 +209,9 @@ def name_table(g: Geometry, hypergraph: bool = True) -> list[Entry]:
     Entry("gate_linear.bias", ("fusion", "gate", "bias"), (n,), _copy),
   ]
   cfg = g.gpt2_config()
-  table += [Entry(LLM + hf, ("llm",) + path, rule.shape(cfg), _copy) for hf, path, rule in hf_gpt2.rules(cfg)]
+  table += [
+    Entry(LLM + hf, (LLM_KEY,) + path, rule.shape(cfg), _copy) for hf, path, rule in hf_gpt2.rules(cfg)
+  ]
   return table + _spatial_table(g, hypergraph)
 
 

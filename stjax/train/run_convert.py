@@ -35,6 +35,7 @@ from stjax.data import registry, run_data
 from stjax.data.protocols import get_protocol
 from stjax.data.windows import Scaler, bundle_from_dataset, read_data, reader_options
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 from stjax.train import checkpoint
 from stjax.train.config import base_config
 from stjax.train.run_folder import IMPORT_FILE, checkpoint_experiment, load_run
@@ -231,8 +232,8 @@ def _export_stjax(workdir, output, config, run, params: dict, collections: dict)
   with checkpoint_io.atomic_directory(output) as tmp:
     save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": EXPORT_FORMAT})
     save_file(data, str(tmp / DATA_FILE), metadata={"format": EXPORT_FORMAT})
-    if "llm" in params:
-      meta["backbone"] = _export_backbone(config.model, params["llm"], tmp / BACKBONE_DIR)
+    if LLM_KEY in params:
+      meta["backbone"] = _export_backbone(config.model, params[LLM_KEY], tmp / BACKBONE_DIR)
     (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
   return {
     "files": sorted([MODEL_FILE, DATA_FILE, "config.json"]),
