@@ -45,6 +45,7 @@ from stjax.convert.official_sth_sepnet_table import (
   name_table,
 )
 from stjax.errors import UserError
+from stjax.graph.adaptive import MTGNN_TOP_K
 
 FORMAT = "stjax.sth_sepnet.official"  # config.json format of an imported folder (`save_import`)
 
@@ -134,7 +135,7 @@ def model_config(
     end_channels=g.end_channels,
     node_dim=g.node_dim,
     tanh_alpha=3.0,  # hard-coded in the released Model
-    top_k=20,  # subgraph_size, hard-coded
+    top_k=MTGNN_TOP_K,  # subgraph_size, hard-coded (20)
     mixprop_depth=g.mixprop_depth,
     mixprop_beta=0.05,  # propalpha, hard-coded
     hyperedge_size=g.hyperedge_size,
