@@ -17,21 +17,23 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from stjax.convert import hf_bert, hf_gpt2, hf_llama, official_sth_sepnet
+from stjax.convert.backbones import load_backbone
 from stjax.errors import cli_entry
+from stjax.models.backbones import backbone_name
+from stjax.models.backbones.bert import BertConfig
+from stjax.models.backbones.llama import LlamaConfig
 
 
 def _count(params) -> int:
-  import numpy as np
-
   if isinstance(params, dict):
     return sum(_count(v) for v in params.values())
   return int(np.size(params))
 
 
 def _describe(config) -> str:
-  from stjax.models.backbones.bert import BertConfig
-  from stjax.models.backbones.llama import LlamaConfig
-
   if isinstance(config, BertConfig):
     return (
       f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
@@ -85,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
   )
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  from stjax.convert import official_sth_sepnet  # lazily, like the converters below (fast --help)
-
   official_sth_sepnet.add_arguments(
     sub.add_parser("import-sth-sepnet", help="official STH-SepNet checkpoint -> stjax STH-SepNet folder")
   )
@@ -120,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     return official_sth_sepnet.import_sth_sepnet_cli(args)
   if args.command in ("import-st-llm", "export-run"):
     return _run_folder_command(args)
-
-  from stjax.convert import hf_bert, hf_gpt2, hf_llama
-
   if args.command == "gpt2":
     config, params, path = hf_gpt2.convert(args.source, args.output, args.num_layers)
     print(f"converted {args.source}: GPT-2, {_describe(config)}")
@@ -139,9 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parameters: {_count(params):,}")
     print(f"wrote stjax checkpoint: {path} (config.json, params/)")
   else:
-    from stjax.convert.backbones import load_backbone
-    from stjax.models.backbones import backbone_name
-
     config, params = load_backbone(args.source, args.num_layers)  # GPT-2, Llama or BERT, by config.json
     family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama"), "bert": (hf_bert, "BERT")}[
       backbone_name(config)
@@ -153,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_folder_command(args) -> int:
-  from stjax.train import run_convert
+  from stjax.train import run_convert  # late: the training stack doubles start-up; two commands need it
 
   if args.command == "import-st-llm":
     path = run_convert.import_st_llm_run(

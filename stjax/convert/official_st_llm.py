@@ -50,12 +50,15 @@ from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from stjax.convert import hf_gpt2, weights_io
 from stjax.convert.hf_common import get_path, leaf_paths, plain, set_path
+from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
+from stjax.models.st_llm import default_config
 
 GPT_PREFIX = "gpt.gpt2."
 INPUT_DIM = 3  # official x channels: value, time-of-day fraction, day-of-week
@@ -110,8 +113,6 @@ class Geometry:
 
   def data_spec(self):
     """A stjax DataSpec of this shape (no adjacency; target channel "value")."""
-    from stjax.data.windows import DataSpec
-
     return DataSpec(
       num_nodes=self.num_nodes,
       input_len=self.input_len,
@@ -250,8 +251,6 @@ def _read_pth(path: pathlib.Path) -> dict[str, Any]:
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, Any]:
-  from safetensors import SafetensorError, safe_open
-
   try:
     with safe_open(str(path), framework="numpy") as f:
       return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
@@ -406,8 +405,6 @@ def model_config(
   geometry: Geometry, n_head: int | None = None, unfrozen_layers: int | None = None
 ) -> ml_collections.ConfigDict:
   """`config.model` (stjax.models.st_llm.default_config fields) of a checkpoint of `geometry`."""
-  from stjax.models.st_llm import default_config
-
   c = default_config()
   n_head = default_n_head(geometry.n_embd) if n_head is None else int(n_head)
   if n_head < 1 or geometry.n_embd % n_head:
@@ -554,7 +551,7 @@ def write_official(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> 
   torch (the test extras); nothing is written on error.
   """
   try:
-    import torch
+    import torch  # late: optional (test extras) and slow to import
   except ImportError:
     raise UserError(f"{path}: writing an official .pth needs torch (pip install torch)") from None
   path = pathlib.Path(path).expanduser().absolute()

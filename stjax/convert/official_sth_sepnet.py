@@ -46,6 +46,7 @@ from stjax.convert.official_sth_sepnet_table import (
 )
 from stjax.errors import UserError
 from stjax.graph.adaptive import MTGNN_TOP_K
+from stjax.models.sth_sepnet import default_config
 
 FORMAT = "stjax.sth_sepnet.official"  # config.json format of an imported folder (`save_import`)
 
@@ -99,8 +100,6 @@ def model_config(
   geometry: Geometry, *, n_head: int | None = None, hypergraph: bool = True, gamma: float = 0.5
 ):
   """`config.model` (stjax.models.sth_sepnet.default_config fields) of an imported checkpoint."""
-  from stjax.models.sth_sepnet import default_config
-
   g = geometry
   n_head = default_n_head(g.n_embd) if n_head is None else int(n_head)
   if n_head < 1 or g.n_embd % n_head:

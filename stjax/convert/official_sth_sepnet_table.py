@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stjax.convert import hf_gpt2
+from stjax.data.windows import DataSpec
 from stjax.errors import UserError
 from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
@@ -115,8 +116,6 @@ class Geometry:
 
   def data_spec(self):
     """A stjax DataSpec of this shape (one input and target channel, no adjacency)."""
-    from stjax.data.windows import DataSpec
-
     return DataSpec(
       num_nodes=self.num_nodes,
       input_len=self.seq_len,
