@@ -44,7 +44,6 @@ import pathlib
 import re
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -233,23 +232,6 @@ def stjax_shape(entry: Entry) -> tuple[int, ...]:
 # Reading a checkpoint file (no code execution).
 
 
-def _read_pth(path: pathlib.Path) -> dict[str, Any]:
-  with open(path, "rb") as f:
-    head = f.read(4)
-  if not zipfile.is_zipfile(path):
-    if not head:
-      raise UserError(f"{path}: empty file")
-    if head.startswith(b"PK"):
-      raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
-    if head[:1] == b"\x80":
-      raise UserError(
-        f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code). "
-        "Re-save it with torch>=1.6 torch.save"
-      )
-    raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
-  return weights_io.read_torch_state(path)
-
-
 def _read_safetensors(path: pathlib.Path) -> dict[str, Any]:
   try:
     with safe_open(str(path), framework="numpy") as f:
@@ -272,7 +254,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     )
   if not path.is_file():
     raise UserError(f"{path}: no such file")
-  state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pth(path)
+  state = _read_safetensors(path) if path.suffix == ".safetensors" else weights_io.read_torch_checkpoint(path)
   if not isinstance(state, Mapping):
     raise UserError(
       f"{path}: expected a state dict (torch.save(model.state_dict())), found {type(state).__name__}"
@@ -373,11 +355,19 @@ def infer_geometry(
   return geometry
 
 
-def _check_table(tensors: Mapping[str, np.ndarray], table: list[Entry], source: str) -> None:
+def check_table(
+  tensors: Mapping[str, np.ndarray],
+  table: list,
+  source: str,
+  ignored: Callable[[str], bool] = IGNORED.match,
+  model: str = "ST-LLM",
+) -> None:
+  """Every key of `tensors` in `table` (entries with `official` and `shape`) or `ignored`, every entry
+  present with its shape and a float dtype (the official STH-SepNet importer uses it too)."""
   known = {e.official for e in table}
   for key in tensors:
-    if key not in known and not IGNORED.match(key):
-      raise UserError(f"{source}: unexpected tensor {key} (no place in a {len(table)}-tensor ST-LLM)")
+    if key not in known and not ignored(key):
+      raise UserError(f"{source}: unexpected tensor {key} (no place in a {len(table)}-tensor {model})")
   for e in table:
     if e.official not in tensors:
       raise UserError(f"{source}: missing tensor {e.official}")
@@ -440,7 +430,7 @@ def from_official(
   tensors = _strip_module_prefix(tensors)
   geometry = infer_geometry(tensors, source, input_dim)
   table = name_table(geometry)
-  _check_table(tensors, table, source)
+  check_table(tensors, table, source)
   config = model_config(geometry, n_head, unfrozen_layers)
   params: dict = {}
   for e in table:

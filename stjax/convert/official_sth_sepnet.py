@@ -27,7 +27,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -70,17 +69,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise UserError(f"{path}: expected the official STH-SepNet checkpoint file, found a folder")
   if not path.is_file():
     raise UserError(f"{path}: no such file")
-  with open(path, "rb") as f:
-    head = f.read(4)
-  if not zipfile.is_zipfile(path):
-    if not head:
-      raise UserError(f"{path}: empty file")
-    if head.startswith(b"PK"):
-      raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
-    if head[:1] == b"\x80":
-      raise UserError(f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code)")
-    raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
-  state = weights_io.read_torch_state(path)
+  state = weights_io.read_torch_checkpoint(path)
   out: dict[str, np.ndarray] = collections.OrderedDict()
   for key, value in state.items():
     if not isinstance(value, np.ndarray):
