@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.torch_reference import build_reference, weights  # noqa: E402
+from stjax.data.windows import MODEL_INPUT_KEYS, TRAIN_KEYS  # noqa: E402
 from stjax.errors import UserError  # noqa: E402
 from stjax.kernels import Kernels  # noqa: E402
 from stjax.perf import bench  # noqa: E402
@@ -52,7 +53,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def torch_batch(host: dict) -> dict[str, torch.Tensor]:
-  return {k: torch.from_numpy(np.ascontiguousarray(host[k])).to(DEVICE) for k in ("x", "tod", "dow", "y")}
+  return {k: torch.from_numpy(np.ascontiguousarray(host[k])).to(DEVICE) for k in TRAIN_KEYS}
 
 
 def masked_mae_torch(pred: torch.Tensor, y: torch.Tensor, null_rule: str) -> torch.Tensor:
@@ -78,7 +79,7 @@ def make_torch_loss(model, bundle):
   std = torch.from_numpy(np.asarray(scaler.std, np.float32)).to(DEVICE)
 
   def loss_fn(batch):
-    pred, aux = model({k: batch[k] for k in ("x", "tod", "dow")})
+    pred, aux = model({k: batch[k] for k in MODEL_INPUT_KEYS})
     if protocol.loss == "masked_mae":
       data_loss = masked_mae_torch(pred * std + mean, batch["y"], protocol.null_rule)
     elif protocol.loss == "mse":

@@ -1,6 +1,6 @@
 """The docs stand on their own and name what exists: no pointer outside the repository, the paths
-and dotted names of docs/architecture.md and the README exist, and docs/data_formats.md lists the
-registry's checksums."""
+and dotted names of docs/architecture.md and the README exist, its rooms table names every module,
+and docs/data_formats.md lists the registry's checksums."""
 
 import importlib
 import pathlib
@@ -60,6 +60,31 @@ def _resolves(name: str) -> bool:
 def test_index_pages_name_existing_modules_and_objects():
   missing = sorted(n for n in _named(DOTTED, INDEX_PAGES) if not _resolves(n))
   assert not missing, missing
+
+
+def _rooms() -> set[str]:
+  """The files named in the first column of docs/architecture.md's rooms table; a bare `x.py` stands
+  in the folder of the path before it."""
+  text = (ROOT / "docs" / "architecture.md").read_text()
+  table = text.split("## Rooms", 1)[1].split("\n## ", 1)[0]
+  named = set()
+  for line in table.splitlines():
+    if not line.startswith("| `"):
+      continue
+    folder = ""
+    for token in re.findall(r"`([^`]+)`", line[2:].split(" | ", 1)[0]):
+      if token.startswith("stjax/"):
+        folder = token if token.endswith("/") else token.rsplit("/", 1)[0] + "/"
+      if token.endswith(".py"):
+        named.add(token if token.startswith("stjax/") else folder + token)
+  return named
+
+
+def test_architecture_rooms_name_every_module():
+  modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "stjax").rglob("*.py")}
+  named = _rooms()
+  assert not modules - named, sorted(modules - named)  # a module the rooms table does not name
+  assert not named - modules, sorted(named - modules)  # a file named there that does not exist
 
 
 def test_data_formats_lists_every_recorded_checksum():

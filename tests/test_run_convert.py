@@ -2,9 +2,10 @@
 run folder, evaluated and predicted against the official output, exported back bit-exactly, and
 bad inputs refused with one line and nothing written.
 
-Fixtures (../shared/data/official/st_llm, made by running the official PyTorch code): `small` =
-N 20, D 32, width 64, 2 heads, 2 blocks, U 1; batch.npz holds 4 windows with x[..., 0] already
-scaled by mean 3.0 / std 3.5, output.npz the official eval-mode forward and its inverse transform.
+Fixtures (`official/st_llm` in the real-data folder, STJAX_SHARED_DATA; made by running the official
+PyTorch code): `small` = N 20, D 32, width 64, 2 heads, 2 blocks, U 1; batch.npz holds 4 windows
+with x[..., 0] already scaled by mean 3.0 / std 3.5, output.npz the official eval-mode forward and
+its inverse transform.
 """
 
 from __future__ import annotations

@@ -17,21 +17,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
+from stjax.convert import hf_bert, hf_gpt2, hf_llama, official_sth_sepnet
+from stjax.convert.backbones import load_backbone
 from stjax.errors import cli_entry
+from stjax.models.backbones import backbone_name
+from stjax.models.backbones.bert import BertConfig
+from stjax.models.backbones.llama import LlamaConfig
+
+# Subcommand -> (converter module, family, example hub id, what --num-layers keeps); also the family
+# of `export`, by stjax.models.backbones.backbone_name.
+FAMILIES = {
+  "gpt2": (hf_gpt2, "GPT-2", "gpt2", "blocks"),
+  "llama": (hf_llama, "Llama", "meta-llama/Llama-3.2-1B", "blocks"),
+  "bert": (hf_bert, "BERT", "bert-base-uncased", "layers"),
+}
 
 
 def _count(params) -> int:
-  import numpy as np
-
   if isinstance(params, dict):
     return sum(_count(v) for v in params.values())
   return int(np.size(params))
 
 
 def _describe(config) -> str:
-  from stjax.models.backbones.bert import BertConfig
-  from stjax.models.backbones.llama import LlamaConfig
-
   if isinstance(config, BertConfig):
     return (
       f"{config.num_hidden_layers} layers, width {config.hidden_size}, "
@@ -57,26 +67,13 @@ def _describe(config) -> str:
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m stjax.convert", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  gpt2 = sub.add_parser(
-    "gpt2", help="HF GPT-2 (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
-  )
-  gpt2.add_argument("--source", required=True, help="hub id (e.g. gpt2) or local HF folder")
-  gpt2.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
-  gpt2.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  llama = sub.add_parser(
-    "llama", help="HF Llama (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
-  )
-  llama.add_argument(
-    "--source", required=True, help="hub id (e.g. meta-llama/Llama-3.2-1B) or local HF folder"
-  )
-  llama.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
-  llama.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  bert = sub.add_parser(
-    "bert", help="HF BERT (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
-  )
-  bert.add_argument("--source", required=True, help="hub id (e.g. bert-base-uncased) or local HF folder")
-  bert.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
-  bert.add_argument("--num-layers", type=int, default=None, help="keep only the first N layers")
+  for command, (_, family, example, unit) in FAMILIES.items():
+    p = sub.add_parser(
+      command, help=f"HF {family} (hub id or local folder) -> stjax checkpoint (orbax + config.json)"
+    )
+    p.add_argument("--source", required=True, help=f"hub id (e.g. {example}) or local HF folder")
+    p.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
+    p.add_argument("--num-layers", type=int, default=None, help=f"keep only the first N {unit}")
   export = sub.add_parser(
     "export", help="stjax (or HF) GPT-2 / Llama / BERT -> HF folder (model.safetensors + config.json)"
   )
@@ -85,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
   )
   export.add_argument("--output", required=True, help="new folder for the HF model")
   export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
-  from stjax.convert import official_sth_sepnet  # lazily, like the converters below (fast --help)
-
   official_sth_sepnet.add_arguments(
     sub.add_parser(
       "import-sth-sepnet",
@@ -123,40 +118,23 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.command in ("import-st-llm", "import-sth-sepnet", "export-run"):
     return _run_folder_command(args)
-
-  from stjax.convert import hf_bert, hf_gpt2, hf_llama
-
-  if args.command == "gpt2":
-    config, params, path = hf_gpt2.convert(args.source, args.output, args.num_layers)
-    print(f"converted {args.source}: GPT-2, {_describe(config)}")
-    print(f"parameters: {_count(params):,}")
-    print(f"wrote stjax checkpoint: {path} (config.json, params/)")
-  elif args.command == "llama":
-    config, params, path = hf_llama.convert(args.source, args.output, args.num_layers)
-    print(f"converted {args.source}: Llama, {_describe(config)}")
-    print(f"parameters: {_count(params):,}")
-    print(f"wrote stjax checkpoint: {path} (config.json, params/)")
-  elif args.command == "bert":
-    config, params, path = hf_bert.convert(args.source, args.output, args.num_layers)
-    print(f"converted {args.source}: BERT, {_describe(config)}")
+  if args.command in FAMILIES:
+    converter, family = FAMILIES[args.command][:2]
+    config, params, path = converter.convert(args.source, args.output, args.num_layers)
+    print(f"converted {args.source}: {family}, {_describe(config)}")
     print(f"parameters: {_count(params):,}")
     print(f"wrote stjax checkpoint: {path} (config.json, params/)")
   else:
-    from stjax.convert.backbones import load_backbone
-    from stjax.models.backbones import backbone_name
-
     config, params = load_backbone(args.source, args.num_layers)  # GPT-2, Llama or BERT, by config.json
-    family = {"gpt2": (hf_gpt2, "GPT-2"), "llama": (hf_llama, "Llama"), "bert": (hf_bert, "BERT")}[
-      backbone_name(config)
-    ]
-    path = family[0].export(config, params, args.output)
-    print(f"exported {args.source}: {family[1]}, {_describe(config)}")
+    converter, family = FAMILIES[backbone_name(config)][:2]
+    path = converter.export(config, params, args.output)
+    print(f"exported {args.source}: {family}, {_describe(config)}")
     print(f"wrote Hugging Face folder: {path} (model.safetensors, config.json)")
   return 0
 
 
 def _run_folder_command(args) -> int:
-  from stjax.train import run_convert
+  from stjax.train import run_convert  # late: the training stack doubles start-up; two commands need it
 
   if args.command == "import-st-llm":
     path = run_convert.import_st_llm_run(
@@ -188,8 +166,6 @@ def _run_folder_command(args) -> int:
 
 
 def _import_sth_sepnet(args, run_convert) -> int:
-  from stjax.convert import official_sth_sepnet
-
   lo, hi = official_sth_sepnet.read_bounds(args.bounds)
   values = lambda text, flag: None if text is None else run_convert.parse_values(text, flag)
   path, imported = run_convert.import_sth_sepnet_run(

@@ -44,20 +44,22 @@ import pathlib
 import re
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from stjax.convert import hf_gpt2, weights_io
 from stjax.convert.hf_common import get_path, leaf_paths, plain, set_path
+from stjax.data.windows import DataSpec
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
+from stjax.models.st_llm import default_config
 
 GPT_PREFIX = "gpt.gpt2."
-LLM_KEY = "llm"
 INPUT_DIM = 3  # official x channels: value, time-of-day fraction, day-of-week
 GPT2_HEAD_DIM = 64  # every GPT-2 size: 768/12, 1024/16, 1280/20, 1600/25
 GPT2_WIDTHS = (768, 1024, 1280, 1600)
@@ -110,8 +112,6 @@ class Geometry:
 
   def data_spec(self):
     """A stjax DataSpec of this shape (no adjacency; target channel "value")."""
-    from stjax.data.windows import DataSpec
-
     return DataSpec(
       num_nodes=self.num_nodes,
       input_len=self.input_len,
@@ -232,26 +232,7 @@ def stjax_shape(entry: Entry) -> tuple[int, ...]:
 # Reading a checkpoint file (no code execution).
 
 
-def _read_pth(path: pathlib.Path) -> dict[str, Any]:
-  with open(path, "rb") as f:
-    head = f.read(4)
-  if not zipfile.is_zipfile(path):
-    if not head:
-      raise UserError(f"{path}: empty file")
-    if head.startswith(b"PK"):
-      raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
-    if head[:1] == b"\x80":
-      raise UserError(
-        f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code). "
-        "Re-save it with torch>=1.6 torch.save"
-      )
-    raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
-  return weights_io.read_torch_state(path)
-
-
 def _read_safetensors(path: pathlib.Path) -> dict[str, Any]:
-  from safetensors import SafetensorError, safe_open
-
   try:
     with safe_open(str(path), framework="numpy") as f:
       return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
@@ -273,7 +254,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     )
   if not path.is_file():
     raise UserError(f"{path}: no such file")
-  state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pth(path)
+  state = _read_safetensors(path) if path.suffix == ".safetensors" else weights_io.read_torch_checkpoint(path)
   if not isinstance(state, Mapping):
     raise UserError(
       f"{path}: expected a state dict (torch.save(model.state_dict())), found {type(state).__name__}"
@@ -374,11 +355,19 @@ def infer_geometry(
   return geometry
 
 
-def _check_table(tensors: Mapping[str, np.ndarray], table: list[Entry], source: str) -> None:
+def check_table(
+  tensors: Mapping[str, np.ndarray],
+  table: list,
+  source: str,
+  ignored: Callable[[str], bool] = IGNORED.match,
+  model: str = "ST-LLM",
+) -> None:
+  """Every key of `tensors` in `table` (entries with `official` and `shape`) or `ignored`, every entry
+  present with its shape and a float dtype (the official STH-SepNet importer uses it too)."""
   known = {e.official for e in table}
   for key in tensors:
-    if key not in known and not IGNORED.match(key):
-      raise UserError(f"{source}: unexpected tensor {key} (no place in a {len(table)}-tensor ST-LLM)")
+    if key not in known and not ignored(key):
+      raise UserError(f"{source}: unexpected tensor {key} (no place in a {len(table)}-tensor {model})")
   for e in table:
     if e.official not in tensors:
       raise UserError(f"{source}: missing tensor {e.official}")
@@ -406,8 +395,6 @@ def model_config(
   geometry: Geometry, n_head: int | None = None, unfrozen_layers: int | None = None
 ) -> ml_collections.ConfigDict:
   """`config.model` (stjax.models.st_llm.default_config fields) of a checkpoint of `geometry`."""
-  from stjax.models.st_llm import default_config
-
   c = default_config()
   n_head = default_n_head(geometry.n_embd) if n_head is None else int(n_head)
   if n_head < 1 or geometry.n_embd % n_head:
@@ -443,7 +430,7 @@ def from_official(
   tensors = _strip_module_prefix(tensors)
   geometry = infer_geometry(tensors, source, input_dim)
   table = name_table(geometry)
-  _check_table(tensors, table, source)
+  check_table(tensors, table, source)
   config = model_config(geometry, n_head, unfrozen_layers)
   params: dict = {}
   for e in table:
@@ -554,7 +541,7 @@ def write_official(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> 
   torch (the test extras); nothing is written on error.
   """
   try:
-    import torch
+    import torch  # late: optional (test extras) and slow to import
   except ImportError:
     raise UserError(f"{path}: writing an official .pth needs torch (pip install torch)") from None
   path = pathlib.Path(path).expanduser().absolute()

@@ -29,7 +29,6 @@ import collections
 import json
 import os
 import pathlib
-import zipfile
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -47,6 +46,8 @@ from stjax.convert.official_sth_sepnet_table import (
   name_table,
 )
 from stjax.errors import UserError
+from stjax.graph.adaptive import MTGNN_TOP_K
+from stjax.models.sth_sepnet import default_config
 
 NO_CLAMP = "not in the checkpoint: the output clamp (training min/max per node); no clamp applied"
 
@@ -70,17 +71,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise UserError(f"{path}: expected the official STH-SepNet checkpoint file, found a folder")
   if not path.is_file():
     raise UserError(f"{path}: no such file")
-  with open(path, "rb") as f:
-    head = f.read(4)
-  if not zipfile.is_zipfile(path):
-    if not head:
-      raise UserError(f"{path}: empty file")
-    if head.startswith(b"PK"):
-      raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
-    if head[:1] == b"\x80":
-      raise UserError(f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code)")
-    raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
-  state = weights_io.read_torch_state(path)
+  state = weights_io.read_torch_checkpoint(path)
   out: dict[str, np.ndarray] = collections.OrderedDict()
   for key, value in state.items():
     if not isinstance(value, np.ndarray):
@@ -100,8 +91,6 @@ def model_config(
   geometry: Geometry, *, n_head: int | None = None, hypergraph: bool = True, gamma: float = 0.5
 ):
   """`config.model` (stjax.models.sth_sepnet.default_config fields) of an imported checkpoint."""
-  from stjax.models.sth_sepnet import default_config
-
   g = geometry
   n_head = default_n_head(g.n_embd) if n_head is None else int(n_head)
   if n_head < 1 or g.n_embd % n_head:
@@ -136,7 +125,7 @@ def model_config(
     end_channels=g.end_channels,
     node_dim=g.node_dim,
     tanh_alpha=3.0,  # hard-coded in the released Model
-    top_k=20,  # subgraph_size, hard-coded
+    top_k=MTGNN_TOP_K,  # subgraph_size, hard-coded (20)
     mixprop_depth=g.mixprop_depth,
     mixprop_beta=0.05,  # propalpha, hard-coded
     hyperedge_size=g.hyperedge_size,

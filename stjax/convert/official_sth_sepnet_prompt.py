@@ -56,7 +56,7 @@ def statistics(x_enc: np.ndarray, backend: str = "numpy") -> dict[str, np.ndarra
   ops themselves (needs torch), whose float32 sum order decides the printed last digits."""
   if backend == "torch":
     try:
-      import torch
+      import torch  # late: optional (test extras) and slow to import
     except ImportError:
       raise UserError("backend 'torch': torch is not installed (pip install torch)") from None
     pooled_t = torch.from_numpy(np.ascontiguousarray(x_enc, np.float32)).mean(2, keepdim=True)  # [B, T, 1]
@@ -124,7 +124,7 @@ def official_prompts(
 def tokenize(prompts: list[str], tokenizer_folder: str | os.PathLike, max_length: int = 2048) -> np.ndarray:
   """Token ids [B, L] int32 as released: the LLM's tokenizer, padded on the right with eos to the
   longest prompt, truncated at `max_length`."""
-  import transformers
+  import transformers  # late: slow to import, needed only to tokenize
 
   try:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)

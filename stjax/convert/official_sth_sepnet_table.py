@@ -25,8 +25,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stjax.convert import hf_gpt2
+from stjax.convert import hf_gpt2, official_st_llm
+from stjax.data.windows import DataSpec
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 from stjax.models.backbones.gpt2 import GPT2Config
 
 LLM = "llm_model."
@@ -129,8 +131,6 @@ class Geometry:
 
   def data_spec(self):
     """A stjax DataSpec of this shape (one input and target channel, no adjacency)."""
-    from stjax.data.windows import DataSpec
-
     return DataSpec(
       num_nodes=self.num_nodes,
       input_len=self.seq_len,
@@ -223,7 +223,9 @@ def name_table(g: Geometry, hypergraph: bool = True) -> list[Entry]:
     Entry("gate_linear.bias", ("fusion", "gate", "bias"), (n,), _copy),
   ]
   cfg = g.gpt2_config()
-  table += [Entry(LLM + hf, ("llm",) + path, rule.shape(cfg), _copy) for hf, path, rule in hf_gpt2.rules(cfg)]
+  table += [
+    Entry(LLM + hf, (LLM_KEY,) + path, rule.shape(cfg), _copy) for hf, path, rule in hf_gpt2.rules(cfg)
+  ]
   return table + _spatial_table(g, hypergraph)
 
 
@@ -413,21 +415,9 @@ def ignored_reason(key: str, hypergraph: bool) -> str | None:
 
 def check_table(tensors: Mapping[str, np.ndarray], table: list[Entry], source: str, hypergraph: bool) -> None:
   """Every key mapped or ignored with a reason, every entry present with its shape and a float dtype."""
-  known = {e.official for e in table}
-  for key in tensors:
-    if key not in known and ignored_reason(key, hypergraph) is None:
-      raise UserError(f"{source}: unexpected tensor {key} (no place in a {len(table)}-tensor STH-SepNet)")
-  for e in table:
-    if e.official not in tensors:
-      raise UserError(f"{source}: missing tensor {e.official}")
-    got = tuple(np.shape(tensors[e.official]))
-    if got != e.shape:
-      raise UserError(
-        f"{source}: tensor {e.official} has shape {got}, but the checkpoint's geometry implies {e.shape}"
-      )
-    dtype = np.asarray(tensors[e.official]).dtype
-    if dtype.kind != "f" and dtype.name != "bfloat16":
-      raise UserError(f"{source}: tensor {e.official} has dtype {dtype}, expected floating point")
+  official_st_llm.check_table(
+    tensors, table, source, lambda key: ignored_reason(key, hypergraph) is not None, "STH-SepNet"
+  )
   if "word_embeddings" in tensors:
     same = np.shape(tensors["word_embeddings"]) == np.shape(tensors[LLM + "wte.weight"]) and np.array_equal(
       np.asarray(tensors["word_embeddings"], np.float32), np.asarray(tensors[LLM + "wte.weight"], np.float32)

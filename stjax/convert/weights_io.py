@@ -264,6 +264,25 @@ def _int_tuple(value) -> tuple[int, ...] | None:
   return tuple(value)
 
 
+def read_torch_checkpoint(path: pathlib.Path) -> dict:
+  """`read_torch_state` of a file meant to be a torch zip checkpoint; an empty, truncated or pre-zip
+  (pickle) file is a UserError saying which."""
+  with open(path, "rb") as f:
+    head = f.read(4)
+  if not zipfile.is_zipfile(path):
+    if not head:
+      raise UserError(f"{path}: empty file")
+    if head.startswith(b"PK"):
+      raise UserError(f"{path}: truncated or corrupt (a zip archive without its end record)")
+    if head[:1] == b"\x80":
+      raise UserError(
+        f"{path}: legacy (pre-zip) torch pickle or a plain pickle; refused (it could run code). "
+        "Re-save it with torch>=1.6 torch.save"
+      )
+    raise UserError(f"{path}: not a torch checkpoint (no zip archive)")
+  return read_torch_state(path)
+
+
 def read_torch_state(path: pathlib.Path) -> dict:
   """The state dict of a torch zip checkpoint (`torch.save`), read without running code: every
   storage and tensor bound-checked (`_WeightsOnlyUnpickler`). UserError for anything else."""

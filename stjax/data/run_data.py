@@ -208,7 +208,7 @@ def load(folder: str | os.PathLike) -> RunData:
     raise UserError(f"{path}: not a {FORMAT} file of version {VERSION}")
   try:
     d, p = meta["dataset"], meta["protocol"]
-    protocol = Protocol(**{k: _tuples(v) for k, v in p.items()})
+    protocol = Protocol(**{k: json_tuples(v) for k, v in p.items()})
     scaler = Scaler(**_arrays(folder / SCALER_FILE, ("mean", "std")))
     adjacency = _arrays(folder / GRAPH_FILE, ("adjacency",))["adjacency"] if d["graph"] else None
     run = RunData(
@@ -222,7 +222,7 @@ def load(folder: str | os.PathLike) -> RunData:
       adjacency=adjacency,
       num_train_windows=meta["num_train_windows"],
       splits=meta["splits"],
-      reader=_tuples(meta["reader"]),
+      reader=json_tuples(meta["reader"]),
       fitted_on=meta["scaler"]["fitted_on"],
     )
   except (KeyError, TypeError) as e:
@@ -264,12 +264,12 @@ def _plain(x):
   return x
 
 
-def _tuples(x):
-  """JSON lists -> tuples, recursively (protocols and reader options use tuples)."""
+def json_tuples(x):
+  """JSON lists -> tuples, recursively (protocols, reader options and configs use tuples)."""
   if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
+    return {k: json_tuples(v) for k, v in x.items()}
   if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
+    return tuple(json_tuples(v) for v in x)
   return x
 
 

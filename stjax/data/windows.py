@@ -166,15 +166,7 @@ class WindowSource:
     if not -len(self) <= i < len(self):
       raise IndexError(f"window {i} out of range for {len(self)} {self.split} windows")
     i %= len(self)
-    t = self.times[i]
-    ti, to = t + self.input_offsets, t + self.output_offsets
-    return {
-      "x": self._x[ti],
-      "tod": self._tod[ti],
-      "dow": self._dow[ti],
-      "y": self._y[to],
-      "index": np.int32(i),
-    }
+    return self._gather(self.times[i], np.int32(i))
 
   def node_activity(self) -> np.ndarray:
     """[N] mean |target| of each node over this split's steps (first target channel; missing
@@ -184,14 +176,17 @@ class WindowSource:
   def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """Windows `indices` stacked along a leading batch axis B (one gather per key)."""
     idx = np.asarray(indices, np.int64)
-    t = self.times[idx][:, None]
+    return self._gather(self.times[idx][:, None], idx.astype(np.int32))
+
+  def _gather(self, t, index) -> dict[str, np.ndarray]:
+    """The example (`t` a start step) or batch (`t` [B, 1]) of the windows starting at `t`."""
     ti, to = t + self.input_offsets, t + self.output_offsets
     return {
       "x": self._x[ti],
       "tod": self._tod[ti],
       "dow": self._dow[ti],
       "y": self._y[to],
-      "index": idx.astype(np.int32),
+      "index": index,
     }
 
 

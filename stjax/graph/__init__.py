@@ -2,6 +2,7 @@
 MixProp, hypergraph convolutions, the sparse adaptive graph and the adaptive KNN hypergraph."""
 
 from stjax.graph.adaptive import (
+  MTGNN_TOP_K,
   AdaptiveGraph,
   KNNHypergraph,
   blockwise_top_k,
@@ -35,6 +36,7 @@ from stjax.graph.hypergraph import (
 )
 
 __all__ = [
+  "MTGNN_TOP_K",
   "AdaptiveGraph",
   "EdgeList",
   "HypergraphAttention",

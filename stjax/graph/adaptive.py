@@ -20,6 +20,8 @@ from stjax.errors import UserError
 from stjax.graph.edges import EdgeList
 from stjax.graph.hypergraph import Incidence, incidence_from_members
 
+MTGNN_TOP_K = 20  # MTGNN subgraph_size: columns kept per row of the adaptive graph (STH-SepNet default)
+
 
 def blockwise_top_k(
   score_rows: Callable[[jax.Array], jax.Array], num_rows: int, k: int, block: int
@@ -77,7 +79,7 @@ class AdaptiveGraph(nn.Module):
   """
 
   num_nodes: int
-  top_k: int = 20
+  top_k: int = MTGNN_TOP_K
   embed_dim: int = 40
   alpha: float = 3.0
   tie_noise: float = 0.01

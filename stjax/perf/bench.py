@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
+from stjax.data.windows import TRAIN_KEYS
 from stjax.errors import UserError
 from stjax.tables import markdown_table
 
@@ -305,13 +306,12 @@ def prepare(
 
   jitted = compile_train_step(exp)  # exactly the step (and shardings) stjax.train runs
   rng = np.random.default_rng(0)
-  keys = ("x", "tod", "dow", "y")
   host_batches, batches = [], []
   with exp.context():
     state = exp.init_state()
     for _ in range(num_distinct_batches):
       host = train.batch(rng.choice(len(train), size=batch, replace=False))
-      host_batches.append({k: host[k] for k in keys})
+      host_batches.append({k: host[k] for k in TRAIN_KEYS})
       batches.append(sharding.put_batch(host_batches[-1], exp.batch_shardings, whole=True))
     compiled = compile_step(jitted, state, batches[0])
   compiled.flops_per_device = step_flops(

@@ -13,6 +13,7 @@ import dataclasses
 
 import ml_collections
 
+from stjax.graph.adaptive import MTGNN_TOP_K
 from stjax.models import sth_sepnet
 from stjax.recipes import datasets
 from stjax.recipes.datasets import DatasetRecipe
@@ -75,7 +76,7 @@ def paper(c: Config, d: DatasetRecipe, backbone: str) -> None:
     0.5  # "mix": half pairwise, half hypergraph at init (released Bike: GPT-2 0.0, BERT mix 0.5).
   )
   c.model.hyperedge_size = 3  # k of the KNN hyperedges (paper's best).
-  c.model.top_k = 20  # neighbours per row of the adaptive graph (MTGNN).
+  c.model.top_k = MTGNN_TOP_K  # neighbours per row of the adaptive graph (MTGNN: 20).
   c.model.hypergraph_refresh = 100  # steps between KNN hyperedge rebuilds.
   c.optim.name = "adam"  # Adam (released: torch.optim.Adam).
   c.optim.learning_rate = scripts.learning_rate[backbone]  # peak learning rate.

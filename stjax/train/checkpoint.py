@@ -29,6 +29,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from stjax.data.run_data import json_tuples
 from stjax.errors import UserError
 from stjax.kernels import default_kernel_config
 from stjax.train.orbax_quiet import quiet_orbax
@@ -318,22 +319,13 @@ class Checkpoints:
     self._best.close()
 
 
-def _tuples(x):
-  """JSON lists back to tuples (configs use tuples; JSON has only lists)."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
 def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   """The resolved config a run wrote to DIR/config.json."""
   path = pathlib.Path(workdir) / "config.json"
   if not path.exists():
     raise UserError(f"--workdir {workdir}: no config.json (not a stjax.train run folder)")
   try:
-    fields = _tuples(json.loads(path.read_text()))
+    fields = json_tuples(json.loads(path.read_text()))
   except json.JSONDecodeError as e:
     raise UserError(f"{path}: not valid JSON ({e})") from None
   if "kernels" not in fields:  # a run from before config.kernels: its expert choice moves there

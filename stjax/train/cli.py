@@ -16,8 +16,14 @@ import datetime
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from stjax import distributed
+from stjax.errors import UserError, cli_entry
+from stjax.train.loop import train_and_evaluate
+from stjax.train.signals import TrainingStopped
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True
@@ -33,8 +39,6 @@ def default_workdir(config_path: str) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with config errors (bad file, unknown or mistyped override) as one line."""
-  from stjax.errors import UserError
-
   try:
     rest = flags.FLAGS(argv)
     _CONFIG.value.keys()  # config_flags defers file errors until first use
@@ -53,9 +57,6 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from stjax import distributed
-  from stjax.errors import cli_entry
-
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; -v 0 brings it back
 
@@ -63,12 +64,6 @@ def main(argv) -> None:
   def run():
     # Multi-host hook: initialises jax.distributed only when a cluster/coordinator is configured.
     distributed.initialize()
-    import jax
-
-    from stjax.errors import UserError
-    from stjax.train.loop import train_and_evaluate
-    from stjax.train.signals import TrainingStopped
-
     if not _WORKDIR.value and jax.process_count() > 1:
       raise UserError("--workdir: required when training on several hosts (all must use the same)")
 

@@ -24,8 +24,8 @@ import ml_collections
 import optax
 
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY
 
-LLM_KEY = "llm"
 TRAIN, FREEZE = "train", "freeze"
 
 

@@ -30,13 +30,16 @@ from typing import Any
 
 import jax
 import numpy as np
+from safetensors.numpy import save_file
 
-from stjax.convert import checkpoint_io, official_st_llm, official_sth_sepnet
+from stjax.convert import checkpoint_io, hf_bert, hf_gpt2, hf_llama, official_st_llm, official_sth_sepnet
 from stjax.convert.hf_common import get_path, leaf_paths, plain
+from stjax.convert.pretrained import backbone_config_of
 from stjax.data import registry, run_data
 from stjax.data.protocols import get_protocol
 from stjax.data.windows import DataBundle, Scaler, bundle_from_dataset, read_data, reader_options
 from stjax.errors import UserError
+from stjax.models.backbones.config import LLM_KEY, backbone_config
 from stjax.train import checkpoint
 from stjax.train.config import base_config
 from stjax.train.run_folder import IMPORT_FILE, checkpoint_experiment, load_run
@@ -384,8 +387,6 @@ def export_run(workdir: str | os.PathLike, output: str | os.PathLike, fmt: str =
 
 
 def _export_stjax(workdir, output, config, run, params: dict, collections: dict) -> dict:
-  from safetensors.numpy import save_file
-
   tensors = {"params/" + "/".join(p): np.ascontiguousarray(get_path(params, p)) for p in leaf_paths(params)}
   for name, tree in collections.items():
     tensors.update(
@@ -410,8 +411,8 @@ def _export_stjax(workdir, output, config, run, params: dict, collections: dict)
   with checkpoint_io.atomic_directory(output) as tmp:
     save_file(tensors, str(tmp / MODEL_FILE), metadata={"format": EXPORT_FORMAT})
     save_file(data, str(tmp / DATA_FILE), metadata={"format": EXPORT_FORMAT})
-    if "llm" in params:
-      meta["backbone"] = _export_backbone(config.model, params["llm"], tmp / BACKBONE_DIR)
+    if LLM_KEY in params:
+      meta["backbone"] = _export_backbone(config.model, params[LLM_KEY], tmp / BACKBONE_DIR)
     (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
   return {
     "files": sorted([MODEL_FILE, DATA_FILE, "config.json"]),
@@ -422,10 +423,6 @@ def _export_stjax(workdir, output, config, run, params: dict, collections: dict)
 
 def _export_backbone(model_config, llm: dict, folder: pathlib.Path) -> dict:
   """params["llm"] as a Hugging Face folder; what it holds (or why not) for config.json."""
-  from stjax.convert import hf_bert, hf_gpt2, hf_llama
-  from stjax.convert.pretrained import backbone_config_of
-  from stjax.models.backbones.config import backbone_config
-
   family = model_config.get("backbone", "gpt2")
   converter = {"gpt2": hf_gpt2, "llama": hf_llama, "bert": hf_bert}[family]
   try:

@@ -26,7 +26,7 @@ from stjax.kernels import Kernels
 from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding, laplacian_node_init, xavier
 from stjax.layers.revin import RevIN
 from stjax.models.backbones import backbone_name, build_backbone, hidden_size
-from stjax.models.backbones.config import backbone_config, check_pfa, warn_if_random
+from stjax.models.backbones.config import LLM_KEY, backbone_config, check_pfa, warn_if_random
 from stjax.models.backbones.llama import rope_inverse_frequencies
 from stjax.models.registry import register
 from stjax.models.st_link.memory import MEMORY, MRFFN, memory_stats
@@ -104,7 +104,7 @@ class STLink(nn.Module):
       attention = None
     extra = (lambda i: self.mrffn if i in self.mrffn_layers else None) if self.mrffn else None
     self.trunk = build_backbone(
-      self.family, self.llm, attention_factory=attention, extra_ffn_factory=extra, module_name="llm"
+      self.family, self.llm, attention_factory=attention, extra_ffn_factory=extra, module_name=LLM_KEY
     )
     self.head = nn.Dense(self.output_len * self.out_channels, dtype=jnp.float32)
 

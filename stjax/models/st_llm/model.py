@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from stjax.errors import UserError
 from stjax.kernels import Kernels
 from stjax.layers.embeddings import CalendarEmbedding, NodeEmbedding
-from stjax.models.backbones.config import check_pfa, llm_config, warn_if_random
+from stjax.models.backbones.config import LLM_KEY, check_pfa, llm_config, warn_if_random
 from stjax.models.backbones.gpt2 import GPT2, GPT2Config
 from stjax.models.registry import register
 
@@ -68,7 +68,7 @@ class STLLM(nn.Module):
     e_t = jnp.broadcast_to((tod_e + dow_e)[:, None], (b, n, self.embed_dim))
     e_s = jnp.broadcast_to(NodeEmbedding(n, self.embed_dim, name="nodes")()[None], (b, n, self.embed_dim))
     tokens = nn.Dense(self.llm.n_embd, name="feature_fusion")(jnp.concatenate([e_p, e_t, e_s], axis=-1))
-    hidden = GPT2(self.llm, name="llm")(tokens, deterministic=not train)
+    hidden = GPT2(self.llm, name=LLM_KEY)(tokens, deterministic=not train)
     out = nn.Dense(self.output_len * self.out_channels, name="regression_layer")(hidden.astype(jnp.float32))
     pred = out.reshape(b, n, self.output_len, self.out_channels).transpose(0, 2, 1, 3)
     return pred, {"aux_loss": jnp.zeros((), jnp.float32)}

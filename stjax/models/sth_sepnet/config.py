@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from stjax.graph.adaptive import MTGNN_TOP_K
+
 
 def default_config() -> ml_collections.ConfigDict:
   """The model section of a config, with the paper's values (GPT-2 backbone; configs/ use BERT)."""
@@ -58,7 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.end_channels = 128  # hidden width of the output head
   c.node_dim = 40  # node-embedding size of the adaptive graph and hypergraph
   c.tanh_alpha = 3.0  # saturation alpha of the MTGNN constructors
-  c.top_k = 20  # neighbours kept per row of the adaptive graph
+  c.top_k = MTGNN_TOP_K  # neighbours kept per row of the adaptive graph
   c.mixprop_depth = 2  # MixProp hops
   c.mixprop_beta = 0.05  # MixProp retain ratio of the input
   c.hyperedge_size = 3  # k of the KNN hyperedges (node itself included)
