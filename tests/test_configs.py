@@ -195,9 +195,12 @@ def test_sth_sepnet_gpt2_variants_are_the_gpt2_configs(name):
   for variant, old in (("gpt2", before[f"{filename}:"]), ("cpu,gpt2", before[f"{filename}:cpu"])):
     new = _as_json(load(filename, variant))
     assert _old_fields(new, old) == old
+    expected = {**defaults, "data": dict(defaults["data"])}
+    if "cpu" in variant and datasets.DATASETS["sthsepnet-metr"].zeros_missing and name == "metrla":
+      expected["data"]["fill_missing"] = "last"  # :cpu fills outage zeros of speed data (added since)
     for section in ("data", "train"):  # fields added since: at their defaults
       added = set(new[section]) - set(old[section])
-      assert {k: new[section][k] for k in added} == {k: defaults[section][k] for k in added}
+      assert {k: new[section][k] for k in added} == {k: expected[section][k] for k in added}
   tiny_bert, tiny_gpt2 = _as_json(load(filename, "cpu")), _as_json(load(filename, "cpu,gpt2"))
   assert tiny_bert["model"].pop("backbone") == "bert" and tiny_gpt2["model"].pop("backbone") == "gpt2"
   assert tiny_bert == tiny_gpt2
@@ -238,3 +241,15 @@ def test_unknown_variant_is_one_clear_line():
   with pytest.raises(UserError, match=r"variant 'gpu' unknown; allowed: cpu, gpt2$") as e:
     load("sth_sepnet_metrla.py", "gpu")
   assert "\n" not in str(e.value)
+
+
+def test_cpu_variants_fill_outage_zeros_of_speed_data_only():
+  """`:cpu` of a dataset whose zeros are outages fills them (chosen on validation); the paper
+  setting and count data (zeros are real) keep the inputs as they are."""
+  assert load("st_link_metrla.py", "cpu").data.fill_missing == "last"
+  assert load("sth_sepnet_metrla.py", "cpu").data.fill_missing == "last"
+  assert load("st_link_metrla.py", None).data.fill_missing == "none"
+  assert load("st_link_pemsbay.py", None).data.fill_missing == "none"
+  assert load("st_link_nycbike1.py", "cpu").data.fill_missing == "none"
+  assert load("st_llm_nyctaxi.py", "cpu").data.fill_missing == "none"
+  assert not load("st_link_metrla.py", "cpu").model.revin and load("st_link_metrla.py", None).model.revin

@@ -29,6 +29,9 @@ def cpu(c: Config, d: DatasetRecipe) -> None:
   c.model.memory_size = 16  # MRFFN memory slots.
   c.model.memory_key_dim = 16  # MRFFN key width.
   c.model.expert_hidden = 64  # MoE expert width.
+  if d.name == "metr-la":
+    c.model.revin = False  # 1-hour windows of speeds: per-window statistics cost 0.36 val MAE on
+    # METR-LA-29 (chosen on validation, docs/results.md); the global scaler's levels are kept.
   common.short_run(c)
 
 
