@@ -116,7 +116,7 @@ def test_export_is_readable_with_safetensors_and_json_alone(imported, small, tmp
   from safetensors.numpy import load_file
 
   out = tmp_path / "stjax"
-  assert convert(["export-run", f"--workdir={imported['run']}", f"--output={out}"]) == 0
+  assert convert(["export", f"--workdir={imported['run']}", f"--output={out}"]) == 0  # = export-run
   meta = json.loads((out / "config.json").read_text())
   tensors = load_file(str(out / "model.safetensors"))
   params = official_st_llm.load(small / "best_model.pth", n_head=2, unfrozen_layers=1).params
@@ -242,4 +242,13 @@ def test_bad_inputs_are_one_line_exit_2_and_write_nothing(small, tmp_path, rng, 
   with pytest.raises(SystemExit):
     convert(["export-run", f"--workdir={tmp_path / 'n21'}", f"--output={tmp_path / 'out'}"])
   assert "no config.json (not a stjax.train run folder)" in capsys.readouterr().err
+  for args, message in (
+    (["--num-layers=2", f"--workdir={tmp_path / 'n21'}"], "--num-layers applies to --source"),
+    (["--format=official", f"--source={tmp_path / 'n21'}"], "--format applies to --workdir"),
+    ([f"--source={tmp_path / 'n21'}", f"--workdir={tmp_path / 'n21'}"], "not allowed with argument"),
+  ):
+    with pytest.raises(SystemExit) as e:
+      convert(["export", *args, f"--output={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and message in err[-1], (args, err)
   assert set(os.listdir(tmp_path)) == before

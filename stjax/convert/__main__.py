@@ -75,13 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="new folder for the stjax checkpoint")
     p.add_argument("--num-layers", type=int, default=None, help=f"keep only the first N {unit}")
   export = sub.add_parser(
-    "export", help="stjax (or HF) GPT-2 / Llama / BERT -> HF folder (model.safetensors + config.json)"
+    "export",
+    help="a run folder (--workdir: as export-run) or a GPT-2 / Llama / BERT checkpoint (--source) -> "
+    "files readable without stjax",
   )
+  what = export.add_mutually_exclusive_group(required=True)
+  what.add_argument(
+    "--source", help="stjax GPT-2/Llama/BERT checkpoint folder (or an HF folder / hub id) -> HF folder"
+  )
+  what.add_argument(
+    "--workdir", help="run folder -> safetensors + JSON (+ HF backbone folder), as export-run"
+  )
+  export.add_argument("--output", required=True, help="new folder for the export")
+  export.add_argument("--num-layers", type=int, default=None, help="--source: keep only the first N blocks")
   export.add_argument(
-    "--source", required=True, help="stjax GPT-2/Llama/BERT checkpoint folder (or an HF folder / hub id)"
+    "--format",
+    default="stjax",
+    choices=("stjax", "official"),
+    help="--workdir: official = ST-LLM's best_model.pth",
   )
-  export.add_argument("--output", required=True, help="new folder for the HF model")
-  export.add_argument("--num-layers", type=int, default=None, help="keep only the first N blocks")
   official_sth_sepnet.add_arguments(
     sub.add_parser(
       "import-sth-sepnet",
@@ -116,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     "--format", default="stjax", choices=("stjax", "official"), help="official: ST-LLM's best_model.pth"
   )
   args = parser.parse_args(argv)
+  if args.command == "export" and args.workdir is not None:
+    if args.num_layers is not None:
+      parser.error("--num-layers applies to --source (a backbone checkpoint), not to --workdir")
+    args.command = "export-run"
+  elif args.command == "export" and args.format != "stjax":
+    parser.error("--format applies to --workdir (a run folder), not to --source")
   if args.command in ("import-st-llm", "import-sth-sepnet", "export-run"):
     return _run_folder_command(args)
   if args.command in FAMILIES:
