@@ -184,7 +184,9 @@ def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
     per_seed = [[horizon_mae(r["test"], h) for h in hs] for r in runs]
     mean = [statistics.mean(col) for col in zip(*per_seed)]
     std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
-    line = ax.plot(hs, mean, marker="o", label=f"{workdir.name} ({len(runs)} seeds)")[0]
+    line = ax.plot(
+      hs, mean, marker="o", label=f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+    )[0]
     ax.fill_between(
       hs,
       [m - s for m, s in zip(mean, std)],
