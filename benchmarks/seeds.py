@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from stjax.tables import markdown_table
+
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 METRICS = ("mae", "rmse", "mape")  # test metrics summarised, in this order
 BASELINES = ("last_value", "historical_average")  # naive baselines of results.json, in this order
@@ -123,46 +125,51 @@ def _cells(values: list[float | None], digits: int = 3, bold: bool = False) -> s
   return f"**{text}**" if bold else text
 
 
+def _row(run: str, seed: str, metrics: list[dict], horizons: tuple[int, ...], bold: bool = False) -> dict:
+  """Table cells of one line: test MAE / RMSE / MAPE and MAE at `horizons`, mean +- std over `metrics`."""
+  row = {"run": run, "seed": seed}
+  row.update({m: _cells([t[m] for t in metrics], bold=bold) for m in METRICS})
+  row.update({f"h{h}": _cells([horizon_mae(t, h) for t in metrics], bold=bold) for h in horizons})
+  return row
+
+
 def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) -> str:
   """The markdown table of every seed, the mean +- std of each workdir and, below it, the naive
-  baselines on the same test windows (mean over its seeds: the same data give the same numbers)."""
-  h_head = "".join(f" MAE @{h} |" for h in horizons)
-  lines = [
-    f"| run | seed | steps (best) | wall s | CPU s | test MAE | test RMSE | test MAPE % |{h_head} val MAE |",
-    "|---|---|---|---|---|---|---|---|" + "---|" * len(horizons) + "---|",
+  baselines on the same test windows (those of its first seed: the same data give the same numbers)."""
+  columns = [
+    ("run", "run"),
+    ("seed", "seed"),
+    ("steps", "steps (best)"),
+    ("wall", "wall s"),
+    ("cpu", "CPU s"),
   ]
+  columns += [("mae", "test MAE"), ("rmse", "test RMSE"), ("mape", "test MAPE %")]
+  columns += [(f"h{h}", f"MAE @{h}") for h in horizons] + [("val", "val MAE")]
+  rows = []
   for workdir in workdirs:
     runs = read_runs(workdir)
     if not runs:
       raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
     for r in runs:
-      wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
-      cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.0f}"
-      metrics = " | ".join(f"{r['test'][m]:.3f}" for m in METRICS)
-      at_h = "".join(f" {_cells([horizon_mae(r['test'], h)])} |" for h in horizons)
-      lines.append(
-        f"| {workdir.name} | {r['seed']} | {r['steps']} ({r['best_step']}) | {wall} | {cpu} | "
-        f"{metrics} |{at_h} {r['val']['mae']:.3f} |"
+      rows.append(_row(workdir.name, str(r["seed"]), [r["test"]], horizons))
+      rows[-1].update(
+        steps=f"{r['steps']} ({r['best_step']})",
+        wall=_total([r["wall_s"]]),
+        cpu=_total([r["cpu_s"]]),
+        val=f"{r['val']['mae']:.3f}",
       )
-    metrics = " | ".join(_cells([r["test"][m] for r in runs], bold=True) for m in METRICS)
-    at_h = "".join(f" {_cells([horizon_mae(r['test'], h) for r in runs], bold=True)} |" for h in horizons)
-    lines.append(
-      f"| {workdir.name} | mean +- std ({len(runs)}) | | {_total([r['wall_s'] for r in runs])} | "
-      f"{_total([r['cpu_s'] for r in runs])} | {metrics} |{at_h} {_mean_std([r['val']['mae'] for r in runs], 3)} |"
+    rows.append(
+      _row(workdir.name, f"mean +- std ({len(runs)})", [r["test"] for r in runs], horizons, bold=True)
+    )
+    rows[-1].update(
+      wall=_total([r["wall_s"] for r in runs]),
+      cpu=_total([r["cpu_s"] for r in runs]),
+      val=_mean_std([r["val"]["mae"] for r in runs], 3),
     )
     for name in BASELINES:
-      if not all(name in r["baselines"] for r in runs):
-        continue
-      tests = [r["baselines"][name] for r in runs]
-      metrics = " | ".join(f"{statistics.mean(t[m] for t in tests):.3f}" for m in METRICS)
-      at_h = "".join(f" {_baseline_at(tests, h)} |" for h in horizons)
-      lines.append(f"| {workdir.name} | {name.replace('_', ' ')} | | | | {metrics} |{at_h} |")
-  return "\n".join(lines)
-
-
-def _baseline_at(tests: list[dict], horizon: int) -> str:
-  values = [horizon_mae(t, horizon) for t in tests]
-  return "-" if any(v is None for v in values) else f"{statistics.mean(values):.3f}"
+      if name in runs[0]["baselines"]:
+        rows.append(_row(workdir.name, name.replace("_", " "), [runs[0]["baselines"][name]], horizons))
+  return markdown_table(rows, columns, fmt=lambda value, key: "" if value is None else str(value))
 
 
 def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
