@@ -10,7 +10,6 @@ checkpoints/best into a temporary folder renamed at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from stjax.convert import checkpoint_io
 from stjax.convert.hf_common import get_path, leaf_paths, plain
 from stjax.data import registry, run_data
+from stjax.data.download import sha256_file
 from stjax.data.protocols import get_protocol
 from stjax.data.windows import DataBundle, Scaler, bundle_from_dataset, read_data, reader_options
 from stjax.errors import UserError
@@ -126,7 +126,7 @@ def write_imported_run(output, config, run, params: dict, model_state: dict, sou
   state = with_variables(exp, params, model_state, source)
   provenance = {
     "source": str(pathlib.Path(source).expanduser().absolute()),
-    "sha256": sha256(source),
+    "sha256": sha256_file(source),
     **provenance,
   }
   with checkpoint_io.atomic_directory(output) as tmp:
@@ -172,11 +172,3 @@ def with_variables(exp, params: dict, model_state: dict, source) -> Any:
     collections = jax.device_put(collections, exp.state_shardings.model_state)
     opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(new)
   return state.replace(params=new, opt_state=opt_state, model_state=collections)
-
-
-def sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
