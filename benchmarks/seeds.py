@@ -4,6 +4,7 @@ r"""Several seeds of one training config, and a mean +- std table of their test 
         --workdir=runs/bert_minilm -- --config.model.backbone=bert --config.model.pretrained=FOLDER
     python benchmarks/seeds.py table runs/bert_minilm runs/bert_random
     python benchmarks/seeds.py plot runs/bert_minilm runs/bert_random --out=horizons.png
+    python benchmarks/seeds.py curves runs/bert_minilm runs/bert_random --out=val_curves.png
 
 `run` trains the config once per seed, one after the other, with the same command as a user
 (`python -m stjax.train --config=CONFIG --workdir=WORKDIR/seedK --config.seed=K
@@ -18,7 +19,8 @@ a markdown table: one row per seed, then per WORKDIR the mean +- sample std (ddo
 seeds of the test MAE / RMSE / MAPE %, the test MAE at horizons 3 / 6 / 12 (`--horizons`) and the
 validation MAE, the total wall and CPU time; below it the naive baselines (last value, historical
 average) on the same test windows. `plot` draws test MAE against the horizon for every WORKDIR
-(mean +- std over its seeds) with both baselines dashed.
+(mean +- std over its seeds) with both baselines dashed. `curves` draws validation MAE against
+training wall-clock minutes (metrics.jsonl `wall_s`), one line per seed, one colour per WORKDIR.
 `run` prints the same table for its WORKDIR at the end.
 """
 
@@ -222,6 +224,45 @@ def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def val_curve(run: pathlib.Path) -> tuple[list[float], list[float]]:
+  """(training wall minutes, validation MAE) at each validation of one run folder's metrics.jsonl."""
+  path = run / "metrics.jsonl"
+  if not path.exists():
+    raise SystemExit(f"{run}: no metrics.jsonl")
+  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  points = [(r.get("wall_s"), r["val_mae"]) for r in records if "val_mae" in r]
+  if not points or any(w is None for w, _ in points):
+    raise SystemExit(f"{path}: validation lines without `wall_s` (trained before it was logged?)")
+  return [w / 60 for w, _ in points], [v for _, v in points]
+
+
+def curves(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
+  """Validation MAE against training wall-clock minutes: one line per seed, one colour per workdir,
+  written to `out` (PNG)."""
+  import matplotlib  # late: only the plot needs it
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  for i, workdir in enumerate(workdirs):
+    runs = sorted(workdir.glob("seed*/metrics.jsonl"), key=lambda p: int(p.parent.name[4:]))
+    if not runs:
+      raise SystemExit(f"{workdir}: no seed*/metrics.jsonl (nothing started yet)")
+    for j, path in enumerate(runs):
+      minutes, mae = val_curve(path.parent)
+      label = f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if j == 0 else None
+      ax.plot(minutes, mae, color=f"C{i}", alpha=0.8, lw=1.2, label=label)
+  ax.set_xlabel("training wall-clock minutes")
+  ax.set_ylabel("validation MAE")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
   fig = sub.add_parser("plot", help="plot test MAE per horizon of finished sweeps and the baselines")
   fig.add_argument("workdirs", nargs="+", type=pathlib.Path)
   fig.add_argument("--out", required=True, type=pathlib.Path, help="the PNG to write")
+  val = sub.add_parser("curves", help="plot validation MAE against training minutes of sweeps")
+  val.add_argument("workdirs", nargs="+", type=pathlib.Path)
+  val.add_argument("--out", required=True, type=pathlib.Path, help="the PNG to write")
   args = parser.parse_args(argv)
   if args.command == "run":
     try:
@@ -244,8 +288,8 @@ def main(argv: list[str] | None = None) -> None:
       parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     run_seeds(args.config, seeds, args.workdir, args.overrides)
     print(table([args.workdir]))
-  elif args.command == "plot":
-    plot(args.workdirs, args.out)
+  elif args.command in ("plot", "curves"):
+    (plot if args.command == "plot" else curves)(args.workdirs, args.out)
     print(f"wrote {args.out}")
   else:
     try:

@@ -82,7 +82,7 @@ def _assert_same_run(got: pathlib.Path, want: pathlib.Path) -> None:
     a["best_step"],
     a["steps"],
   )
-  drop = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]
+  drop = lambda rs: [{k: v for k, v in r.items() if k not in loop.TIMING_KEYS} for r in rs]
   assert drop(jsonl.read(got / "metrics.jsonl")) == drop(jsonl.read(want / "metrics.jsonl"))
 
 

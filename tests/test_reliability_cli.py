@@ -14,6 +14,8 @@ import time
 import pytest
 from helpers import TINY_ST_LINK
 
+from stjax.train.loop import TIMING_KEYS
+
 pytestmark = pytest.mark.slow
 
 OVERRIDES = (
@@ -60,7 +62,7 @@ def _assert_same_run(got: pathlib.Path, want: pathlib.Path) -> None:
     a["steps"],
   )
   drop = lambda d: [
-    {k: v for k, v in json.loads(ln).items() if k != "steps_per_s"}
+    {k: v for k, v in json.loads(ln).items() if k not in TIMING_KEYS}
     for ln in (d / "metrics.jsonl").read_text().splitlines()
   ]
   assert drop(got) == drop(want)

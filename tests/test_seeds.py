@@ -61,3 +61,27 @@ def test_seeds_plot_writes_a_png_and_an_empty_sweep_is_one_line(tmp_path, capsys
   (tmp_path / "empty").mkdir()
   with pytest.raises(SystemExit, match="nothing finished yet"):
     seeds.main(["table", str(tmp_path / "empty")])
+
+
+def test_seeds_curves_read_wall_minutes_and_validation_mae(tmp_path, capsys):
+  rng = np.random.default_rng()
+  _write_seeds(tmp_path / "sweep", rng, n=2)
+  walls, maes = np.sort(rng.random(5)) * 600, rng.random(5) + 3
+  lines = []
+  for k, (w, v) in enumerate(zip(walls, maes)):
+    lines.append({"step": 10 * k + 5, "train_loss": 1.0, "wall_s": float(w - 1)})  # no validation
+    lines.append({"step": 10 * k + 10, "train_loss": 1.0, "wall_s": float(w), "val_mae": float(v)})
+  for k in range(2):
+    text = "\n".join(json.dumps(r) for r in lines) + "\n"
+    (tmp_path / "sweep" / f"seed{k}" / "metrics.jsonl").write_text(text)
+  minutes, mae = seeds.val_curve(tmp_path / "sweep" / "seed0")
+  np.testing.assert_allclose(minutes, walls / 60)
+  np.testing.assert_allclose(mae, maes)
+  out = tmp_path / "curves.png"
+  seeds.main(["curves", str(tmp_path / "sweep"), f"--out={out}"])
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  old = tmp_path / "old" / "seed0"
+  old.mkdir(parents=True)
+  (old / "metrics.jsonl").write_text(json.dumps({"step": 1, "val_mae": 3.0}) + "\n")
+  with pytest.raises(SystemExit, match="without `wall_s`"):
+    seeds.main(["curves", str(tmp_path / "old"), f"--out={out}"])

@@ -336,10 +336,13 @@ def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
   assert b["test"] == a["test"] and b["val"] == a["val"] and b["baselines"] == a["baselines"]
   assert (b["steps"], b["best_step"]) == (a["steps"], a["best_step"]) and 0 < killed_at < a["steps"] == 72
   ma, mb = _lines(tmp_path / "full" / "metrics.jsonl"), _lines(cut / "metrics.jsonl")
-  drop = ("steps_per_s",)  # timing differs; everything else must be identical
+  drop = loop.TIMING_KEYS  # timing differs; everything else must be identical
   assert [{k: v for k, v in r.items() if k not in drop} for r in ma] == [
     {k: v for k, v in r.items() if k not in drop} for r in mb
   ]
+  for records in (ma, mb):  # training wall time grows record by record, across the resume too
+    walls = [r["wall_s"] for r in records]
+    assert walls[0] > 0 and walls == sorted(walls)
 
 
 def test_bfloat16_compute_keeps_time_of_day_exact():

@@ -31,6 +31,8 @@ from stjax.train.experiment import build_experiment, schedule_of
 from stjax.train.report import finalize
 from stjax.train.step import compile_train_step
 
+TIMING_KEYS = ("steps_per_s", "wall_s")  # metrics.jsonl fields that differ between equal runs
+
 
 @dataclasses.dataclass
 class LoopState:
@@ -117,6 +119,7 @@ def _train(exp, workdir: pathlib.Path, main: bool, created: bool) -> dict:
   # --- loop ---
   start_time, pending, window = time.time(), None, loop.log_window
   step = first_step
+  rate_from = (step, start_time)  # steps_per_s counts from the previous record
   last_saved = first_step if first_step else None
   bar = _progress(total_steps, first_step, main and t.progress_bar)
 
@@ -170,8 +173,8 @@ def _train(exp, workdir: pathlib.Path, main: bool, created: bool) -> dict:
         record = {"step": step, "train_loss": float(np.mean([m["loss"] for m in window]))}
         record.update({k: float(np.mean([m[k] for m in window])) for k in window[-1] if k != "loss"})
         window.clear()
-        elapsed = time.time() - start_time
-        record["steps_per_s"] = (step - first_step) / max(elapsed, 1e-9)
+        now = time.time()
+        record["steps_per_s"] = (step - rate_from[0]) / max(now - rate_from[1], 1e-9)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}")
         best_meta = None
         if do_eval:
@@ -189,11 +192,13 @@ def _train(exp, workdir: pathlib.Path, main: bool, created: bool) -> dict:
                 f"Early stop at step {step}: no better val MAE for {t.patience} validations "
                 f"(best {loop.best_val_mae:.4f} at step {loop.best_step})"
               )
+        record["wall_s"] = loop.wall_time_s + time.time() - start_time  # training time, resumes included
         if main:
           jsonl.append(metrics_path, record)
           writer.write(step, {k: v for k, v in record.items() if k != "step"})
         if do_save:
           save(step, validated=do_eval, best_meta=best_meta)
+        rate_from = (step, time.time())
       if pending is not None:
         flush(pending)
   finally:
