@@ -16,9 +16,10 @@ resumes with the same command. A failed run stops the sweep (its log says why).
 
 `table` reads WORKDIR/seed*/results.json (and the cost files) of every WORKDIR given and prints
 a markdown table: one row per seed, then per WORKDIR the mean +- sample std (ddof 1) over its
-seeds of the test MAE / RMSE / MAPE %, the test MAE at horizons 3 / 6 / 12 (`--horizons`) and the
-validation MAE, the total wall and CPU time; below it the naive baselines (last value, historical
-average) on the same test windows. `plot` draws test MAE against the horizon for every WORKDIR
+seeds of the test MAE / RMSE / MAPE %, the test MAE at horizons 3 / 6 / 12 (`--horizons`), of each
+channel where results.json reports channels (NYC grids: inflow, outflow) and the validation MAE,
+the total wall and CPU time; below it the naive baselines (last value, historical average) on the
+same test windows. `plot` draws test MAE against the horizon for every WORKDIR
 (mean +- std over its seeds) with both baselines dashed. `curves` draws validation MAE against
 training wall-clock minutes (metrics.jsonl `wall_s`), one line per seed, one colour per WORKDIR.
 `run` prints the same table for its WORKDIR at the end.
@@ -127,11 +128,25 @@ def _cells(values: list[float | None], digits: int = 3, bold: bool = False) -> s
   return f"**{text}**" if bold else text
 
 
-def _row(run: str, seed: str, metrics: list[dict], horizons: tuple[int, ...], bold: bool = False) -> dict:
-  """Table cells of one line: test MAE / RMSE / MAPE and MAE at `horizons`, mean +- std over `metrics`."""
+def channel_mae(metrics: dict, channel: str) -> float | None:
+  """The MAE of one channel (e.g. "inflow") of a results.json metrics dict; None where not reported."""
+  return metrics.get("per_channel", {}).get(channel, {}).get("mae")
+
+
+def _row(
+  run: str,
+  seed: str,
+  metrics: list[dict],
+  horizons: tuple[int, ...],
+  channels: tuple[str, ...] = (),
+  bold: bool = False,
+) -> dict:
+  """Table cells of one line: test MAE / RMSE / MAPE, MAE at `horizons` and of each of `channels`,
+  mean +- std over `metrics`."""
   row = {"run": run, "seed": seed}
   row.update({m: _cells([t[m] for t in metrics], bold=bold) for m in METRICS})
   row.update({f"h{h}": _cells([horizon_mae(t, h) for t in metrics], bold=bold) for h in horizons})
+  row.update({f"c:{c}": _cells([channel_mae(t, c) for t in metrics], bold=bold) for c in channels})
   return row
 
 
@@ -146,14 +161,17 @@ def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) 
     ("cpu", "CPU s"),
   ]
   columns += [("mae", "test MAE"), ("rmse", "test RMSE"), ("mape", "test MAPE %")]
-  columns += [(f"h{h}", f"MAE @{h}") for h in horizons] + [("val", "val MAE")]
-  rows = []
-  for workdir in workdirs:
-    runs = read_runs(workdir)
+  columns += [(f"h{h}", f"MAE @{h}") for h in horizons]
+  sweeps = [(workdir, read_runs(workdir)) for workdir in workdirs]
+  for workdir, runs in sweeps:
     if not runs:
       raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
+  channels = tuple(dict.fromkeys(c for _, runs in sweeps for c in runs[0]["test"].get("per_channel", {})))
+  columns += [(f"c:{c}", f"MAE {c}") for c in channels] + [("val", "val MAE")]
+  rows = []
+  for workdir, runs in sweeps:
     for r in runs:
-      rows.append(_row(workdir.name, str(r["seed"]), [r["test"]], horizons))
+      rows.append(_row(workdir.name, str(r["seed"]), [r["test"]], horizons, channels))
       rows[-1].update(
         steps=f"{r['steps']} ({r['best_step']})",
         wall=_total([r["wall_s"]]),
@@ -161,7 +179,14 @@ def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) 
         val=f"{r['val']['mae']:.3f}",
       )
     rows.append(
-      _row(workdir.name, f"mean +- std ({len(runs)})", [r["test"] for r in runs], horizons, bold=True)
+      _row(
+        workdir.name,
+        f"mean +- std ({len(runs)})",
+        [r["test"] for r in runs],
+        horizons,
+        channels,
+        bold=True,
+      )
     )
     rows[-1].update(
       wall=_total([r["wall_s"] for r in runs]),
@@ -170,7 +195,8 @@ def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) 
     )
     for name in BASELINES:
       if name in runs[0]["baselines"]:
-        rows.append(_row(workdir.name, name.replace("_", " "), [runs[0]["baselines"][name]], horizons))
+        baseline = [runs[0]["baselines"][name]]
+        rows.append(_row(workdir.name, name.replace("_", " "), baseline, horizons, channels))
   return markdown_table(rows, columns, fmt=lambda value, key: "" if value is None else str(value))
 
 

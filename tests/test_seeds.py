@@ -85,3 +85,18 @@ def test_seeds_curves_read_wall_minutes_and_validation_mae(tmp_path, capsys):
   (old / "metrics.jsonl").write_text(json.dumps({"step": 1, "val_mae": 3.0}) + "\n")
   with pytest.raises(SystemExit, match="without `wall_s`"):
     seeds.main(["curves", str(tmp_path / "old"), f"--out={out}"])
+
+
+def test_seeds_table_has_a_column_per_channel(tmp_path):
+  rng = np.random.default_rng()
+  runs, baselines = _write_seeds(tmp_path / "sweep", rng)
+  for k, run in enumerate(runs):  # add channels as the NYC grids report them
+    run["test"]["per_channel"] = {c: _metrics(rng, 0.2) for c in ("inflow", "outflow")}
+    (tmp_path / "sweep" / f"seed{k}" / "results.json").write_text(json.dumps(run))
+  text = seeds.table([tmp_path / "sweep"], horizons=())
+  header = [c.strip() for c in text.splitlines()[0].split("|")[1:-1]]
+  i = header.index("MAE outflow")
+  out = [r["test"]["per_channel"]["outflow"]["mae"] for r in runs]
+  mean_row = [c.strip() for c in _row(text, "mean +- std (3)")]
+  assert mean_row[i] == f"**{statistics.mean(out):.3f} +- {statistics.stdev(out):.3f}**"
+  assert [c.strip() for c in _row(text, "historical average")][i] == "-"  # no channels reported
