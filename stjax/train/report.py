@@ -61,19 +61,22 @@ def plot_nodes(exp: Experiment) -> tuple[int, ...]:
 
 
 def results_table(results: dict, protocol) -> str:
-  """Test MAE/RMSE/MAPE of the model next to the naive baselines: average and reported horizons."""
+  """Test MAE/RMSE/MAPE of the model next to the naive baselines: average, each channel where the
+  protocol reports channels (e.g. inflow / outflow), and the reported horizons."""
   horizons = [h for h in protocol.report_horizons if 1 <= h <= len(results["test"]["per_horizon"])]
+  channels = list(results["test"].get("per_channel", {}))
   rows = []
   for name, r in [("model", results["test"])] + list(results["baselines"].items()):
     for metric in ("mae", "rmse", "mape"):
       row = {"model": name, "metric": metric.upper(), "avg": r[metric]}
+      row.update({f"c:{c}": r.get("per_channel", {}).get(c, {}).get(metric) for c in channels})
       row.update({f"h{h}": r["per_horizon"][h - 1][metric] for h in horizons})
       rows.append(row)
   rows.sort(key=lambda row: ("MAE", "RMSE", "MAPE").index(row["metric"]))  # metric by metric
-  columns = [("metric", "metric"), ("model", "model"), ("avg", "avg")] + [
-    (f"h{h}", f"h{h}") for h in horizons
-  ]
-  return markdown_table(rows, columns, lambda v, k: f"{v:.4f}" if isinstance(v, float) else str(v))
+  columns = [("metric", "metric"), ("model", "model"), ("avg", "avg")]
+  columns += [(f"c:{c}", c) for c in channels] + [(f"h{h}", f"h{h}") for h in horizons]
+  fmt = lambda v, k: f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
+  return markdown_table(rows, columns, fmt)
 
 
 def results_markdown(results: dict, exp: Experiment, table: str) -> str:
