@@ -36,6 +36,8 @@ import sys
 import jax
 import numpy as np
 
+from stjax.data.data_config import fill_rule_of
+from stjax.data.missing import fill_last
 from stjax.errors import UserError, cli_entry
 
 
@@ -53,6 +55,7 @@ class Forecaster:
       else list(range(experiment.bundle.dataset.num_channels))
     )
     self._in_scaler = experiment.bundle.scaler.target(self._in_channels)
+    self._fill = fill_rule_of(experiment.config.data)  # zeros in the inputs, as in training
     self._offsets = np.asarray(self.protocol.input_offsets) - min(self.protocol.input_offsets)
     t = experiment.config.train
     self.batch_size = int(t.eval_batch_size or t.batch_size)  # windows per forward (padded): one compile
@@ -129,8 +132,12 @@ class Forecaster:
   def predict_windows(self, x: np.ndarray, time_of_day: np.ndarray, day_of_week: np.ndarray) -> np.ndarray:
     """Cut windows -> forecasts: x [B, T_in, N, C_in] input channels in original units, time_of_day
     [B, T_in] fractions, day_of_week [B, T_in] -> [B, T_out, N, C_out] float32 original units.
-    Runs in padded batches of `batch_size` windows (one compilation)."""
-    x = self._in_scaler.transform(np.asarray(x, np.float32)).astype(np.float32)
+    Runs in padded batches of `batch_size` windows (one compilation). A run trained with
+    `config.data.fill_missing = "last"` fills input zeros the same way, each window on its own."""
+    x = np.asarray(x, np.float32)
+    if self._fill == "last":
+      x = fill_last(x, self._in_scaler.mean, time_axis=1)
+    x = self._in_scaler.transform(x).astype(np.float32)
     tod, dow = np.asarray(time_of_day, np.float32), np.asarray(day_of_week, np.int32)
     out = []
     for lo in range(0, len(x), self.batch_size):

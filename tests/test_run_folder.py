@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -298,3 +299,52 @@ def test_stored_facts_round_trip_and_guard_resumes(tmp_path):
   shutil.rmtree(tmp_path / "checkpoints")
   save_run_data(tmp_path, changed)  # a fresh start replaces them
   np.testing.assert_array_equal(run_data.load(tmp_path).scaler.mean, changed.bundle.scaler.mean)
+
+
+def test_predict_windows_fills_zeros_as_the_run_trained(run, tmp_path):
+  """A run trained with config.data.fill_missing = "last" fills zeros of given windows the same way
+  (each window on its own; zeros before any reading take the training scaler's mean)."""
+  filled_run = tmp_path / "work"
+  shutil.copytree(run["workdir"], filled_run)
+  cfg = json.loads((filled_run / "config.json").read_text())
+  cfg["data"]["fill_missing"] = "last"
+  (filled_run / "config.json").write_text(json.dumps(cfg))
+  w = dict(np.load(run["inputs"]["windows"]))
+  rng = np.random.default_rng()
+  holes = rng.random(w["x"].shape[:3]) < 0.3
+  holes[0, :4, 0] = True  # a node missing since the window began
+  x = w["x"].copy()
+  x[..., 0][holes] = 0.0
+  np.savez(tmp_path / "holes.npz", x=x)
+  expected = x.copy()  # an independent loop: the last non-zero reading before, else the mean
+  mean = float(run_data.load(run["workdir"]).scaler.mean[0, 0])
+  for b, n in np.ndindex(x.shape[0], x.shape[2]):
+    last = mean
+    for t in range(x.shape[1]):
+      if x[b, t, n, 0] == 0:
+        expected[b, t, n, 0] = last
+      else:
+        last = x[b, t, n, 0]
+  np.savez(tmp_path / "filled.npz", x=expected)
+  got, want = tmp_path / "got.npz", tmp_path / "want.npz"
+  assert (
+    predict.main(
+      ["--workdir", str(filled_run), "--windows", str(tmp_path / "holes.npz"), "--output", str(got)]
+    )
+    == 0
+  )
+  assert (
+    predict.main(
+      ["--workdir", str(run["workdir"]), "--windows", str(tmp_path / "filled.npz"), "--output", str(want)]
+    )
+    == 0
+  )
+  np.testing.assert_allclose(np.load(got)["prediction"], np.load(want)["prediction"], rtol=1e-6, atol=1e-6)
+  plain = tmp_path / "plain.npz"  # the same holes without the rule give other forecasts
+  assert (
+    predict.main(
+      ["--workdir", str(run["workdir"]), "--windows", str(tmp_path / "holes.npz"), "--output", str(plain)]
+    )
+    == 0
+  )
+  assert np.abs(np.load(plain)["prediction"] - np.load(want)["prediction"]).max() > 1e-3

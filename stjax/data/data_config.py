@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from stjax.data import registry
+from stjax.data.missing import check_fill
 from stjax.errors import UserError
 
 
@@ -75,6 +76,11 @@ def reader_options(config: ml_collections.ConfigDict) -> dict:
   if not config.path and config.name != "synthetic":
     options = {**registry.get(config.name).reader_options, **options}
   return options
+
+
+def fill_rule_of(config: ml_collections.ConfigDict) -> str:
+  """config.data.fill_missing, checked ("none" for run configs written before it existed)."""
+  return check_fill(config.get("fill_missing", "none"))
 
 
 def nonnegative_of(config: ml_collections.ConfigDict) -> bool:

@@ -23,6 +23,7 @@ from stjax.data.bundle import DataBundle, bundle_from_dataset, describe, spec_of
 from stjax.data.data_config import (  # noqa: F401 (public here too)
   default_data_config,
   default_reader_config,
+  fill_rule_of,
   nonnegative_of,
   reader_options,
 )
@@ -67,7 +68,7 @@ def build_data(config: ml_collections.ConfigDict) -> DataBundle:
   """config.data -> DataBundle (see `default_data_config` for the fields)."""
   dataset, protocol = read_data(config)
   return bundle_from_dataset(
-    dataset, protocol, nonnegative=nonnegative_of(config), fill_missing=config.get("fill_missing", "none")
+    dataset, protocol, nonnegative=nonnegative_of(config), fill_missing=fill_rule_of(config)
   )
 
 

@@ -23,9 +23,9 @@ import numpy as np
 from absl import logging
 
 from stjax.data import run_data, run_inputs
-from stjax.data.missing import check_fill, fill_last
+from stjax.data.missing import fill_last
 from stjax.data.run_data import RunData
-from stjax.data.windows import bundle_from_dataset, nonnegative_of, read_data, reader_options
+from stjax.data.windows import bundle_from_dataset, fill_rule_of, nonnegative_of, read_data, reader_options
 from stjax.errors import UserError
 from stjax.train import checkpoint
 from stjax.train.experiment import Experiment, build_experiment
@@ -120,13 +120,13 @@ def load_run(
     run = run_data.from_bundle(exp.bundle, reader_options(config.data), fitted_on="refitted (an older run)")
     return LoadedRun(exp, _restore(workdir, config, exp), run, True)
   run = run_data.load(workdir)
-  fill = config.data.get("fill_missing", "none")  # inputs filled as in training
+  fill = fill_rule_of(config.data)  # inputs filled as in training
   same_split = None
   if windows is not None:
     w = run_inputs.read_windows(windows, run, need_targets=need_data)
     in_scaler = run.scaler.target(run.protocol.input_channels)
     raw = w["x"]
-    if check_fill(fill) == "last":  # each window is its own history: nothing before it is known
+    if fill == "last":  # each window is its own history: nothing before it is known
       raw = fill_last(raw, in_scaler.mean, time_axis=1)
     x = in_scaler.transform(raw).astype(np.float32)
     bundle = run.bundle({split: run_inputs.ArrayWindows(split, x, w["tod"], w["dow"], w.get("y"))})
@@ -184,7 +184,7 @@ def _config_data_bundle(config, run: RunData, split: str, workdir: pathlib.Path)
     )
   dataset = run_inputs.check_series(dataset, run, config.data.path or config.data.name)
   bundle = bundle_from_dataset(
-    dataset, run.protocol, scaler=run.scaler, fill_missing=config.data.get("fill_missing", "none")
+    dataset, run.protocol, scaler=run.scaler, fill_missing=fill_rule_of(config.data)
   )
   return bundle, _same(run, split, dataset, bundle.splits[split].times)
 
