@@ -28,6 +28,7 @@ training wall-clock minutes (metrics.jsonl `wall_s`), one line per seed, one col
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import resource
@@ -200,54 +201,63 @@ def table(workdirs: list[pathlib.Path], horizons: tuple[int, ...] = (3, 6, 12)) 
   return markdown_table(rows, columns, fmt=lambda value, key: "" if value is None else str(value))
 
 
-def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
-  """Test MAE against the horizon: each workdir's mean over its seeds (band: +- std) and the naive
-  baselines of the first workdir (dashed), written to `out` (PNG)."""
-  import matplotlib  # late: only the plot needs it
+@contextlib.contextmanager
+def _figure(out: pathlib.Path, xlabel: str, ylabel: str):
+  """Axes to draw on; on leaving, labelled, gridded, with a legend, written to `out` (PNG)."""
+  import matplotlib  # late: only the plots need it
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 4.0))
-  for workdir in workdirs:
-    runs = read_runs(workdir)
-    if not runs:
-      raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
-    hs = [row["horizon"] for row in runs[0]["test"].get("per_horizon", [])]
-    if not hs:
-      raise SystemExit(f"{workdir}: results.json has no per-horizon metrics to plot")
-    per_seed = [[horizon_mae(r["test"], h) for h in hs] for r in runs]
-    mean = [statistics.mean(col) for col in zip(*per_seed)]
-    std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
-    line = ax.plot(
-      hs, mean, marker="o", label=f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-    )[0]
-    ax.fill_between(
-      hs,
-      [m - s for m, s in zip(mean, std)],
-      [m + s for m, s in zip(mean, std)],
-      color=line.get_color(),
-      alpha=0.2,
-    )
-  first = read_runs(workdirs[0])[0]
-  for name, style in zip(BASELINES, ("--", ":")):
-    if name in first["baselines"]:
-      hs = [row["horizon"] for row in first["baselines"][name].get("per_horizon", [])]
-      ax.plot(
+  try:
+    yield ax
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+  finally:
+    plt.close(fig)
+
+
+def plot(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
+  """Test MAE against the horizon: each workdir's mean over its seeds (band: +- std) and the naive
+  baselines of the first workdir (dashed), written to `out` (PNG)."""
+  with _figure(out, "horizon (steps ahead)", "test MAE") as ax:
+    for workdir in workdirs:
+      runs = read_runs(workdir)
+      if not runs:
+        raise SystemExit(f"{workdir}: no seed*/results.json (nothing finished yet)")
+      hs = [row["horizon"] for row in runs[0]["test"].get("per_horizon", [])]
+      if not hs:
+        raise SystemExit(f"{workdir}: results.json has no per-horizon metrics to plot")
+      per_seed = [[horizon_mae(r["test"], h) for h in hs] for r in runs]
+      mean = [statistics.mean(col) for col in zip(*per_seed)]
+      std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
+      line = ax.plot(
+        hs, mean, marker="o", label=f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+      )[0]
+      ax.fill_between(
         hs,
-        [horizon_mae(first["baselines"][name], h) for h in hs],
-        style,
-        color="gray",
-        label=name.replace("_", " "),
+        [m - s for m, s in zip(mean, std)],
+        [m + s for m, s in zip(mean, std)],
+        color=line.get_color(),
+        alpha=0.2,
       )
-  ax.set_xlabel("horizon (steps ahead)")
-  ax.set_ylabel("test MAE")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
+    first = read_runs(workdirs[0])[0]
+    for name, style in zip(BASELINES, ("--", ":")):
+      if name in first["baselines"]:
+        hs = [row["horizon"] for row in first["baselines"][name].get("per_horizon", [])]
+        ax.plot(
+          hs,
+          [horizon_mae(first["baselines"][name], h) for h in hs],
+          style,
+          color="gray",
+          label=name.replace("_", " "),
+        )
 
 
 def val_curve(run: pathlib.Path) -> tuple[list[float], list[float]]:
@@ -265,28 +275,15 @@ def val_curve(run: pathlib.Path) -> tuple[list[float], list[float]]:
 def curves(workdirs: list[pathlib.Path], out: pathlib.Path) -> None:
   """Validation MAE against training wall-clock minutes: one line per seed, one colour per workdir,
   written to `out` (PNG)."""
-  import matplotlib  # late: only the plot needs it
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6.4, 4.0))
-  for i, workdir in enumerate(workdirs):
-    runs = sorted(workdir.glob("seed*/metrics.jsonl"), key=lambda p: int(p.parent.name[4:]))
-    if not runs:
-      raise SystemExit(f"{workdir}: no seed*/metrics.jsonl (nothing started yet)")
-    for j, path in enumerate(runs):
-      minutes, mae = val_curve(path.parent)
-      label = f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if j == 0 else None
-      ax.plot(minutes, mae, color=f"C{i}", alpha=0.8, lw=1.2, label=label)
-  ax.set_xlabel("training wall-clock minutes")
-  ax.set_ylabel("validation MAE")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
+  with _figure(out, "training wall-clock minutes", "validation MAE") as ax:
+    for i, workdir in enumerate(workdirs):
+      runs = sorted(workdir.glob("seed*/metrics.jsonl"), key=lambda p: int(p.parent.name[4:]))
+      if not runs:
+        raise SystemExit(f"{workdir}: no seed*/metrics.jsonl (nothing started yet)")
+      for j, path in enumerate(runs):
+        minutes, mae = val_curve(path.parent)
+        label = f"{workdir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})" if j == 0 else None
+        ax.plot(minutes, mae, color=f"C{i}", alpha=0.8, lw=1.2, label=label)
 
 
 def main(argv: list[str] | None = None) -> None:

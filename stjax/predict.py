@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from stjax.data.data_config import fill_rule_of
-from stjax.data.missing import fill_last
+from stjax.data.missing import fill_windows
 from stjax.errors import UserError, cli_entry
 
 
@@ -134,10 +134,7 @@ class Forecaster:
     [B, T_in] fractions, day_of_week [B, T_in] -> [B, T_out, N, C_out] float32 original units.
     Runs in padded batches of `batch_size` windows (one compilation). A run trained with
     `config.data.fill_missing = "last"` fills input zeros the same way, each window on its own."""
-    x = np.asarray(x, np.float32)
-    if self._fill == "last":
-      x = fill_last(x, self._in_scaler.mean, time_axis=1)
-    x = self._in_scaler.transform(x).astype(np.float32)
+    x = self._in_scaler.transform(fill_windows(x, self._fill, self._in_scaler.mean)).astype(np.float32)
     tod, dow = np.asarray(time_of_day, np.float32), np.asarray(day_of_week, np.int32)
     out = []
     for lo in range(0, len(x), self.batch_size):

@@ -35,3 +35,10 @@ def fill_last(values: np.ndarray, fallback: np.ndarray, time_axis: int = 0) -> n
   filled = np.take_along_axis(v, np.maximum(last_seen, 0), axis=0)
   filled = np.where(last_seen < 0, np.broadcast_to(fallback, v.shape[1:])[None], filled)
   return np.moveaxis(filled.astype(np.float32), 0, time_axis)
+
+
+def fill_windows(x: np.ndarray, rule: str, mean: np.ndarray) -> np.ndarray:
+  """Cut input windows x [B, T_in, N, C] (original units, 0 = missing) filled by `rule`, each window
+  on its own (nothing before it is known): readings missing since it began take `mean` [1 | N, C]."""
+  x = np.asarray(x, np.float32)
+  return fill_last(x, mean, time_axis=1) if check_fill(rule) == "last" else x

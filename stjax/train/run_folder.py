@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from stjax.data import run_data, run_inputs
-from stjax.data.missing import fill_last
+from stjax.data.missing import fill_windows
 from stjax.data.run_data import RunData
 from stjax.data.windows import bundle_from_dataset, fill_rule_of, nonnegative_of, read_data, reader_options
 from stjax.errors import UserError
@@ -125,10 +125,7 @@ def load_run(
   if windows is not None:
     w = run_inputs.read_windows(windows, run, need_targets=need_data)
     in_scaler = run.scaler.target(run.protocol.input_channels)
-    raw = w["x"]
-    if fill == "last":  # each window is its own history: nothing before it is known
-      raw = fill_last(raw, in_scaler.mean, time_axis=1)
-    x = in_scaler.transform(raw).astype(np.float32)
+    x = in_scaler.transform(fill_windows(w["x"], fill, in_scaler.mean)).astype(np.float32)
     bundle = run.bundle({split: run_inputs.ArrayWindows(split, x, w["tod"], w["dow"], w.get("y"))})
   elif data is not None:
     dataset = run_inputs.read_series_input(data, run, start)
