@@ -44,8 +44,9 @@ VARIANTS = {
   "st_link_nycbike2.py": [None, "cpu"],
   "st_llm_nyctaxi.py": [None, "cpu", "drop", "cpu,drop"],
   "st_llm_citibike.py": [None, "cpu", "drop", "cpu,drop"],
+  "st_llm_metrla.py": [None, "cpu"],
   "sth_sepnet_pems03.py": [None, "cpu", "gpt2", "cpu,gpt2"],
-  "sth_sepnet_metrla.py": [None, "cpu", "gpt2", "cpu,gpt2"],
+  "sth_sepnet_metrla.py": [None, "cpu", "gpt2", "cpu,gpt2", "dcrnn", "cpu,dcrnn"],
   "sth_sepnet_bike_inflow.py": [None, "cpu", "gpt2", "cpu,gpt2"],
   "sth_sepnet_bike_outflow.py": [None, "cpu", "gpt2", "cpu,gpt2"],
   "sth_sepnet_bj500.py": [None, "cpu", "gpt2", "cpu,gpt2"],
@@ -145,6 +146,7 @@ def test_cpu_variants_of_the_runs_here_use_local_data():
     "st_link_metrla.py",
     "st_link_nycbike1.py",
     "st_link_nycbike2.py",
+    "st_llm_metrla.py",
     "sth_sepnet_metrla.py",
     "sth_sepnet_bike_inflow.py",
     "sth_sepnet_bike_outflow.py",
@@ -206,6 +208,30 @@ def test_sth_sepnet_gpt2_variants_are_the_gpt2_configs(name):
   assert tiny_bert == tiny_gpt2
 
 
+def test_sth_sepnet_dcrnn_variant_changes_only_the_windows():
+  """`:dcrnn` = the same config with 12 -> 12 DCRNN windows and 6 patch tokens; `:cpu,dcrnn` adds
+  the calendar and node inputs; nothing else moves."""
+
+  def flat(variant):
+    return {
+      (s, k): v
+      for s, fields in _as_json(load("sth_sepnet_metrla.py", variant)).items()
+      if isinstance(fields, dict)
+      for k, v in fields.items()
+    }
+
+  windows = {
+    ("data", "protocol"): "dcrnn",
+    ("data", "input_len"): 12,
+    ("data", "output_len"): 12,
+    ("model", "patch_len"): 4,
+    ("model", "stride"): 2,
+  }
+  for base, extra in ((None, {}), ("cpu", {("model", "calendar_dim"): 4, ("model", "node_input_dim"): 16})):
+    before, after = flat(base), flat("dcrnn" if base is None else f"{base},dcrnn")
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {**windows, **extra}
+
+
 def test_sth_sepnet_cpu_bert_takes_its_geometry_from_the_config():
   """A random BERT (`pretrained` empty) is as wide as the tiny GPT-2 of `:cpu,gpt2`: width n_embd,
   FFN 4 x n_embd, vocab_size word rows, n_positions position rows, llm_layers blocks; the paper
@@ -238,7 +264,7 @@ def test_recipe_dataset_rows_agree_with_the_registry(name):
 
 
 def test_unknown_variant_is_one_clear_line():
-  with pytest.raises(UserError, match=r"variant 'gpu' unknown; allowed: cpu, gpt2$") as e:
+  with pytest.raises(UserError, match=r"variant 'gpu' unknown; allowed: cpu, gpt2, dcrnn$") as e:
     load("sth_sepnet_metrla.py", "gpu")
   assert "\n" not in str(e.value)
 
