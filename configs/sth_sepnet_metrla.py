@@ -12,6 +12,12 @@ with the naive baselines at the end:
 
   python -m stjax.train --config=configs/sth_sepnet_metrla.py:cpu --workdir=runs/sth_sepnet_metrla_cpu
 
+`:dcrnn` (with any of the above): 12 -> 12 under the DCRNN protocol, beside ST-LINK and ST-LLM; e.g.
+on the full-length 29-sensor series:
+
+  python -m stjax.train --config=configs/sth_sepnet_metrla.py:cpu,dcrnn --config.data.name=metr-la-29 \
+      --workdir=runs/sth_sepnet_metrla29_cpu
+
 Settings: stjax/recipes/sth_sepnet.py, docs/sth_sepnet.md. Measured and published numbers:
 docs/results.md.
 """
