@@ -147,18 +147,18 @@ def dcrnn_windows(c: Config) -> None:
   c.model.stride = 2  # patch stride (and replication padding).
 
 
-def _dcrnn_cpu(c: Config) -> None:
-  """The `:cpu,dcrnn` run (chosen on METR-LA-29 validation, docs/results.md): the Bike run's two
-  extra inputs, without which 12 -> 12 speeds lose the time of week (val MAE 3.30 -> 3.16)."""
-  c.model.calendar_dim = 4  # time-of-day/day-of-week input channels (not in the paper; docs/sth_sepnet.md).
-  c.model.node_input_dim = 16  # a learned vector per node as input channels (likewise).
+def _extra_inputs(c: Config) -> None:
+  """Calendar and node inputs to the spatial stream (not in the paper; docs/sth_sepnet.md): the
+  `:cpu` runs on NYCBike2 and with `:dcrnn` (where 12 -> 12 speeds without them lose the time of
+  week: METR-LA-29 val MAE 3.30 -> 3.16, docs/results.md)."""
+  c.model.calendar_dim = 4  # time-of-day/day-of-week input channels.
+  c.model.node_input_dim = 16  # a learned vector per node as input channels.
 
 
 def _bike_cpu(c: Config) -> None:
   """The NYCBike2 :cpu run (inflow and outflow are its two channels): what it departs from the paper in."""
   c.train.batch_size = 8  # twice the updates per epoch at the same cost per epoch (the model underfits).
-  c.model.calendar_dim = 4  # time-of-day/day-of-week input channels (not in the paper; docs/sth_sepnet.md).
-  c.model.node_input_dim = 16  # a learned vector per node as input channels (not in the paper; likewise).
+  _extra_inputs(c)  # calendar and node inputs.
   c.data.loss = "masked_mae"  # MAE in original units, the metric (paper: MSE in z-scores; docs/results.md).
 
 
@@ -172,5 +172,5 @@ def config(dataset: str, arg: str | None) -> Config:
   if "dcrnn" in variant:
     dcrnn_windows(c)
     if "cpu" in variant:
-      _dcrnn_cpu(c)
+      _extra_inputs(c)
   return c
