@@ -13,11 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import hashlib
 import importlib.util
 import pathlib
+import shutil
+import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
+
+# One XLA compilation cache for the whole session: many tests compile the same tiny programs (the
+# tiny configs' init and train step, the CLI runs in subprocesses, which inherit these variables,
+# as do pytest-xdist workers). A hit loads the executable instead of compiling it (~50 s -> ~4 s
+# for a tiny STH-SepNet step); a miss compiles as always. A size limit turns on jax's file lock,
+# so no process reads an entry another one is still writing.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="stjax-tests-xla-cache-")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 # sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 (the `minilm` fixture).
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -59,3 +71,9 @@ def minilm(tmp_path_factory) -> pathlib.Path:
     f"{archive}: model.safetensors has sha256 {digest}, expected {MINILM_SHA256}"
   )
   return folder
+
+
+def pytest_unconfigure(config):
+  """Removes the session's compilation cache (once: in the process that made it)."""
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

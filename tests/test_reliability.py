@@ -18,7 +18,6 @@ import types
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 from test_train import Tiny, tiny_config, tiny_model  # noqa: F401 (tiny_model: autouse fixture)
 
 from stjax import evaluate
@@ -45,17 +44,14 @@ def _cfg(**train):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-  """A persistent XLA cache for this module's many runs of one program (only the first compiles;
-  a cached executable is the same program, so results stay bit-exact)."""
-  old = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+def compile_cache():
+  """This module's many runs of one tiny program compile once: the session's XLA cache
+  (tests/conftest.py) also keeps programs that compile in under a second (a cached executable is
+  the same program, so results stay bit-exact)."""
+  old = jax.config.jax_persistent_cache_min_compile_time_secs
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  compilation_cache.reset_cache()
   yield
-  jax.config.update("jax_compilation_cache_dir", old[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-  compilation_cache.reset_cache()
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old)
 
 
 @pytest.fixture(scope="module")
