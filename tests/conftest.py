@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 # One XLA compilation cache for the whole session: many tests compile the same tiny programs (the
-# tiny configs' init and train step, the CLI runs in subprocesses, which inherit these variables,
-# as do pytest-xdist workers). A hit loads the executable instead of compiling it (~50 s -> ~4 s
+# tiny configs' init and train step, the CLI runs in subprocesses, which inherit these variables).
+# A hit loads the executable instead of compiling it (~50 s -> ~4 s
 # for a tiny STH-SepNet step); a miss compiles as always. A size limit turns on jax's file lock,
 # so no process reads an entry another one is still writing.
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ

@@ -29,14 +29,10 @@ def _train_cmd(config: pathlib.Path, workdir: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "stjax.train", f"--config={config}", f"--workdir={workdir}"]
 
 
-def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None = None) -> str:
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  if cache is not None:  # the resumed 2-process run reuses the first one's executables
-    env.update(
-      JAX_COMPILATION_CACHE_DIR=str(cache),
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
+def _run(cmd: list[str], devices: int | None = None) -> str:
+  # Sub-second programs go to the session's compilation cache too (tests/conftest.py), so a resumed
+  # or repeated run reuses the first one's executables.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   if devices is not None:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
@@ -44,11 +40,8 @@ def _run(cmd: list[str], devices: int | None = None, cache: pathlib.Path | None 
   return out.stdout
 
 
-def _two_hosts(config, workdir, cache: pathlib.Path) -> str:
-  """`cache`: the compilation cache the session's 2-process runs share (a temporary folder)."""
-  return _run(
-    [str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir), cache=cache
-  )
+def _two_hosts(config, workdir) -> str:
+  return _run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "4"] + _train_cmd(config, workdir))
 
 
 def _in_process(config, workdir) -> None:
@@ -81,7 +74,7 @@ def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("multihost")
   config = CONFIG
   dirs = {name: base / name for name in ("two_hosts", "one_host", "one_device")}
-  log = _two_hosts(config, dirs["two_hosts"], base / "jax_cache")
+  log = _two_hosts(config, dirs["two_hosts"])
   _in_process(config, dirs["one_host"])
   _run(_train_cmd(config, dirs["one_device"]), devices=1)
   return config, dirs, log
@@ -111,7 +104,7 @@ def test_checkpoints_move_between_topologies(runs, tmp_path):
   from_two = _crash_after_step_10(dirs["two_hosts"], tmp_path / "from_two_hosts")
   _in_process(config, from_two)
   from_one = _crash_after_step_10(dirs["one_device"], tmp_path / "from_one_device")
-  log = _two_hosts(config, from_one, dirs["two_hosts"].parent / "jax_cache")
+  log = _two_hosts(config, from_one)
   assert "Resumed from" in log and "at step 10" in log
   for resumed, original in ((from_two, dirs["two_hosts"]), (from_one, dirs["one_device"])):
     got, want = _losses(resumed), _losses(original)

@@ -26,13 +26,13 @@ OVERRIDES = (
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-  """One CPU device and an XLA cache shared by this module's runs (only the first compiles)."""
+def env() -> dict:
+  """One CPU device; sub-second programs go to the session's XLA cache too (tests/conftest.py), so
+  only this module's first run compiles."""
   return {
     **os.environ,
     "XLA_FLAGS": "",
     "JAX_PLATFORMS": "cpu",
-    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
   }
 

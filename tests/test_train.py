@@ -300,13 +300,13 @@ def test_sigkill_and_restart_with_the_same_command_is_bit_exact(tmp_path):
     f"--config={tmp_path / 'kill_cfg.py'}",
     f"--workdir={workdir}",
   ]
-  # One CPU device, and a compilation cache shared by the three runs so that only the first pays
-  # for XLA compiles (a cached executable is the same program, so exactness is unaffected).
+  # One CPU device; sub-second programs go to the session's compilation cache too (tests/conftest.py),
+  # so only the first of the three runs pays for XLA compiles (a cached executable is the same
+  # program, so exactness is unaffected).
   env = {
     **os.environ,
     "XLA_FLAGS": "",
     "JAX_PLATFORMS": "cpu",
-    "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
   }
   full = subprocess.run(command(tmp_path / "full"), capture_output=True, text=True, timeout=600, env=env)
